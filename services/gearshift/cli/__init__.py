@@ -1,0 +1,1 @@
+"""The `gearshift` command line."""

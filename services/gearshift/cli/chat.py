@@ -1,0 +1,136 @@
+"""`gearshift chat` and `gearshift route explain`: talk to a running router."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from typing import Any
+
+import grpc
+
+from gearshift.cli import local_state
+from gearshift.v1 import common_pb2, router_pb2, router_pb2_grpc
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="the question")
+    parser.add_argument("--router", default=None, help="router gRPC address (host:port)")
+    parser.add_argument(
+        "--api-key", default=None, help="key (default: $GEARSHIFT_API_KEY or the local key)"
+    )
+    parser.add_argument("--model", default="auto", help="'auto' or a route name to pin")
+    parser.add_argument("--system", default="", help="system prompt")
+    parser.add_argument("--max-tokens", type=int, default=None)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
+
+
+def add_chat_parser(sub: Any) -> None:
+    chat = sub.add_parser("chat", help="send one query through the router and show how it went")
+    _common(chat)
+    chat.add_argument("--no-cache", action="store_true", help="bypass the semantic cache")
+    chat.add_argument("--stream", action="store_true", help="print the answer as it arrives")
+    chat.set_defaults(func=lambda a: asyncio.run(_chat(a)))
+
+
+def add_route_parser(sub: Any) -> None:
+    route = sub.add_parser("route", help="routing decisions")
+    rsub = route.add_subparsers(dest="route_command", required=True)
+    explain = rsub.add_parser("explain", help="show where a query would go, without generating")
+    _common(explain)
+    explain.set_defaults(func=lambda a: asyncio.run(_explain(a)))
+
+
+def _request(args: argparse.Namespace) -> router_pb2.ChatRequest:
+    messages = []
+    if args.system:
+        messages.append(common_pb2.ChatMessage(role="system", content=args.system))
+    messages.append(common_pb2.ChatMessage(role="user", content=args.prompt))
+    sampling = common_pb2.SamplingParams(temperature=args.temperature)
+    if args.max_tokens is not None:
+        sampling.max_tokens = args.max_tokens
+    policy = (
+        router_pb2.CACHE_POLICY_BYPASS
+        if getattr(args, "no_cache", False)
+        else router_pb2.CACHE_POLICY_UNSPECIFIED
+    )
+    return router_pb2.ChatRequest(
+        model=args.model, messages=messages, sampling=sampling, cache_policy=policy
+    )
+
+
+def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
+    key = args.api_key or os.environ.get("GEARSHIFT_API_KEY") or local_state.local_api_key()
+    return [("authorization", f"Bearer {key}")] if key else []
+
+
+def _describe(decision: router_pb2.RouteDecision) -> str:
+    from gearshift.v1 import common_pb2 as c
+
+    tier = c.Tier.Name(decision.tier).removeprefix("TIER_").lower()
+    cache = c.CacheOutcome.Name(decision.cache).removeprefix("CACHE_OUTCOME_").lower()
+    lines = [
+        f"route:      {decision.route} (tier {tier}, model {decision.model or '-'})",
+        f"difficulty: {decision.difficulty:.3f} (threshold {decision.threshold:.3f})",
+        f"cache:      {cache}"
+        + (f" (similarity {decision.cache_similarity:.3f})" if decision.cache_similarity else ""),
+    ]
+    if decision.escalated_from:
+        lines.append(f"escalated:  from {', '.join(decision.escalated_from)}")
+    if decision.reasons:
+        lines.append("reasons:    " + "; ".join(decision.reasons))
+    return "\n".join(lines)
+
+
+def _fail(exc: grpc.aio.AioRpcError, address: str) -> int:
+    print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+    if exc.code() == grpc.StatusCode.UNAVAILABLE:
+        print(f"is the mesh running? start it with `gearshift up` ({address})", file=sys.stderr)
+    return 1
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    address = args.router or local_state.router_address()
+    request = _request(args)
+    start = time.perf_counter()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        try:
+            if args.stream:
+                decision, trace_id = router_pb2.RouteDecision(), ""
+                async for chunk in stub.ChatStream(
+                    request, metadata=_metadata(args), timeout=args.timeout
+                ):
+                    if chunk.HasField("decision"):
+                        decision, trace_id = chunk.decision, chunk.trace_id
+                    print(chunk.text_delta, end="", flush=True)
+                print()
+            else:
+                response = await stub.Chat(request, metadata=_metadata(args), timeout=args.timeout)
+                decision, trace_id = response.decision, response.trace_id
+                print(response.text.strip())
+        except grpc.aio.AioRpcError as exc:
+            return _fail(exc, address)
+    elapsed = (time.perf_counter() - start) * 1000
+    print("---")
+    print(_describe(decision))
+    print(f"latency:    {elapsed:.0f} ms")
+    print(f"trace id:   {trace_id or '-'}")
+    return 0
+
+
+async def _explain(args: argparse.Namespace) -> int:
+    address = args.router or local_state.router_address()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = router_pb2_grpc.RouterServiceStub(channel)
+        try:
+            decision = await stub.Route(
+                _request(args), metadata=_metadata(args), timeout=args.timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            return _fail(exc, address)
+    print(_describe(decision))
+    return 0

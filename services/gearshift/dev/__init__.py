@@ -1,0 +1,1 @@
+"""Developer tooling: code generation and checks that are not needed at run time."""

@@ -1,0 +1,1 @@
+"""Model files: locating and preparing the embedded default model."""

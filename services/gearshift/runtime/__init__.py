@@ -1,0 +1,1 @@
+"""The runtime every Gearshift service shares: settings, gRPC bootstrap, telemetry, errors."""

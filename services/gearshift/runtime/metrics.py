@@ -1,0 +1,103 @@
+"""Prometheus metrics: the /metrics endpoint and per-RPC counters every service has."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Histogram, start_http_server
+
+RPC_HANDLED = Counter(
+    "gearshift_grpc_server_handled_total",
+    "RPCs completed by the server, by method and status code.",
+    ["service", "method", "code"],
+)
+RPC_LATENCY = Histogram(
+    "gearshift_grpc_server_handling_seconds",
+    "Time from receiving an RPC to its end (for streams: the last message).",
+    ["service", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def start_metrics_server(host: str, port: int) -> int | None:
+    """Serves /metrics on a background thread; returns the bound port (None if disabled)."""
+    if port < 0:
+        return None
+    server, _thread = start_http_server(port, addr=host)
+    return int(server.server_port)
+
+
+def _split(full_method: str) -> tuple[str, str]:
+    _, service, method = full_method.split("/", 2)
+    return service, method
+
+
+def _code_of(exc: BaseException | None, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if exc is None:
+        return "OK"
+    if isinstance(exc, grpc.aio.AbortError):
+        return "ABORTED_BY_HANDLER"
+    return "CANCELLED" if isinstance(exc, BaseException) else "UNKNOWN"
+
+
+class PrometheusServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Counts and times every RPC by method and final status code."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith("/gearshift."):
+            return handler
+        service, method = _split(details.method)
+
+        def record(start: float, exc: BaseException | None, context: Any) -> None:
+            RPC_LATENCY.labels(service, method).observe(time.perf_counter() - start)
+            RPC_HANDLED.labels(service, method, _code_of(exc, context)).inc()
+
+        if handler.unary_unary is not None:
+            inner_unary = handler.unary_unary
+
+            async def unary(request: Any, context: Any) -> Any:
+                start, exc = time.perf_counter(), None
+                try:
+                    return await inner_unary(request, context)
+                except BaseException as e:
+                    exc = e
+                    raise
+                finally:
+                    record(start, exc, context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                start, exc = time.perf_counter(), None
+                try:
+                    async for item in inner_stream(request, context):
+                        yield item
+                except BaseException as e:
+                    exc = e
+                    raise
+                finally:
+                    record(start, exc, context)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

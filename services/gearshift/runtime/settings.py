@@ -1,0 +1,62 @@
+"""The settings every service has in common.
+
+Each service subclasses `ServiceSettings` with its own `env_prefix`
+(`GEARSHIFT_ROUTER_`, `GEARSHIFT_SLM_`, ...). Field names are the same in env vars
+(upper case, with the prefix), CLI flags (`--grpc-port`) and the Helm chart's
+values (`router.settings.grpc_port`), so one name finds a setting everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Literal, Self, get_args, get_origin
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Network, shutdown and telemetry settings shared by all services."""
+
+    model_config = SettingsConfigDict(env_prefix="GEARSHIFT_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the gRPC server binds to.")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
+    metrics_port: int = Field(
+        0, ge=-1, le=65535, description="Prometheus /metrics port; 0 picks a free one, -1 disables."
+    )
+    grace_period_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight calls may take to finish."
+    )
+    otlp_endpoint: str = Field(
+        "", description="OTLP/gRPC collector address (host:port); empty disables export."
+    )
+    service_name: str = Field("gearshift", description="OpenTelemetry service.name.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = Field("json", description="Log line format.")
+    ready_file: str = Field(
+        "", description="When set, the bound addresses are written here as JSON once serving."
+    )
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Adds one `--flag` per field; flags override env vars."""
+        for name, field in cls.model_fields.items():
+            flag = "--" + name.replace("_", "-")
+            annotation = field.annotation
+            kwargs: dict[str, Any] = {"dest": name, "default": None, "help": field.description}
+            if annotation is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            elif get_origin(annotation) is Literal:
+                kwargs["choices"] = list(get_args(annotation))
+            parser.add_argument(flag, **kwargs)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Self:
+        """Env vars first, then any flag given on the command line."""
+        overrides = {
+            name: value
+            for name in cls.model_fields
+            if (value := getattr(args, name, None)) is not None
+        }
+        return cls(**overrides)
