@@ -58,10 +58,9 @@ class GearshiftError(Exception):
             any_msg = any_pb2.Any()
             any_msg.Pack(detail)
             packed.append(any_msg)
-        proto = status_pb2.Status(
-            code=self.code.value[0], message=self.message, details=packed
-        )
-        return rpc_status.to_status(proto)
+        proto = status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+        status: grpc.Status = rpc_status.to_status(proto)
+        return status
 
 
 class InvalidArgument(GearshiftError):

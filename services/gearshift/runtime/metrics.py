@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server
@@ -51,9 +51,11 @@ class PrometheusServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(details)
         if handler is None or not details.method.startswith("/gearshift."):
             return handler
@@ -82,7 +84,7 @@ class PrometheusServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
+            inner_stream = cast(Callable[..., AsyncIterator[Any]], handler.unary_stream)
 
             async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
                 start, exc = time.perf_counter(), None

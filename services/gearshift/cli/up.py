@@ -1,0 +1,246 @@
+"""`gearshift up`: the whole mesh on this machine, on its embedded default.
+
+No GPU, cluster or API key: the SLM server runs the small model on vLLM's CPU
+build, and the LLM proxy forwards to a local vLLM OpenAI-compatible server that
+runs the same small model as a clearly labelled stand-in for a large model.
+Configuration, the local API key, the cache's data and logs live in
+$GEARSHIFT_HOME (default ~/.gearshift), so a second `up` starts warm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gearshift.cli import local_state
+from gearshift.cli.registry import available_services
+from gearshift.cli.supervisor import ProcessSpec, StartupFailed, Supervisor
+
+STANDIN_MODEL = "standin-large"
+DEMO_QUESTION = "What is the capital of France?"
+
+
+@dataclass(frozen=True)
+class Ports:
+    router: int = 50051
+    cache: int = 50052
+    slm: int = 50053
+    proxy: int = 50054
+    upstream: int = 8001
+    http: int = 8080
+
+
+def add_parser(sub: Any) -> None:
+    up = sub.add_parser("up", help="run the whole local mesh until Ctrl-C")
+    up.add_argument("--no-demo", action="store_true", help="skip the sample question")
+    up.add_argument(
+        "--only", default="", help="comma-separated services to start (default: all available)"
+    )
+    up.add_argument("--base-port", type=int, default=50051, help="router gRPC port; others follow")
+    up.add_argument("--http-port", type=int, default=8080, help="router's OpenAI-compatible port")
+    up.add_argument("--upstream-port", type=int, default=8001, help="stand-in vLLM server port")
+    up.set_defaults(func=run)
+
+
+def _gearshift(*args: str) -> list[str]:
+    return [sys.executable, "-m", "gearshift.cli.main", *args]
+
+
+def _common(name: str, home: Path, port: int) -> list[str]:
+    return [
+        "--grpc-port", str(port),
+        "--metrics-port", "0",
+        "--log-format", "json",
+        "--ready-file", str(home / "run" / f"{name}.ready"),
+    ]  # fmt: skip
+
+
+def plan(home: Path, ports: Ports, services: list[str]) -> list[ProcessSpec]:
+    """The processes to start, in dependency order, for the services that exist."""
+    from gearshift.models.prepare import DEFAULT_MODEL_NAME, prepare_default_model
+
+    model_dir = prepare_default_model()
+    env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    specs: list[ProcessSpec] = []
+    if "cache" in services:
+        specs.append(
+            ProcessSpec(
+                "cache",
+                _gearshift(
+                    "serve",
+                    "cache",
+                    *_common("cache", home, ports.cache),
+                    "--data-dir",
+                    str(home / "cache"),
+                ),
+                env,
+                ready_file=home / "run" / "cache.ready",
+                description=f"semantic cache (usearch, {home / 'cache'}) :{ports.cache}",
+            )
+        )
+    if "slm" in services:
+        specs.append(
+            ProcessSpec(
+                "slm",
+                _gearshift(
+                    "serve",
+                    "slm",
+                    *_common("slm", home, ports.slm),
+                    "--model",
+                    str(model_dir),
+                    "--served-model-name",
+                    DEFAULT_MODEL_NAME,
+                ),
+                env,
+                ready_file=home / "run" / "slm.ready",
+                description=f"SLM server, {DEFAULT_MODEL_NAME} on vLLM (CPU) :{ports.slm}",
+            )
+        )
+    if "proxy" in services:
+        from gearshift.proxy.config import local_standin_config
+
+        specs.append(
+            ProcessSpec(
+                "upstream",
+                [
+                    sys.executable,
+                    "-m",
+                    "vllm.entrypoints.openai.api_server",
+                    "--model",
+                    str(model_dir),
+                    "--served-model-name",
+                    STANDIN_MODEL,
+                    "--dtype",
+                    "float32",
+                    "--enforce-eager",
+                    "--max-model-len",
+                    "2048",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(ports.upstream),
+                ],
+                env,
+                health_url=f"http://127.0.0.1:{ports.upstream}/health",
+                description=f"stand-in 'large' model: {DEFAULT_MODEL_NAME} behind vllm serve "
+                f":{ports.upstream}",
+            )
+        )
+        config = local_standin_config(
+            f"http://127.0.0.1:{ports.upstream}/v1", STANDIN_MODEL, STANDIN_MODEL
+        )
+        config_file = home / "proxy.yaml"
+        config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+        specs.append(
+            ProcessSpec(
+                "proxy",
+                _gearshift(
+                    "serve",
+                    "proxy",
+                    *_common("proxy", home, ports.proxy),
+                    "--config-file",
+                    str(config_file),
+                ),
+                env,
+                ready_file=home / "run" / "proxy.ready",
+                description=f"LLM proxy -> stand-in upstream :{ports.proxy}",
+            )
+        )
+    if "router" in services:
+        from gearshift.router.local import local_default_routes
+
+        routes = local_default_routes(
+            slm_address=f"127.0.0.1:{ports.slm}",
+            slm_model=DEFAULT_MODEL_NAME,
+            proxy_address=f"127.0.0.1:{ports.proxy}",
+            llm_model=STANDIN_MODEL,
+        )
+        routes_file = home / "routes.yaml"
+        routes_file.write_text(yaml.safe_dump_all(routes, sort_keys=False))
+        local_state.local_api_key(create=True)
+        args = [
+            *_common("router", home, ports.router),
+            "--http-port", str(ports.http),
+            "--routes-file", str(routes_file),
+            "--api-keys-file", str(home / local_state.KEYS_FILE),
+        ]  # fmt: skip
+        if "cache" in services:
+            args += ["--cache-address", f"127.0.0.1:{ports.cache}"]
+        specs.append(
+            ProcessSpec(
+                "router",
+                _gearshift("serve", "router", *args),
+                env,
+                ready_file=home / "run" / "router.ready",
+                description=f"router gRPC :{ports.router}, OpenAI HTTP :{ports.http}",
+            )
+        )
+    return specs
+
+
+def _banner(home: Path, ports: Ports, services: list[str]) -> None:
+    print()
+    print("Gearshift is up.")
+    if "router" in services:
+        key = local_state.local_api_key()
+        print(f"  gRPC router      127.0.0.1:{ports.router}")
+        print(f"  OpenAI API       http://127.0.0.1:{ports.http}/v1  (api key {key})")
+        print('  try              gearshift chat "Why is the sky blue?"')
+    print(f"  logs             {home / 'logs'}")
+    print("Press Ctrl-C to stop.")
+
+
+def run(args: argparse.Namespace) -> int:
+    home = local_state.home()
+    (home / "run").mkdir(parents=True, exist_ok=True)
+    base = args.base_port
+    ports = Ports(base, base + 1, base + 2, base + 3, args.upstream_port, args.http_port)
+    services = available_services()
+    if args.only:
+        wanted = [s.strip() for s in args.only.split(",") if s.strip()]
+        services = [s for s in services if s in wanted]
+    supervisor = Supervisor(home / "logs")
+    try:
+        supervisor.start_all(plan(home, ports, services))
+        _banner(home, ports, services)
+        if "router" in services and not args.no_demo:
+            _demo(ports)
+        while (dead := supervisor.first_exited()) is None:
+            time.sleep(0.5)
+        print(f"{dead.spec.name} exited unexpectedly; see {dead.log_path}", file=sys.stderr)
+        return 1
+    except StartupFailed as exc:
+        print(f"gearshift up: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+        return 0
+    finally:
+        supervisor.stop_all()
+        print("stopped.", flush=True)
+
+
+def _demo(ports: Ports) -> None:
+    from gearshift.cli.chat import _chat
+
+    print(f"\n> {DEMO_QUESTION}")
+    demo = argparse.Namespace(
+        prompt=DEMO_QUESTION,
+        router=f"127.0.0.1:{ports.router}",
+        api_key=None,
+        model="auto",
+        system="",
+        max_tokens=64,
+        temperature=0.0,
+        timeout=120.0,
+        no_cache=False,
+        stream=False,
+    )
+    asyncio.run(_chat(demo))

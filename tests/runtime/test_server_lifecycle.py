@@ -1,0 +1,141 @@
+"""The runtime's promises, checked on a real process over real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from gearshift.runtime.errors import field_violations
+from gearshift.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class ServiceProcess:
+    popen: subprocess.Popen[bytes]
+    address: str
+    metrics_port: int
+    log: Path
+
+
+@pytest.fixture
+def echo_process(tmp_path: Path) -> Iterator[ServiceProcess]:
+    ready = tmp_path / "ready.json"
+    log = tmp_path / "service.log"
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            [
+                sys.executable, "-m", "tests.runtime.echo_service",
+                "--grpc-port", "0", "--metrics-port", "0", "--grace-period-s", "10",
+                "--ready-file", str(ready),
+            ],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert popen.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "service did not become ready"
+        time.sleep(0.05)
+    ports = json.loads(ready.read_text())
+    yield ServiceProcess(popen, f"127.0.0.1:{ports['grpc_port']}", ports["metrics_port"], log)
+    if popen.poll() is None:
+        popen.kill()
+        popen.wait()
+
+
+def chat(text: str, delay_ms: int | None = None) -> inference_pb2.GenerateRequest:
+    sampling = common_pb2.SamplingParams()
+    if delay_ms is not None:
+        sampling.seed = delay_ms
+    return inference_pb2.GenerateRequest(
+        messages=[common_pb2.ChatMessage(role="user", content=text)], sampling=sampling
+    )
+
+
+async def test_health_serving_and_reflection_lists_services(echo_process: ServiceProcess) -> None:
+    async with grpc.aio.insecure_channel(echo_process.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        named = await health.Check(
+            health_pb2.HealthCheckRequest(service="gearshift.v1.InferenceService"), timeout=5
+        )
+        assert named.status == health_pb2.HealthCheckResponse.SERVING
+
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        services = []
+        async for response in reflection.ServerReflectionInfo(iter([request]), timeout=5):
+            services = [s.name for s in response.list_services_response.service]
+        assert "gearshift.v1.InferenceService" in services
+        assert "grpc.health.v1.Health" in services
+
+
+async def test_sigterm_lets_in_flight_call_finish(echo_process: ServiceProcess) -> None:
+    async with grpc.aio.insecure_channel(echo_process.address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        await stub.Generate(chat("warm"), timeout=5)  # the channel is connected
+        slow = asyncio.ensure_future(stub.Generate(chat("still here", delay_ms=1500), timeout=20))
+        await asyncio.sleep(0.3)
+        echo_process.popen.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        # New calls are refused while the slow one drains...
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Generate(chat("too late"), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        # ...and the in-flight call completes normally.
+        reply = await slow
+        assert reply.text == "still here"
+        assert reply.finish_reason == common_pb2.FINISH_REASON_STOP
+    assert echo_process.popen.wait(timeout=15) == 0
+
+
+async def test_malformed_request_names_the_bad_fields(echo_process: ServiceProcess) -> None:
+    bad = inference_pb2.GenerateRequest(
+        messages=[common_pb2.ChatMessage(role="robot", content="hi")],
+        sampling=common_pb2.SamplingParams(temperature=3.5),
+    )
+    async with grpc.aio.insecure_channel(echo_process.address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Generate(bad, timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = {v.field for v in field_violations(err.value)}
+    assert fields == {"messages[0].role", "sampling.temperature"}
+    assert "messages[0].role" in (err.value.details() or "")
+
+
+async def test_metrics_endpoint_counts_rpcs_by_code(echo_process: ServiceProcess) -> None:
+    async with grpc.aio.insecure_channel(echo_process.address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        await stub.Generate(chat("count me"), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Generate(inference_pb2.GenerateRequest(), timeout=5)
+    url = f"http://127.0.0.1:{echo_process.metrics_port}/metrics"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    ok = 'method="Generate",service="gearshift.v1.InferenceService"'
+    assert f'gearshift_grpc_server_handled_total{{code="OK",{ok}}} 1.0' in body
+    assert 'code="INVALID_ARGUMENT"' in body
+
+
+async def test_logs_are_json_lines(echo_process: ServiceProcess) -> None:
+    echo_process.popen.send_signal(signal.SIGTERM)
+    echo_process.popen.wait(timeout=15)
+    records = [json.loads(line) for line in echo_process.log.read_text().splitlines() if line]
+    assert records, "no log lines"
+    assert all({"time", "level", "message", "service", "trace_id"} <= r.keys() for r in records)
+    assert any("serving on port" in r["message"] for r in records)
