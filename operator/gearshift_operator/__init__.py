@@ -1,0 +1,1 @@
+"""Gearshift operator: reconciles ModelRoute objects (kopf). Run: python -m gearshift_operator."""

@@ -1,0 +1,368 @@
+"""Pure functions: a `ModelRoute` plus operator settings -> the manifests it owns.
+
+No API calls here, so what the operator deploys is unit-testable line by line, and a
+reconcile is "build these, then make the cluster match them" (idempotent by design).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import yaml
+
+from gearshift.routes.model_route import ModelRoute
+from gearshift_operator.settings import Settings, SizeClass
+
+MANAGED_BY = "gearshift-operator"
+APP_NAME = "gearshift-model-server"
+ROUTE_LABEL = "gearshift.dev/route"
+TEMPLATE_HASH = "gearshift.dev/template-hash"
+PROXY_CONFIG_DIR = "/etc/gearshift/proxy"
+SECRET_DIR = "/var/run/secrets/gearshift/upstream"
+
+Manifest = dict[str, Any]
+
+
+class SpecError(ValueError):
+    """The route cannot be deployed as written (e.g. an unknown size class)."""
+
+
+def component(route: ModelRoute) -> str:
+    """`slm` for engine routes, `proxy` for upstream routes."""
+    return "slm" if route.spec.engine is not None else "proxy"
+
+
+def selector_labels(route: ModelRoute) -> dict[str, str]:
+    """The labels that pick the route's pods (Deployment/Service/PDB selectors)."""
+    return {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": route.name}
+
+
+def selector_string(route: ModelRoute) -> str:
+    """`selector_labels` as a label-selector string (status.selector, scale subresource)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(route).items()))
+
+
+def labels(route: ModelRoute) -> dict[str, str]:
+    """Recommended app.kubernetes.io labels plus the route's name."""
+    return {
+        **selector_labels(route),
+        "app.kubernetes.io/component": component(route),
+        "app.kubernetes.io/part-of": "gearshift",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        ROUTE_LABEL: route.name,
+    }
+
+
+def endpoint(route: ModelRoute, settings: Settings) -> str:
+    """The gRPC address the router uses: the explicit one, else the route's Service."""
+    if route.spec.routing.endpoint:
+        return route.spec.routing.endpoint
+    return f"{route.name}.{route.namespace}.svc:{settings.grpc_port}"
+
+
+def target_replicas(route: ModelRoute) -> int:
+    """spec.replicas.desired (the scale subresource) clamped to [min, max]; else min."""
+    r = route.spec.replicas
+    desired = r.min if r.desired is None else r.desired
+    return max(r.min, min(r.max, desired))
+
+
+def engine_env_args(extra_args: list[str]) -> dict[str, Any]:
+    """`["--max-num-seqs=64", "--enable-prefix-caching"]` -> vLLM engine kwargs.
+
+    The SLM server takes further engine args as a JSON object (GEARSHIFT_SLM_EXTRA_ENGINE_ARGS);
+    the CRD takes CLI-style strings because that is what vLLM users know.
+    """
+    result: dict[str, Any] = {}
+    i = 0
+    while i < len(extra_args):
+        item = extra_args[i]
+        if not item.startswith("--") or len(item) <= 2:
+            raise SpecError(f"engine.extraArgs[{i}]: expected --flag or --flag=value, got {item!r}")
+        key, sep, raw = item[2:].partition("=")
+        value: Any = True
+        if sep:
+            value = yaml.safe_load(raw) if raw else ""
+        elif i + 1 < len(extra_args) and not extra_args[i + 1].startswith("--"):
+            value = yaml.safe_load(extra_args[i + 1])
+            i += 1
+        result[key.replace("-", "_")] = value
+        i += 1
+    return result
+
+
+def _model_source(source: str) -> str:
+    return source.removeprefix("hf://")
+
+
+def _size_class(route: ModelRoute, settings: Settings) -> SizeClass | None:
+    if route.spec.size_class is None:
+        return None
+    table = settings.size_class_table()
+    if route.spec.size_class not in table:
+        raise SpecError(f"sizeClass {route.spec.size_class!r} is not in the operator's table")
+    return table[route.spec.size_class]
+
+
+def _resources(route: ModelRoute, settings: Settings) -> tuple[dict[str, Any], SizeClass | None]:
+    size = _size_class(route, settings)
+    override = route.spec.resources
+    cpu: str | int = size.cpu if size else ("4" if route.spec.engine else "500m")
+    memory: str | int = size.memory if size else ("16Gi" if route.spec.engine else "512Mi")
+    gpu = size.gpu if size else 0
+    gpu_resource = size.accelerator if size else "nvidia.com/gpu"
+    if override is not None:
+        cpu = override.cpu if override.cpu is not None else cpu
+        memory = override.memory if override.memory is not None else memory
+        gpu = override.gpu if override.gpu is not None else gpu
+        gpu_resource = override.gpu_resource or gpu_resource
+    engine = route.spec.engine
+    if engine is not None and gpu and engine.tensor_parallel_size > gpu:
+        raise SpecError(
+            f"engine.tensorParallelSize {engine.tensor_parallel_size} exceeds the {gpu} GPU(s) "
+            "of one replica"
+        )
+    requests: dict[str, Any] = {"cpu": str(cpu), "memory": str(memory)}
+    limits: dict[str, Any] = {"memory": str(memory)}
+    if gpu:
+        # Extended resources: request must equal limit.
+        requests[gpu_resource] = str(gpu)
+        limits[gpu_resource] = str(gpu)
+    return {"requests": requests, "limits": limits}, size
+
+
+def _env(pairs: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in pairs.items()]
+
+
+def proxy_config(route: ModelRoute) -> dict[str, Any]:
+    """The proxy's config file for an upstream route (one model, one upstream)."""
+    upstream = route.spec.upstream
+    assert upstream is not None
+    entry: dict[str, Any] = {
+        "name": "upstream",
+        "base_url": upstream.base_url,
+        "model": upstream.model,
+    }
+    if upstream.secret_ref is not None:
+        entry["api_key_file"] = f"{SECRET_DIR}/api-key"
+    return {"models": [{"name": route.served_name, "upstreams": [entry]}]}
+
+
+def config_map(route: ModelRoute) -> Manifest | None:
+    """The proxy config for upstream routes; None for engine routes."""
+    if route.spec.upstream is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": route.name, "namespace": route.namespace, "labels": labels(route)},
+        "data": {"config.yaml": yaml.safe_dump(proxy_config(route), sort_keys=True)},
+    }
+
+
+def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any]) -> Manifest:
+    common = {
+        "HOST": "0.0.0.0",
+        "GRPC_PORT": str(settings.grpc_port),
+        "METRICS_PORT": str(settings.metrics_port),
+        "GRACE_PERIOD_S": str(settings.drain_seconds),
+        "SERVICE_NAME": f"gearshift-{component(route)}-{route.name}",
+    }
+    volume_mounts: list[dict[str, Any]] = []
+    engine = route.spec.engine
+    if engine is not None:
+        specific = {
+            "MODEL": _model_source(route.spec.model.source),
+            "SERVED_MODEL_NAME": route.served_name,
+            "DTYPE": engine.dtype,
+            "TENSOR_PARALLEL_SIZE": str(engine.tensor_parallel_size),
+            "GPU_MEMORY_UTILIZATION": str(engine.gpu_memory_utilization),
+            "EXTRA_ENGINE_ARGS": json.dumps(engine_env_args(engine.extra_args), sort_keys=True),
+        }
+        if engine.max_model_len is not None:
+            specific["MAX_MODEL_LEN"] = str(engine.max_model_len)
+        env = _env({f"GEARSHIFT_SLM_{k}": v for k, v in {**common, **specific}.items()})
+        env.append({"name": "HF_HOME", "value": "/cache/hf"})
+        # The root filesystem is read-only: vLLM, torch and Triton write under $HOME.
+        env.append({"name": "HOME", "value": "/cache"})
+        volume_mounts += [
+            {"name": "cache", "mountPath": "/cache"},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ]
+    else:
+        specific = {"CONFIG_FILE": f"{PROXY_CONFIG_DIR}/config.yaml"}
+        env = _env({f"GEARSHIFT_PROXY_{k}": v for k, v in {**common, **specific}.items()})
+        volume_mounts.append({"name": "config", "mountPath": PROXY_CONFIG_DIR, "readOnly": True})
+        upstream = route.spec.upstream
+        if upstream is not None and upstream.secret_ref is not None:
+            volume_mounts.append(
+                {"name": "upstream-key", "mountPath": SECRET_DIR, "readOnly": True}
+            )
+    volume_mounts.append({"name": "tmp", "mountPath": "/tmp"})
+    grpc_probe = {"grpc": {"port": settings.grpc_port}}
+    return {
+        "name": component(route),
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["gearshift"],
+        "args": ["serve", component(route)],
+        "env": env,
+        "ports": [
+            {"name": "grpc", "containerPort": settings.grpc_port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": settings.metrics_port, "protocol": "TCP"},
+        ],
+        "resources": resources,
+        # Model loading can take minutes: the startup probe holds liveness off until then.
+        "startupProbe": {**grpc_probe, "periodSeconds": 10, "failureThreshold": 90},
+        "readinessProbe": {**grpc_probe, "periodSeconds": 5, "failureThreshold": 2},
+        "livenessProbe": {**grpc_probe, "periodSeconds": 10, "failureThreshold": 3},
+        "volumeMounts": volume_mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        },
+    }
+
+
+def _volumes(route: ModelRoute) -> list[Manifest]:
+    tmp: Manifest = {"name": "tmp", "emptyDir": {}}
+    if route.spec.engine is not None:
+        return [
+            {"name": "cache", "emptyDir": {}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+            tmp,
+        ]
+    volumes: list[Manifest] = [{"name": "config", "configMap": {"name": route.name}}, tmp]
+    upstream = route.spec.upstream
+    if upstream is not None and upstream.secret_ref is not None:
+        ref = upstream.secret_ref
+        volumes.append(
+            {
+                "name": "upstream-key",
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": "api-key"}],
+                    "defaultMode": 0o440,
+                },
+            }
+        )
+    return volumes
+
+
+def template_hash(template: Manifest, extra: Manifest | None = None) -> str:
+    """A short digest of the pod template (and the proxy config), to roll on any change."""
+    blob = json.dumps([template, extra], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def deployment(route: ModelRoute, settings: Settings, replicas: int | None = None) -> Manifest:
+    """The model-server Deployment: GPU requests, gRPC probes, drain-aware termination."""
+    resources, size = _resources(route, settings)
+    pod_spec: Manifest = {
+        "containers": [_container(route, settings, resources)],
+        "volumes": _volumes(route),
+        "terminationGracePeriodSeconds": settings.drain_seconds + settings.grace_margin_seconds,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "enableServiceLinks": False,
+    }
+    if size is not None:
+        if size.node_selector:
+            pod_spec["nodeSelector"] = dict(size.node_selector)
+        if size.tolerations:
+            pod_spec["tolerations"] = [dict(t) for t in size.tolerations]
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    template: Manifest = {
+        "metadata": {
+            "labels": labels(route),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(settings.metrics_port),
+            },
+        },
+        "spec": pod_spec,
+    }
+    cm = config_map(route)
+    template["metadata"]["annotations"][TEMPLATE_HASH] = template_hash(template, cm)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": route.name, "namespace": route.namespace, "labels": labels(route)},
+        "spec": {
+            "replicas": target_replicas(route) if replicas is None else replicas,
+            "selector": {"matchLabels": selector_labels(route)},
+            # GPUs are scarce, but a route must not go dark during a rollout: surge one.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": 1800,
+            "template": template,
+        },
+    }
+
+
+def service(route: ModelRoute, settings: Settings) -> Manifest:
+    """ClusterIP Service in front of the route's gRPC port."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": route.name, "namespace": route.namespace, "labels": labels(route)},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(route),
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": settings.grpc_port,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
+                {"name": "metrics", "port": settings.metrics_port, "targetPort": "metrics"},
+            ],
+        },
+    }
+
+
+def pod_disruption_budget(route: ModelRoute) -> Manifest:
+    """At most one replica evicted at a time; unhealthy pods may always be evicted."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": route.name, "namespace": route.namespace, "labels": labels(route)},
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(route)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def build_children(
+    route: ModelRoute, settings: Settings, replicas: int | None = None
+) -> list[Manifest]:
+    """Everything the route owns, in apply order; empty for explicit-endpoint routes."""
+    if route.spec.backend == "external":
+        return []
+    children: list[Manifest] = []
+    cm = config_map(route)
+    if cm is not None:
+        children.append(cm)
+    children += [
+        deployment(route, settings, replicas),
+        service(route, settings),
+        pod_disruption_budget(route),
+    ]
+    return children

@@ -1,0 +1,349 @@
+"""kopf handlers: reconcile each `ModelRoute` into its children, status and replica count.
+
+Every handler ends in the same idempotent `reconcile()`: build the desired children
+(children.py), create the missing ones, merge-patch the ones that drifted, then write
+status from the Deployment's real state. Events on the owned objects (a hand edit, a
+deletion, the Deployment controller's status updates) call it too, so a child deleted by
+hand comes back and conditions follow the pods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+import kopf
+from prometheus_client import start_http_server
+
+from gearshift.routes.model_route import GROUP, PLURAL, VERSION, ModelRoute
+from gearshift_operator import autoscaler, children, metrics, status
+from gearshift_operator.kube import (
+    KubeClient,
+    KubeError,
+    load_configuration,
+    object_path,
+    path_for,
+)
+from gearshift_operator.settings import Settings
+
+SETTINGS = Settings()
+LOG = logging.getLogger("gearshift.operator")
+MANAGED = {"app.kubernetes.io/managed-by": children.MANAGED_BY}
+_client: KubeClient | None = None
+_locks: dict[str, asyncio.Lock] = {}
+
+
+def client() -> KubeClient:
+    global _client
+    if _client is None:
+        _client = KubeClient()
+    return _client
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """State lives in annotations: the CRD's structural schema would prune status.kopf."""
+    settings.persistence.finalizer = "gearshift.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gearshift.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="gearshift.dev", key="last-handled-configuration"
+    )
+    settings.peering.name = SETTINGS.peering_name
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    _locks.clear()  # locks belong to the previous run's event loop (tests restart in-process)
+    if SETTINGS.operator_metrics_port >= 0:
+        start_http_server(SETTINGS.operator_metrics_port)
+    client()
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """The same credentials as our own client (in-cluster, else KUBECONFIG read now)."""
+    cfg = load_configuration()
+    token = cfg.get_api_key_with_prefix("authorization") or ""
+    scheme, _sep, secret = token.partition(" ")
+    return kopf.ConnectionInfo(
+        server=str(cfg.host),
+        ca_path=cfg.ssl_ca_cert or None,
+        insecure=not cfg.verify_ssl,
+        scheme=scheme or None,
+        token=secret or None,
+        certificate_path=cfg.cert_file or None,
+        private_key_path=cfg.key_file or None,
+        default_namespace=SETTINGS.namespace or None,
+    )
+
+
+@kopf.on.cleanup()
+async def close(**_: Any) -> None:
+    global _client
+    if _client is not None:
+        await _client.aclose()
+        _client = None
+
+
+@kopf.on.probe(id="routes")
+def probe_routes(**_: Any) -> int:
+    """Liveness detail: how many routes this process has reconciled."""
+    return metrics.ROUTE_RUNS.count
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """True when every field we set is present with the same value (server defaults may add)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            k in live and is_subset(v, live[k]) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(desired) == len(live)
+            and all(is_subset(d, v) for d, v in zip(desired, live, strict=True))
+        )
+    if isinstance(desired, (int, float)) and isinstance(live, (int, float)):
+        return desired == live
+    return bool(desired == live) or str(desired) == str(live)
+
+
+async def apply_child(child: dict[str, Any], owner: Any, logger: Any) -> str:
+    """Create or merge-patch one child; returns created / patched / unchanged."""
+    kopf.adopt(child, owner=owner)
+    api = client()
+    path = object_path(child)
+    live = await api.get(path)
+    if live is None:
+        try:
+            await api.create(path.rsplit("/", 1)[0], child)
+            return "created"
+        except KubeError as err:
+            if err.status != 409:
+                raise
+            live = await api.get(path)  # created meanwhile (e.g. by another replica)
+            if live is None:
+                raise
+    wanted: dict[str, Any] = {k: child[k] for k in ("spec", "data") if k in child}
+    wanted["metadata"] = {
+        "labels": child["metadata"].get("labels", {}),
+        "ownerReferences": child["metadata"]["ownerReferences"],
+    }
+    if is_subset(wanted, live):
+        return "unchanged"
+    await api.merge_patch(path, wanted)
+    return "patched"
+
+
+def _route(body: Any) -> ModelRoute:
+    return ModelRoute.model_validate(dict(body))
+
+
+async def write_status(route_body: Any, fields: dict[str, Any], conds: status.Conditions) -> None:
+    meta = route_body["metadata"]
+    old = ((route_body.get("status") or {}).get("conditions")) or []
+    merged = status.merge_conditions(old, conds, status.now_rfc3339())
+    patch = {"status": {**fields, "conditions": merged}}
+    if is_subset(patch["status"], route_body.get("status") or {}):
+        return  # unchanged: no write, no watch event
+    base = path_for(f"{GROUP}/{VERSION}", "ModelRoute", meta["namespace"], meta["name"])
+    await client().merge_patch(base + "/status", patch)
+
+
+async def reconcile(body: Any, logger: Any, reason: str) -> None:
+    """Make the children match the route, then report their real state in status.
+
+    Route handlers and child events for one route run one at a time (no create races).
+    """
+    meta = body["metadata"]
+    lock = _locks.setdefault(f"{meta['namespace']}/{meta['name']}", asyncio.Lock())
+    async with lock:
+        await _reconcile(body, logger, reason)
+
+
+async def _reconcile(body: Any, logger: Any, reason: str) -> None:
+    generation = body["metadata"].get("generation")
+    try:
+        route = _route(body)
+        desired = children.build_children(route, SETTINGS)
+    except (ValueError, children.SpecError) as err:
+        metrics.RECONCILES.labels(result="invalid").inc()
+        kopf.warn(body, reason="InvalidSpec", message=str(err)[:1000])
+        await write_status(
+            body,
+            {"observedGeneration": generation},
+            status.conditions_for_error("InvalidSpec", str(err)[:1000], generation),
+        )
+        return
+    base = {
+        "observedGeneration": generation,
+        "endpoint": children.endpoint(route, SETTINGS),
+        "selector": children.selector_string(route),
+    }
+    if not desired:
+        await write_status(body, base, status.conditions_for_external(generation))
+        return
+    changes: list[str] = []
+    for child in desired:
+        outcome = await apply_child(child, body, logger)
+        if outcome != "unchanged":
+            changes.append(f"{child['kind']} {outcome}")
+    if changes:
+        metrics.RECONCILES.labels(result="changed").inc()
+        kopf.info(body, reason="Reconciled", message=f"{reason}: " + ", ".join(changes))
+    else:
+        metrics.RECONCILES.labels(result="unchanged").inc()
+    deployment = await client().get(path_for("apps/v1", "Deployment", route.namespace, route.name))
+    counts, conds = status.deployment_status(deployment, generation)
+    await write_status(body, {**base, **counts}, conds)
+
+
+ROUTES = (GROUP, VERSION, PLURAL)
+
+
+@kopf.on.resume(*ROUTES)
+@kopf.on.create(*ROUTES)
+@kopf.on.update(*ROUTES)
+async def route_changed(
+    body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, reason: Any, **_: Any
+) -> None:
+    metrics.ROUTE_RUNS.inc()
+    await reconcile(body, logger, f"route {reason}")
+    wake_if_demanded(body, patch)
+
+
+def wake_if_demanded(body: kopf.Body, patch: kopf.Patch) -> None:
+    """A cold scaleToZero route the router asks for gets one replica now, not at the next tick."""
+    try:
+        route = _route(body)
+    except ValueError:
+        return
+    auto = route.spec.autoscaling
+    if auto is None or not auto.scale_to_zero or children.target_replicas(route) > 0:
+        return
+    now = time.time()
+    annotations = route.metadata.annotations
+    if autoscaler.demand_pending(annotations, SETTINGS.demand_annotation, now - 600, now):
+        patch.spec["replicas"] = {"desired": 1}
+        patch.status["lastScaleTime"] = status.now_rfc3339()
+        metrics.SCALES.labels(direction="up").inc()
+        kopf.info(body, reason="Scaled", message="0 -> 1 replicas (DemandWhileCold)")
+
+
+CHILD_KINDS = (
+    ("policy/v1", "PodDisruptionBudget"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("v1", "ConfigMap"),
+)
+
+
+@kopf.on.delete(*ROUTES)
+async def route_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """Deletes the children explicitly (owner references let the GC do it too).
+
+    Goes by name and owner uid, not by the spec, so a route whose spec cannot be built
+    (InvalidSpec) can still be deleted, and objects it does not own are left alone.
+    """
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid")
+    for api_version, kind in CHILD_KINDS:
+        path = path_for(api_version, kind, namespace, name)
+        live = await client().get(path)
+        owners = ((live or {}).get("metadata") or {}).get("ownerReferences") or []
+        if live is not None and any(o.get("uid") == uid for o in owners):
+            await client().delete(path)
+    metrics.DESIRED.remove_route(namespace, name)
+    _locks.pop(f"{namespace}/{name}", None)
+    logger.info("children of %s/%s deleted", namespace, name)
+
+
+async def _owned_event(event: kopf.RawEvent, logger: kopf.Logger) -> None:
+    """A child changed or vanished: reconcile its route (puts it back, refreshes status)."""
+    obj = event.get("object") or {}
+    meta = obj.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(children.ROUTE_LABEL)
+    namespace = meta.get("namespace")
+    if not name or not namespace:
+        return
+    path = path_for(f"{GROUP}/{VERSION}", "ModelRoute", namespace, name)
+    try:
+        route = await client().get(path)
+    except KubeError as err:
+        logger.warning("cannot read route %s/%s: %s", namespace, name, err)
+        return
+    if route is None or route["metadata"].get("deletionTimestamp"):
+        return
+    what = "deleted" if event.get("type") == "DELETED" else "changed"
+    await reconcile(route, logger, f"{obj.get('kind', 'child')} {meta.get('name')} {what}")
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def deployment_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> None:
+    await _owned_event(event, logger)
+
+
+@kopf.on.event("v1", "services", labels=MANAGED)
+async def service_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> None:
+    await _owned_event(event, logger)
+
+
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
+async def pdb_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> None:
+    await _owned_event(event, logger)
+
+
+@kopf.on.event("v1", "configmaps", labels=MANAGED)
+async def configmap_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> None:
+    await _owned_event(event, logger)
+
+
+def _autoscaled(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(spec.get("autoscaling")) and not (spec.get("routing") or {}).get("endpoint")
+
+
+@kopf.timer(*ROUTES, interval=SETTINGS.autoscale_interval_s, when=_autoscaled)
+async def autoscale(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """Reads the replicas' live load and moves spec.replicas.desired (the scale subresource)."""
+    try:
+        await _autoscale(body, patch, memo)
+    except (httpx.HTTPError, KubeError) as err:
+        # The next tick retries; a failed read must never move replicas.
+        logger.warning("autoscaler could not read the cluster: %r", err)
+
+
+async def _autoscale(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
+    route = _route(body)
+    policy = autoscaler.Policy.for_route(route, SETTINGS)
+    states: dict[str, autoscaler.ScaleState] = memo.setdefault("scale_states", {})
+    state = states.setdefault(f"{route.namespace}/{route.name}", autoscaler.ScaleState())
+    current = children.target_replicas(route)
+    pods = await client().list(
+        path_for("v1", "Pod", route.namespace), children.selector_string(route)
+    )
+    targets = autoscaler.pod_targets(pods, SETTINGS.grpc_port)
+    assert route.spec.autoscaling is not None
+    load, answered = await autoscaler.read_load(
+        targets, route.spec.autoscaling.metric, SETTINGS.load_timeout_s
+    )
+    now = time.time()
+    demand = autoscaler.demand_pending(
+        route.metadata.annotations, SETTINGS.demand_annotation, since=now - 600, now=now
+    )
+    decision = autoscaler.decide(policy, current, load, now, state, demand=demand)
+    metrics.DESIRED.labels(namespace=route.namespace, route=route.name).set(decision.replicas)
+    if decision.replicas == current:
+        return
+    patch.spec["replicas"] = {"desired": decision.replicas}
+    patch.status["lastScaleTime"] = status.now_rfc3339()
+    direction = "up" if decision.replicas > current else "down"
+    metrics.SCALES.labels(direction=direction).inc()
+    kopf.info(
+        body,
+        reason="Scaled",
+        message=f"{current} -> {decision.replicas} replicas ({decision.reason}; "
+        f"load {load} from {answered}/{len(targets)} replicas)",
+    )

@@ -1,0 +1,134 @@
+"""A small async Kubernetes REST client: get, create, merge-patch, delete, list.
+
+Credentials come from the official `kubernetes` package's config loaders (in-cluster
+service account, else KUBECONFIG), the same source kopf's own login uses; requests go
+through httpx so handlers stay async and every call has a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import Any
+
+import httpx
+import kubernetes
+
+PLURALS: dict[str, str] = {
+    "ConfigMap": "configmaps",
+    "Deployment": "deployments",
+    "Service": "services",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "Pod": "pods",
+    "ModelRoute": "modelroutes",
+}
+
+
+class KubeError(RuntimeError):
+    """A non-2xx answer other than the 404 that `get`/`delete` treat as absent."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+def path_for(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    """REST path of a namespaced object (or its collection when `name` is None)."""
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    base = f"{prefix}/namespaces/{namespace}/{PLURALS[kind]}"
+    return f"{base}/{name}" if name else base
+
+
+def object_path(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return path_for(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+
+
+def load_configuration() -> Any:
+    """In-cluster service account first, then KUBECONFIG / ~/.kube/config."""
+    cfg = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        # KUBECONFIG is read now, not at import time (the package caches it at import).
+        kubernetes.config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG") or None, client_configuration=cfg
+        )  # type: ignore[no-untyped-call]
+    return cfg
+
+
+class KubeClient:
+    """Async JSON client for the few verbs the operator needs."""
+
+    def __init__(self, configuration: Any | None = None, timeout_s: float = 10.0) -> None:
+        self._cfg = configuration if configuration is not None else load_configuration()
+        verify: ssl.SSLContext | bool = bool(self._cfg.verify_ssl)
+        if self._cfg.ssl_ca_cert and self._cfg.verify_ssl:
+            verify = ssl.create_default_context(cafile=self._cfg.ssl_ca_cert)
+        cert = (self._cfg.cert_file, self._cfg.key_file) if self._cfg.cert_file else None
+        if cert is not None and isinstance(verify, ssl.SSLContext):
+            verify.load_cert_chain(*cert)
+        self._http = httpx.AsyncClient(
+            base_url=str(self._cfg.host).rstrip("/"), verify=verify, timeout=timeout_s
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        hook = getattr(self._cfg, "refresh_api_key_hook", None)
+        if hook is not None:
+            hook(self._cfg)  # rotates projected service-account tokens
+        headers = {"Accept": "application/json"}
+        token = self._cfg.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = token
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str | None = None,
+        params: dict[str, str] | None = None,
+    ) -> dict[str, Any] | None:
+        response = await self._http.request(
+            method,
+            path,
+            json=body,
+            params=params,
+            headers=self._headers(content_type if body is not None else None),
+        )
+        if response.status_code == 404 and method in ("GET", "DELETE"):
+            return None
+        if response.status_code >= 400:
+            try:
+                message = str(response.json().get("message", response.text))
+            except ValueError:
+                message = response.text
+            raise KubeError(response.status_code, message[:500])
+        data: dict[str, Any] = response.json() if response.content else {}
+        return data
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        return await self._call("GET", path)
+
+    async def list(self, path: str, label_selector: str = "") -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        data = await self._call("GET", path, params=params) or {}
+        items: list[dict[str, Any]] = data.get("items") or []
+        return items
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("POST", path, body, "application/json") or {}
+
+    async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("PATCH", path, body, "application/merge-patch+json") or {}
+
+    async def delete(self, path: str) -> bool:
+        """Deletes with background propagation; False if it was already gone."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        return await self._call("DELETE", path, body, "application/json") is not None

@@ -1,0 +1,132 @@
+"""Operator configuration: env vars `GEARSHIFT_OPERATOR_*` (pydantic-settings).
+
+The size-class table is data the platform team owns (which GPU, which MIG slice, which
+nodes), so it is a YAML/JSON document, given inline or as a file path, not code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SIZE_CLASSES: dict[str, Any] = {
+    "small": {
+        "gpu": 1,
+        "gpuResource": "nvidia.com/gpu",
+        "migResource": "",
+        "nodeSelector": {"gearshift.dev/gpu-class": "small"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "cpu": "4",
+        "memory": "16Gi",
+    },
+    "medium": {
+        "gpu": 1,
+        "gpuResource": "nvidia.com/gpu",
+        "migResource": "",
+        "nodeSelector": {"gearshift.dev/gpu-class": "medium"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "cpu": "8",
+        "memory": "32Gi",
+    },
+    "large": {
+        "gpu": 4,
+        "gpuResource": "nvidia.com/gpu",
+        "migResource": "",
+        "nodeSelector": {"gearshift.dev/gpu-class": "large"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "cpu": "32",
+        "memory": "128Gi",
+    },
+}
+
+
+class SizeClass(BaseModel):
+    """What one replica of a size class gets."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    gpu: int = Field(1, ge=0, description="GPUs (or MIG slices) per replica.")
+    gpu_resource: str = Field("nvidia.com/gpu", alias="gpuResource")
+    mig_resource: str = Field(
+        "", alias="migResource", description="MIG profile resource, e.g. nvidia.com/mig-1g.10gb."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    cpu: str = "4"
+    memory: str = "16Gi"
+
+    @property
+    def accelerator(self) -> str:
+        """The extended resource requested: the MIG profile when set, else the GPU."""
+        return self.mig_resource or self.gpu_resource
+
+
+class Settings(BaseSettings):
+    """How the operator deploys and scales routes."""
+
+    model_config = SettingsConfigDict(env_prefix="GEARSHIFT_OPERATOR_", extra="ignore")
+
+    namespace: str = Field("", description="Namespace to watch; empty watches all (cluster-wide).")
+    image: str = Field(
+        "ghcr.io/gearshift-dev/gearshift:0.1.0", description="Model-server image (gearshift CLI)."
+    )
+    image_pull_policy: str = Field("IfNotPresent", description="Pull policy of model servers.")
+    size_classes: str = Field(
+        "",
+        description="Size-class table: a YAML/JSON mapping, or a path to a file holding one; "
+        "empty uses the built-in table.",
+    )
+    grpc_port: int = Field(50051, ge=1, le=65535, description="Model servers' gRPC port.")
+    metrics_port: int = Field(9090, ge=1, le=65535, description="Model servers' /metrics port.")
+    drain_seconds: int = Field(
+        30, ge=0, description="Time a stopping model server lets in-flight calls finish."
+    )
+    grace_margin_seconds: int = Field(
+        15, ge=1, description="terminationGracePeriodSeconds = drain_seconds + this margin."
+    )
+    autoscale_interval_s: float = Field(15.0, gt=0, description="Autoscaler period per route.")
+    load_timeout_s: float = Field(2.0, gt=0, description="Deadline of one GetModelInfo call.")
+    scale_up_max_factor: float = Field(
+        2.0, ge=1.0, description="One step grows replicas by at most this factor..."
+    )
+    scale_up_min_step: int = Field(1, ge=1, description="...or by at least this many.")
+    idle_seconds_before_zero: int = Field(
+        600, ge=0, description="Idle time before a scaleToZero route drops to 0 replicas."
+    )
+    demand_annotation: str = Field(
+        "gearshift.dev/demand",
+        description="Annotation the router sets on a cold route (RFC 3339 time) to wake it.",
+    )
+    peering_name: str = Field("gearshift", description="kopf peering object for HA.")
+    liveness_endpoint: str = Field(
+        "http://0.0.0.0:8080/healthz", description="kopf liveness probe URL; empty disables."
+    )
+    operator_metrics_port: int = Field(
+        9100, ge=-1, le=65535, description="Operator's own /metrics port; -1 disables."
+    )
+    service_account: str = Field("", description="Service account of model-server pods.")
+    log_level: str = Field("INFO", description="Log level.")
+
+    def size_class_table(self) -> dict[str, SizeClass]:
+        """The parsed size-class table (validated; errors name the bad class)."""
+        return _parse_table(self.size_classes)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_table(source: str) -> dict[str, SizeClass]:
+    raw: Any
+    if not source.strip():
+        raw = DEFAULT_SIZE_CLASSES
+    else:
+        path = Path(source)
+        text = path.read_text(encoding="utf-8") if "\n" not in source and path.is_file() else source
+        raw = yaml.safe_load(text)
+    if not isinstance(raw, dict):
+        raise ValueError(f"size_classes must be a mapping, got {json.dumps(raw)[:80]}")
+    return {str(name): SizeClass.model_validate(spec) for name, spec in raw.items()}

@@ -1,0 +1,321 @@
+"""A typed model of the `ModelRoute` custom resource (gearshift.dev/v1alpha1).
+
+One definition serves both sides: the router reads routes from a local YAML file or from
+cluster objects with it, and the operator reconciles them with it. The cross-field rules
+below mirror the CRD's CEL rules (`helm/gearshift/crds/modelroutes.gearshift.dev.yaml`),
+so a local routes file is held to the same contract as `kubectl apply`.
+
+Field names are snake_case in Python and camelCase on the wire (`servedName`,
+`maxModelLen`, ...); both spellings are accepted on input. Unknown fields are ignored so
+that an older router can read objects written for a newer CRD version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "gearshift.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ModelRoute"
+PLURAL = "modelroutes"
+
+Tier = Literal["slm", "llm"]
+SizeClass = Literal["small", "medium", "large"]
+Dtype = Literal["auto", "float32", "float16", "bfloat16"]
+ScaleMetric = Literal["waitingRequests", "kvCacheUsage", "tokensPerSecond"]
+ConditionType = Literal["Ready", "Progressing", "Degraded"]
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown keys ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=False
+    )
+
+
+class ModelRef(_Model):
+    """Which weights to serve and under what name clients ask for them."""
+
+    source: str = Field(
+        "", description="hf://org/name, or an absolute path on a mounted volume (/models/x)."
+    )
+    served_name: str = Field(
+        ..., min_length=1, description="Model name clients and the router use."
+    )
+
+
+class Resources(_Model):
+    """Explicit per-replica resources; any field set here overrides the size class."""
+
+    gpu: int | None = Field(None, ge=0, description="GPUs (or MIG slices) per replica.")
+    gpu_resource: str | None = Field(None, description="Extended resource name, nvidia.com/gpu.")
+    cpu: str | int | None = Field(None, description="CPU request/limit, a Kubernetes quantity.")
+    memory: str | int | None = Field(
+        None, description="Memory request/limit, a Kubernetes quantity."
+    )
+
+
+class Engine(_Model):
+    """vLLM settings for a self-hosted route (`gearshift serve slm`)."""
+
+    dtype: Dtype = "auto"
+    max_model_len: int | None = Field(None, ge=16)
+    tensor_parallel_size: int = Field(1, ge=1, le=16)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    extra_args: list[str] = Field(default_factory=list)
+
+
+class SecretKeyRef(_Model):
+    """A key in a Secret in the route's namespace."""
+
+    name: str = Field(..., min_length=1)
+    key: str = Field(..., min_length=1)
+
+
+class Upstream(_Model):
+    """An external OpenAI-compatible provider (`gearshift serve proxy`)."""
+
+    base_url: str = Field(..., min_length=1)
+    model: str = Field(..., min_length=1, description="The provider's model name.")
+    secret_ref: SecretKeyRef | None = None
+
+
+class DifficultyBand(_Model):
+    """The band of difficulty scores (0 easy .. 1 hard) a route accepts."""
+
+    min: float = Field(0.0, ge=0.0, le=1.0)
+    max: float = Field(1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DifficultyBand:
+        if self.min > self.max:
+            raise ValueError("difficulty.min must be <= difficulty.max")
+        return self
+
+
+class Routing(_Model):
+    """How the router picks this route."""
+
+    difficulty: DifficultyBand = Field(default_factory=lambda: DifficultyBand.model_validate({}))
+    weight: int = Field(1, ge=0, le=1000)
+    priority: int = Field(0, ge=0, le=1000)
+    fallback: str | None = None
+    max_share: float | None = Field(None, ge=0.0, le=1.0)
+    endpoint: str = Field("", description="Explicit host:port; else status.endpoint.")
+
+
+class Replicas(_Model):
+    """Replica bounds; `desired` is the scale subresource's field (autoscaler or kubectl scale)."""
+
+    min: int = Field(1, ge=0, le=1000)
+    max: int = Field(1, ge=0, le=1000)
+    desired: int | None = Field(None, ge=0, le=1000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Replicas:
+        if self.min > self.max:
+            raise ValueError("replicas.min must be <= replicas.max")
+        if self.max < 1:
+            raise ValueError("replicas.max must be >= 1")
+        if self.desired is not None and not self.min <= self.desired <= self.max:
+            raise ValueError("replicas.desired must lie within [replicas.min, replicas.max]")
+        return self
+
+
+class Autoscaling(_Model):
+    """Load-driven scaling between replicas.min and replicas.max."""
+
+    metric: ScaleMetric = "waitingRequests"
+    target: float = Field(5.0, gt=0.0, description="Per-replica target of the metric.")
+    scale_down_stabilization_seconds: int = Field(300, ge=0, le=86400)
+    scale_to_zero: bool = False
+
+
+class ModelRouteSpec(_Model):
+    """What the route serves, how it is deployed and how the router uses it."""
+
+    tier: Tier = "slm"
+    model: ModelRef
+    size_class: SizeClass | None = None
+    resources: Resources | None = None
+    engine: Engine | None = None
+    upstream: Upstream | None = None
+    routing: Routing = Field(default_factory=lambda: Routing.model_validate({}))
+    replicas: Replicas = Field(default_factory=lambda: Replicas.model_validate({}))
+    autoscaling: Autoscaling | None = None
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ModelRouteSpec:
+        # Same rules, same messages, as the CRD's x-kubernetes-validations.
+        if self.engine is not None and self.upstream is not None:
+            raise ValueError("engine and upstream are mutually exclusive")
+        if self.engine is None and self.upstream is None and not self.routing.endpoint:
+            raise ValueError(
+                "exactly one of engine or upstream is required "
+                "(or routing.endpoint for a backend deployed elsewhere)"
+            )
+        if self.upstream is not None and (self.size_class is not None or self._wants_gpu()):
+            raise ValueError("sizeClass and resources.gpu apply to engine routes only")
+        if self.engine is not None and self.size_class is None and self.resources is None:
+            raise ValueError("engine routes need sizeClass or resources")
+        if self.routing.max_share is not None and self.tier != "llm":
+            raise ValueError("routing.maxShare applies to the llm tier only")
+        scale_to_zero = self.autoscaling is not None and self.autoscaling.scale_to_zero
+        if scale_to_zero != (self.replicas.min == 0):
+            raise ValueError(
+                "replicas.min may be 0 only with autoscaling.scaleToZero, and vice versa"
+            )
+        return self
+
+    def _wants_gpu(self) -> bool:
+        return self.resources is not None and bool(self.resources.gpu)
+
+    @property
+    def backend(self) -> Literal["engine", "upstream", "external"]:
+        """Which kind of backend serves the route."""
+        if self.engine is not None:
+            return "engine"
+        if self.upstream is not None:
+            return "upstream"
+        return "external"
+
+
+class Condition(_Model):
+    """A Kubernetes-style status condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"] = "Unknown"
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class ModelRouteStatus(_Model):
+    """What the operator last observed (written only by the operator)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    observed_generation: int | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    desired_replicas: int | None = None
+    selector: str = ""
+    endpoint: str = ""
+    conditions: list[Condition] = Field(default_factory=list)
+
+    def condition(self, type_: str) -> Condition | None:
+        """The condition of that type, if any."""
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+class ObjectMeta(_Model):
+    """The part of Kubernetes object metadata Gearshift reads."""
+
+    name: str = Field(..., min_length=1)
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    resource_version: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class ModelRoute(_Model):
+    """One `ModelRoute` object: metadata, spec and (from a cluster) status."""
+
+    api_version: str = API_VERSION
+    kind: str = KIND
+    metadata: ObjectMeta
+    spec: ModelRouteSpec
+    status: ModelRouteStatus | None = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> ModelRoute:
+        if self.kind != KIND or self.api_version.split("/")[0] != GROUP:
+            raise ValueError(f"expected {API_VERSION} {KIND}, got {self.api_version} {self.kind}")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def served_name(self) -> str:
+        return self.spec.model.served_name
+
+    @property
+    def endpoint(self) -> str | None:
+        """The backend's gRPC address: spec.routing.endpoint, else status.endpoint, else None."""
+        if self.spec.routing.endpoint:
+            return self.spec.routing.endpoint
+        if self.status is not None and self.status.endpoint:
+            return self.status.endpoint
+        return None
+
+    @property
+    def ready(self) -> bool:
+        """True when the operator reports the route Ready (always True for explicit endpoints)."""
+        if self.spec.routing.endpoint:
+            return True
+        cond = self.status.condition("Ready") if self.status is not None else None
+        return cond is not None and cond.status == "True"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object as Kubernetes JSON (camelCase, unset fields left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _documents(data: Any) -> Iterable[Mapping[str, Any]]:
+    if data is None:
+        return
+    if isinstance(data, list):
+        for item in data:
+            yield from _documents(item)
+        return
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            f"expected a mapping or list of ModelRoute objects, got {type(data).__name__}"
+        )
+    if data.get("kind") == "List" or (
+        isinstance(data.get("kind"), str) and str(data["kind"]).endswith("List")
+    ):
+        yield from _documents(data.get("items") or [])
+        return
+    if "routes" in data and "spec" not in data:
+        yield from _documents(data["routes"])
+        return
+    yield data
+
+
+def load_routes(text: str) -> list[ModelRoute]:
+    """Parses YAML holding routes: a list, a multi-document stream, a `kind: List`, or `routes:`.
+
+    Raises `ValueError` (pydantic's ValidationError is one) naming the bad route.
+    """
+    routes: list[ModelRoute] = []
+    for doc in yaml.safe_load_all(text):
+        for obj in _documents(doc):
+            routes.append(ModelRoute.model_validate(dict(obj)))
+    names = [(r.namespace, r.name) for r in routes]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ValueError(f"duplicate routes: {sorted(duplicates)}")
+    return routes
+
+
+def load_routes_file(path: str | Path) -> list[ModelRoute]:
+    """Reads routes from a local YAML file (see `load_routes` for the accepted layouts)."""
+    return load_routes(Path(path).read_text(encoding="utf-8"))

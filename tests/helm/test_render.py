@@ -1,0 +1,215 @@
+"""The chart lints, renders with every value set, and every object is valid Kubernetes."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from helm_python.chart import Chart, lint, package
+from helm_python.errors import HelmError
+
+from tests.helm.chart import (
+    CHART_DIR,
+    CRD_FILE,
+    NAMESPACE,
+    RELEASE,
+    REPO,
+    VALUE_SETS,
+    by_kind,
+    ci_values,
+    component_name,
+    find,
+    objects,
+    objects_of,
+    render,
+    render_set,
+)
+
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
+KUBE_VERSIONS = ["1.29.0", "1.33.0"]
+# Kinds that come from CRDs, not Kubernetes itself; checked against their CRDs below.
+CUSTOM_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+WARNING = 2
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_lint_is_clean(value_set: str) -> None:
+    """`helm lint --strict` (warnings are errors) finds nothing above INFO."""
+    report = lint(CHART_DIR, ci_values(value_set), strict=True, namespace=NAMESPACE)
+    problems = [m for m in report["messages"] if m["severity"] >= WARNING]
+    assert report["errors"] == [] and problems == [], report
+
+
+def test_app_version_is_the_package_version() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    with Chart.load(CHART_DIR) as chart:
+        meta = chart.metadata
+    assert meta["appVersion"] == project["version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", meta["version"]), meta["version"]
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_every_object_is_well_formed_and_unique(value_set: str) -> None:
+    objs = objects_of(value_set)
+    assert objs, "the chart rendered nothing"
+    seen = set()
+    for obj in objs:
+        meta = obj["metadata"]
+        key = (obj["kind"], meta.get("namespace", ""), meta["name"])
+        assert key not in seen, f"duplicate object {key}"
+        seen.add(key)
+        assert len(meta["name"]) <= 63, meta["name"]
+        labels = meta.get("labels", {})
+        for label in (
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/managed-by",
+            "helm.sh/chart",
+        ):
+            assert label in labels, f"{obj['kind']}/{meta['name']} lacks label {label}"
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_objects_validate_against_kubernetes_schemas(value_set: str, kube_version: str) -> None:
+    """Strict validation: unknown fields and wrong types fail, as `kubectl apply` would."""
+    checked = 0
+    for obj in objects_of(value_set):
+        if obj["kind"] in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, kube_version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {path}: {exc.message}")
+        checked += 1
+    assert checked >= 10
+
+
+def test_the_crd_is_a_valid_kubernetes_object() -> None:
+    if not CRD_FILE.exists():
+        pytest.skip(f"{CRD_FILE} is written by the operator work and does not exist yet")
+    doc = yaml.safe_load(CRD_FILE.read_text())
+    kubernetes_validate.validate(doc, "1.33.0", strict=True)
+    assert doc["metadata"]["name"] == "modelroutes.gearshift.dev"
+    with Chart.load(CHART_DIR) as chart:
+        # Helm installs it from crds/ before any template (and never deletes it).
+        assert [c["name"] for c in chart.crds] == ["crds/modelroutes.gearshift.dev.yaml"]
+
+
+def test_kopf_peering_object_matches_the_rendered_crd() -> None:
+    objs = objects_of("full-values.yaml")
+    peering_crd = find(objs, "CustomResourceDefinition", "clusterkopfpeerings.kopf.dev")
+    peering = by_kind(objs, "ClusterKopfPeering")
+    assert [p["metadata"]["name"] for p in peering] == ["gearshift"]
+    version = peering_crd["spec"]["versions"][0]
+    assert peering[0]["apiVersion"] == f"{peering_crd['spec']['group']}/{version['name']}"
+    jsonschema.validate(peering[0], version["schema"]["openAPIV3Schema"])
+
+
+def test_service_monitor_selects_the_metrics_services() -> None:
+    objs = objects_of("full-values.yaml")
+    (monitor,) = by_kind(objs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    picked = [
+        s["metadata"]["name"]
+        for s in by_kind(objs, "Service")
+        if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())
+    ]
+    assert sorted(picked) == sorted(
+        component_name(f"{c}-metrics") for c in ("router", "cache", "proxy", "operator")
+    )
+    ports = {e["port"] for e in monitor["spec"]["endpoints"]}
+    assert ports == {"metrics"}
+    for name in picked:
+        svc = find(objs, "Service", name)
+        assert [p["name"] for p in svc["spec"]["ports"]] == ["metrics"]
+
+
+def test_service_monitor_is_off_by_default() -> None:
+    assert by_kind(objects_of("default"), "ServiceMonitor") == []
+
+
+def test_image_tag_defaults_to_app_version_and_can_be_overridden() -> None:
+    images = {
+        c["image"]
+        for d in by_kind(objects_of("default"), "Deployment")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {"ghcr.io/gearshift-dev/gearshift:0.1.0"}
+    objs = objects(render({"image": {"tag": "9.9.9"}, "cache": {"image": {"tag": "1.2.3"}}}))
+    by_name = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+        for d in by_kind(objs, "Deployment")
+    }
+    assert by_name[component_name("router")].endswith(":9.9.9")
+    assert by_name[component_name("cache")].endswith(":1.2.3")
+    operator_env = {
+        e["name"]: e.get("value")
+        for e in find(objs, "Deployment", component_name("operator"))["spec"]["template"]["spec"][
+            "containers"
+        ][0]["env"]
+    }
+    assert operator_env["GEARSHIFT_OPERATOR_IMAGE"] == "ghcr.io/gearshift-dev/gearshift-gpu:9.9.9"
+
+
+def test_notes_tell_how_to_reach_the_router() -> None:
+    notes = render_set("default")["gearshift/templates/NOTES.txt"]
+    assert f"{component_name('router')}.{NAMESPACE}.svc:50051" in notes
+    assert "port-forward" in notes
+    assert "router.apiKeys.existingSecret is empty" in notes
+    assert (
+        "router.apiKeys.existingSecret is empty"
+        not in render_set("full-values.yaml")["gearshift/templates/NOTES.txt"]
+    )
+
+
+def test_router_ingress_and_autoscaling() -> None:
+    objs = objects_of("full-values.yaml")
+    router = find(objs, "Deployment", component_name("router"))
+    assert "replicas" not in router["spec"], "the HPA owns the replica count"
+    (hpa,) = [
+        h
+        for h in by_kind(objs, "HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"] == component_name("router")
+    ]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 12)
+    (ingress,) = by_kind(objs, "Ingress")
+    (rule,) = ingress["spec"]["rules"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    service = find(objs, "Service", backend["name"])
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    assert service["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
+    assert by_kind(objects_of("default"), "Ingress") == []
+    assert by_kind(objects_of("default"), "HorizontalPodAutoscaler") == []
+
+
+def test_inverted_autoscaling_bounds_fail_the_render() -> None:
+    with pytest.raises(HelmError, match="minReplicas \\(5\\) must not exceed maxReplicas \\(2\\)"):
+        render(
+            {
+                "proxy": {
+                    "autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2},
+                    "enabled": True,
+                    "config": {"models": [{"name": "m", "upstreams": []}]},
+                }
+            }
+        )
+
+
+def test_packaged_chart_keeps_crd_and_schema_and_renders_the_same(tmp_path: Path) -> None:
+    """`helm package` output (what users install from a repository) is complete."""
+    archive = package(CHART_DIR, destination=tmp_path)
+    with Chart.load(archive) as packed:
+        assert packed.metadata["appVersion"] == "0.1.0"
+        assert [c["name"] for c in packed.crds] == ["crds/modelroutes.gearshift.dev.yaml"]
+        assert packed.schema is not None
+        assert not any(f["name"].startswith("ci/") for f in packed.files)
+        assert packed.render(values={}, name=RELEASE, namespace=NAMESPACE) == render_set("default")

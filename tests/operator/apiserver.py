@@ -1,0 +1,135 @@
+"""kmock's KubernetesEmulator plus the API-server semantics the operator relies on.
+
+kmock (v0.8) stores objects, streams watch events, merges merge-patches and applies JSON
+patches, and honours finalizers on deletion. It does not stamp server-side metadata, keep
+spec and status apart for resources with a status subresource, or filter by labelSelector.
+This subclass adds exactly those, following the real API server:
+- create: metadata.name from generateName (kopf's events), uid, creationTimestamp,
+  generation=1, resourceVersion, namespace;
+- update: resourceVersion always; generation +1 only when spec changes;
+- status subresource: a PATCH to /status changes only status, a PATCH to the object
+  itself never changes status (for resources declared with a status subresource);
+- list/watch: `labelSelector` equality terms (a=b,c=d) filter the items.
+There is no garbage collector (as in kmock); the operator's delete handler removes children
+explicitly, and the tests check the owner references a real GC would use.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import itertools
+import uuid
+from typing import Any
+
+import attrs
+import kmock
+from kmock import ResourceInfo, action
+from kmock._internal import dicts
+
+RESOURCES: dict[str, ResourceInfo] = {
+    "gearshift.dev/v1alpha1/modelroutes": ResourceInfo(
+        kind="ModelRoute",
+        singular="modelroute",
+        namespaced=True,
+        shortnames={"mr"},
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        subresources={"status", "scale"},
+    ),
+    "apps/v1/deployments": ResourceInfo(
+        kind="Deployment",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        subresources={"status", "scale"},
+    ),
+    "v1/services": ResourceInfo(
+        kind="Service", namespaced=True, verbs={"get", "list", "watch", "create", "patch", "delete"}
+    ),
+    "v1/configmaps": ResourceInfo(
+        kind="ConfigMap",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+    # kopf's backbone: it waits for namespaces and CRDs in discovery before it watches anything.
+    "v1/namespaces": ResourceInfo(
+        kind="Namespace", namespaced=False, verbs={"get", "list", "watch"}
+    ),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ResourceInfo(
+        kind="CustomResourceDefinition", namespaced=False, verbs={"get", "list", "watch"}
+    ),
+    "v1/pods": ResourceInfo(kind="Pod", namespaced=True, verbs={"get", "list", "watch"}),
+    "v1/events": ResourceInfo(kind="Event", namespaced=True, verbs={"create", "list"}),
+    "policy/v1/poddisruptionbudgets": ResourceInfo(
+        kind="PodDisruptionBudget",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    ),
+}
+WITH_STATUS = {"modelroutes", "deployments"}
+
+
+@attrs.define(kw_only=True)
+class ApiServer(kmock.KubernetesEmulator):
+    _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+
+    def declare_resources(self) -> None:
+        for key, info in RESOURCES.items():
+            self.resources[key] = info
+
+    def _current(self, request: Any) -> dict[str, Any] | None:
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        raw: dict[str, Any] = self.objects[key].raw
+        return raw
+
+    async def _handle(self, request: Any) -> Any:
+        data = request.data
+        plural = request.resource.plural if request.resource is not None else None
+        if isinstance(data, dict) and request.action == action.CREATE:
+            meta = data.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("namespace", request.namespace)
+            meta.setdefault(
+                "creationTimestamp",
+                datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+            meta["generation"] = 1
+            meta["resourceVersion"] = str(next(self._versions))
+        elif isinstance(data, dict) and request.action == action.UPDATE:
+            current = self._current(request)
+            if current is not None:
+                if plural in WITH_STATUS and request.subresource == "status":
+                    for key in list(data):
+                        if key not in ("status", "metadata"):
+                            del data[key]
+                    data.get("metadata", {}).pop("generation", None)
+                elif plural in WITH_STATUS:
+                    data.pop("status", None)
+                meta = data.setdefault("metadata", {})
+                meta["resourceVersion"] = str(next(self._versions))
+                if "spec" in data and request.subresource != "status":
+                    merged = dicts.patch_dict(copy.deepcopy(current), {"spec": data["spec"]})
+                    if merged.get("spec") != current.get("spec"):
+                        meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
+        return await super()._handle(request)
+
+    async def _serve_list(self, request: Any) -> Any:
+        result = await super()._serve_list(request)
+        selector = _selector(request)
+        if selector and isinstance(result, dict):
+            result["items"] = [o for o in result["items"] if _matches(o, selector)]
+        return result
+
+
+def _selector(request: Any) -> dict[str, str]:
+    raw = request.params.get("labelSelector", "") if request.params else ""
+    pairs = [term.split("=", 1) for term in raw.split(",") if "=" in term]
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def _matches(obj: dict[str, Any], selector: dict[str, str]) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in selector.items())

@@ -1,0 +1,163 @@
+"""The manifests a route owns: GPU requests by size class, tolerations, engine args, probes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gearshift.routes import load_routes_file
+from gearshift_operator import children
+from gearshift_operator.settings import Settings
+
+EXAMPLES = Path(__file__).parents[2] / "examples/modelroutes"
+
+
+def _route(name: str) -> Any:
+    return load_routes_file(EXAMPLES / f"{name}.yaml")[0]
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+@pytest.mark.parametrize(
+    ("example", "gpus", "node_class"),
+    [("small", "1", "small"), ("medium", "1", "medium"), ("large", "4", "large")],
+)
+def test_size_class_sets_gpu_requests_tolerations_and_nodes(
+    example: str, gpus: str, node_class: str
+) -> None:
+    dep = children.deployment(_route(example), Settings())
+    pod = dep["spec"]["template"]["spec"]
+    res = pod["containers"][0]["resources"]
+    assert res["requests"]["nvidia.com/gpu"] == gpus
+    assert res["limits"]["nvidia.com/gpu"] == gpus
+    assert pod["nodeSelector"] == {"gearshift.dev/gpu-class": node_class}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+
+
+def test_mig_profile_and_custom_table_from_settings(tmp_path: Path) -> None:
+    table = tmp_path / "classes.yaml"
+    table.write_text(
+        "small: {gpu: 1, migResource: nvidia.com/mig-1g.10gb, cpu: '2', memory: 8Gi,"
+        " tolerations: [{key: mig, operator: Exists}]}\n"
+    )
+    dep = children.deployment(_route("small"), Settings(size_classes=str(table)))
+    pod = dep["spec"]["template"]["spec"]
+    res = pod["containers"][0]["resources"]
+    assert res["requests"] == {"cpu": "2", "memory": "8Gi", "nvidia.com/mig-1g.10gb": "1"}
+    assert "nodeSelector" not in pod
+    assert pod["tolerations"] == [{"key": "mig", "operator": "Exists"}]
+
+
+def test_engine_route_runs_serve_slm_with_engine_settings() -> None:
+    settings = Settings(drain_seconds=40, grace_margin_seconds=20)
+    dep = children.deployment(_route("small"), settings)
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["gearshift"]
+    assert container["args"] == ["serve", "slm"]
+    env = _env(container)
+    assert env["GEARSHIFT_SLM_MODEL"] == "HuggingFaceTB/SmolLM2-1.7B-Instruct"
+    assert env["GEARSHIFT_SLM_SERVED_MODEL_NAME"] == "smollm2-1.7b-instruct"
+    assert env["GEARSHIFT_SLM_DTYPE"] == "bfloat16"
+    assert env["GEARSHIFT_SLM_MAX_MODEL_LEN"] == "4096"
+    assert env["GEARSHIFT_SLM_GRACE_PERIOD_S"] == "40"
+    assert json.loads(env["GEARSHIFT_SLM_EXTRA_ENGINE_ARGS"]) == {
+        "enable_prefix_caching": True,
+        "max_num_seqs": 64,
+    }
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"] == {"port": 50051}
+    assert pod["terminationGracePeriodSeconds"] == 60 > 40
+    assert dep["spec"]["replicas"] == 1
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/instance"] == "smollm2-small"
+    assert labels["app.kubernetes.io/managed-by"] == "gearshift-operator"
+
+
+def test_large_route_shards_over_its_gpus() -> None:
+    env = _env(
+        children.deployment(_route("large"), Settings())["spec"]["template"]["spec"]["containers"][
+            0
+        ]
+    )
+    assert env["GEARSHIFT_SLM_TENSOR_PARALLEL_SIZE"] == "4"
+    assert env["GEARSHIFT_SLM_MODEL"] == "/models/llama-3.1-70b-instruct"
+    assert json.loads(env["GEARSHIFT_SLM_EXTRA_ENGINE_ARGS"]) == {}
+
+
+def test_tensor_parallel_beyond_the_replicas_gpus_is_a_spec_error() -> None:
+    route = _route("small")
+    assert route.spec.engine is not None
+    route.spec.engine.tensor_parallel_size = 2
+    with pytest.raises(children.SpecError, match="tensorParallelSize"):
+        children.deployment(route, Settings())
+
+
+def test_upstream_route_runs_the_proxy_with_the_key_as_a_file() -> None:
+    route = _route("provider")
+    manifests = children.build_children(route, Settings())
+    kinds = [m["kind"] for m in manifests]
+    assert kinds == ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"]
+    cm, dep = manifests[0], manifests[1]
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["args"] == ["serve", "proxy"]
+    assert "nvidia.com/gpu" not in container["resources"]["requests"]
+    env = _env(container)
+    assert env["GEARSHIFT_PROXY_CONFIG_FILE"] == "/etc/gearshift/proxy/config.yaml"
+    assert not any("KEY" in name for name in env)  # the secret is never an env var
+    secret = next(v for v in pod["volumes"] if v["name"] == "upstream-key")["secret"]
+    assert secret["secretName"] == "provider-key"
+    assert secret["items"] == [{"key": "api-key", "path": "api-key"}]
+    config = cm["data"]["config.yaml"]
+    assert "api_key_file: /var/run/secrets/gearshift/upstream/api-key" in config
+    assert "base_url: https://api.example.com/v1" in config
+
+
+def test_service_pdb_and_rolling_hash() -> None:
+    route = _route("small")
+    settings = Settings()
+    svc = children.service(route, settings)
+    assert svc["spec"]["selector"] == children.selector_labels(route)
+    assert svc["spec"]["ports"][0]["port"] == 50051
+    pdb = children.pod_disruption_budget(route)
+    assert pdb["spec"]["maxUnavailable"] == 1
+    before = children.deployment(route, settings)["spec"]["template"]["metadata"]["annotations"]
+    assert route.spec.engine is not None
+    route.spec.engine.max_model_len = 2048
+    after = children.deployment(route, settings)["spec"]["template"]["metadata"]["annotations"]
+    assert before[children.TEMPLATE_HASH] != after[children.TEMPLATE_HASH]
+    assert children.endpoint(route, settings) == "smollm2-small.default.svc:50051"
+
+
+def test_desired_replicas_are_clamped() -> None:
+    route = _route("small")
+    route.spec.replicas.desired = 3
+    assert children.target_replicas(route) == 3
+    route.spec.replicas.desired = None
+    assert children.target_replicas(route) == 1
+
+
+@pytest.mark.parametrize("example", ["small", "medium", "large", "provider"])
+def test_children_are_valid_kubernetes_objects(example: str) -> None:
+    """Strict validation against the Kubernetes 1.30 OpenAPI schemas (no unknown fields)."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for manifest in children.build_children(_route(example), Settings()):
+        manifest["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": "gearshift.dev/v1alpha1",
+                "kind": "ModelRoute",
+                "name": example,
+                "uid": "00000000-0000-0000-0000-000000000000",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        kubernetes_validate.validate(manifest, "1.30", strict=True)
