@@ -32,8 +32,12 @@ def _serve(argv: Sequence[str]) -> int:
     )
     module.Settings.add_arguments(parser)
     args = parser.parse_args(rest)
-    settings = module.Settings.from_args(args)
-    app = module.build_app(settings)
+    try:
+        settings = module.Settings.from_args(args)
+        app = module.build_app(settings)
+    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
+        print(f"gearshift serve {name}: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     asyncio.run(run_service(app, settings))
     return 0
 

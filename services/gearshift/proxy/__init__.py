@@ -1,0 +1,1 @@
+"""The LLM proxy: the InferenceService contract in front of OpenAI-compatible upstreams."""
