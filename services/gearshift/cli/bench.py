@@ -23,9 +23,8 @@ from typing import Any
 import grpc
 
 from gearshift.cli import local_state
+from gearshift.dev.data import shared_data_dir
 from gearshift.v1 import common_pb2, router_pb2, router_pb2_grpc
-
-DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 @dataclass
@@ -42,7 +41,7 @@ def add_parser(sub: Any) -> None:
     bench = sub.add_parser("bench", help="replay a query mix against the running mesh")
     bench.add_argument("--router", default=None, help="router gRPC address")
     bench.add_argument("--api-key", default=None)
-    bench.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    bench.add_argument("--data-dir", type=Path, default=shared_data_dir())
     bench.add_argument("--requests", type=int, default=200)
     bench.add_argument("--concurrency", type=int, default=8)
     bench.add_argument("--max-tokens", type=int, default=16)
