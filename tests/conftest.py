@@ -19,4 +19,6 @@ pytest_plugins = [
     "tests.fixtures.otlp",
     "tests.fixtures.vllm_upstream",
     "tests.fixtures.proxy",
+    "tests.fixtures.postgres",
+    "tests.fixtures.cache",
 ]

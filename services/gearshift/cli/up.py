@@ -46,6 +46,9 @@ def add_parser(sub: Any) -> None:
     up.add_argument("--base-port", type=int, default=50051, help="router gRPC port; others follow")
     up.add_argument("--http-port", type=int, default=8080, help="router's OpenAI-compatible port")
     up.add_argument("--upstream-port", type=int, default=8001, help="stand-in vLLM server port")
+    up.add_argument(
+        "--otlp-endpoint", default="", help="OTLP/gRPC collector (host:port) for every service"
+    )
     up.set_defaults(func=run)
 
 
@@ -53,19 +56,30 @@ def _gearshift(*args: str) -> list[str]:
     return [sys.executable, "-m", "gearshift.cli.main", *args]
 
 
-def _common(name: str, home: Path, port: int) -> list[str]:
+def _common(name: str, home: Path, port: int, otlp_endpoint: str = "") -> list[str]:
     return [
         "--grpc-port", str(port),
         "--metrics-port", "0",
         "--log-format", "json",
         "--ready-file", str(home / "run" / f"{name}.ready"),
+        "--service-name", f"gearshift-{name}",
+        *(["--otlp-endpoint", otlp_endpoint] if otlp_endpoint else []),
     ]  # fmt: skip
 
 
-def plan(home: Path, ports: Ports, services: list[str]) -> list[ProcessSpec]:
+def plan(
+    home: Path, ports: Ports, services: list[str], otlp_endpoint: str = ""
+) -> list[ProcessSpec]:
     """The processes to start, in dependency order, for the services that exist."""
-    from gearshift.models.prepare import DEFAULT_MODEL_NAME, prepare_default_model
+    from gearshift.models.prepare import (
+        DEFAULT_MODEL_NAME,
+        default_model_dir,
+        is_prepared,
+        prepare_default_model,
+    )
 
+    if not is_prepared(default_model_dir()):
+        print(f"preparing {DEFAULT_MODEL_NAME} once (about 30 s)…", flush=True)
     model_dir = prepare_default_model()
     env = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
     specs: list[ProcessSpec] = []
@@ -76,7 +90,7 @@ def plan(home: Path, ports: Ports, services: list[str]) -> list[ProcessSpec]:
                 _gearshift(
                     "serve",
                     "cache",
-                    *_common("cache", home, ports.cache),
+                    *_common("cache", home, ports.cache, otlp_endpoint),
                     "--data-dir",
                     str(home / "cache"),
                 ),
@@ -92,7 +106,7 @@ def plan(home: Path, ports: Ports, services: list[str]) -> list[ProcessSpec]:
                 _gearshift(
                     "serve",
                     "slm",
-                    *_common("slm", home, ports.slm),
+                    *_common("slm", home, ports.slm, otlp_endpoint),
                     "--model",
                     str(model_dir),
                     "--served-model-name",
@@ -144,7 +158,7 @@ def plan(home: Path, ports: Ports, services: list[str]) -> list[ProcessSpec]:
                 _gearshift(
                     "serve",
                     "proxy",
-                    *_common("proxy", home, ports.proxy),
+                    *_common("proxy", home, ports.proxy, otlp_endpoint),
                     "--config-file",
                     str(config_file),
                 ),
@@ -166,7 +180,7 @@ def plan(home: Path, ports: Ports, services: list[str]) -> list[ProcessSpec]:
         routes_file.write_text(yaml.safe_dump_all(routes, sort_keys=False))
         local_state.local_api_key(create=True)
         args = [
-            *_common("router", home, ports.router),
+            *_common("router", home, ports.router, otlp_endpoint),
             "--http-port", str(ports.http),
             "--routes-file", str(routes_file),
             "--api-keys-file", str(home / local_state.KEYS_FILE),
@@ -208,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         services = [s for s in services if s in wanted]
     supervisor = Supervisor(home / "logs")
     try:
-        supervisor.start_all(plan(home, ports, services))
+        supervisor.start_all(plan(home, ports, services, args.otlp_endpoint))
         _banner(home, ports, services)
         if "router" in services and not args.no_demo:
             _demo(ports)

@@ -1,0 +1,227 @@
+"""Lookup latency of the cache service, per backend, at 10k and 100k entries.
+
+    python benchmarks/bench_cache.py [--sizes 10000,100000] [--backends usearch,pgvector]
+
+Entries are real question embeddings (QQP dev file, cached by the verifier
+training; random unit vectors when absent) bulk-loaded into one scope, the worst
+case for search. Lookups go through gRPC over loopback with a precomputed
+embedding (as the router sends them), so the numbers are the cache's own cost:
+exact path, ANN search, verifier. The baseline is an exact brute-force numpy scan
+of the same vectors measured in the same run. pgvector runs on a private pgserver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from gearshift.cache.app import CacheApp, Settings, build_app
+from gearshift.cache.entry import Entry
+from gearshift.cache.keys import exact_key, scope_key
+from gearshift.embeddings import DIM
+from gearshift.runtime.server import GrpcServiceHost
+from gearshift.v1 import cache_pb2, cache_pb2_grpc
+
+SCOPE = cache_pb2.CacheScope(tenant="bench", scope="smollm2", context_digest="")
+
+
+def corpus(n: int) -> tuple[list[str], npt.NDArray[np.float32]]:
+    """n questions with embeddings (QQP questions, extended by perturbed copies)."""
+    texts: list[str] = []
+    vectors = np.zeros((0, DIM), dtype=np.float32)
+    cache = sorted((Path.home() / ".cache/gearshift/qqp").glob("emb-*.npy"))
+    if cache:
+        from gearshift.cache.qqp import load_pairs
+
+        pairs = load_pairs()
+        texts = sorted(set(pairs.a + pairs.b))
+        vectors = np.load(cache[-1])
+    rng = np.random.default_rng(0)
+    out_t, out_v = list(texts[:n]), vectors[:n]
+    while len(out_t) < n:
+        need = n - len(out_t)
+        if len(texts):
+            idx = rng.integers(0, len(texts), need)
+            extra = vectors[idx] + rng.normal(0, 0.05, (need, DIM)).astype(np.float32)
+            out_t += [f"{texts[i]} (variant {len(out_t) + j})" for j, i in enumerate(idx)]
+        else:
+            extra = rng.normal(0, 1, (need, DIM)).astype(np.float32)
+            out_t += [f"question {len(out_t) + j}" for j in range(need)]
+        extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+        out_v = np.concatenate([out_v, extra]) if len(out_v) else extra
+    return out_t, out_v.astype(np.float32)
+
+
+def entries(texts: list[str], vectors: npt.NDArray[np.float32]) -> list[Entry]:
+    now = time.time()
+    skey = scope_key(SCOPE)
+    return [
+        Entry(
+            id=uuid.uuid4().hex,
+            tenant=SCOPE.tenant,
+            scope=SCOPE.scope,
+            context_digest="",
+            scope_key=skey,
+            exact_key=exact_key(SCOPE, t),
+            question=t,
+            answer="an answer",
+            model="bench",
+            prompt_tokens=10,
+            completion_tokens=20,
+            total_tokens=30,
+            cost_usd=0.0,
+            created_at=now,
+            expires_at=0.0,
+            vector=v,
+        )
+        for t, v in zip(texts, vectors, strict=True)
+    ]
+
+
+async def load(app: CacheApp, items: list[Entry]) -> float:
+    started = time.monotonic()
+    backend = app.backend
+    if backend.name == "pgvector":
+        from gearshift.cache.backends.pgvector_backend import PgvectorBackend
+
+        assert isinstance(backend, PgvectorBackend)
+        await backend.open()
+        async with backend.pool.connection(timeout=30) as conn:
+            await conn.execute("SET statement_timeout = 0")
+            await conn.execute("DROP INDEX IF EXISTS gearshift_cache_hnsw")
+        await backend.put_many(items)
+        async with backend.pool.connection(timeout=30) as conn:
+            await conn.execute("SET statement_timeout = 0")
+            await conn.execute("SET maintenance_work_mem = '1GB'")
+            await conn.execute(
+                "CREATE INDEX gearshift_cache_hnsw ON gearshift_cache_entries "
+                "USING hnsw (embedding vector_cosine_ops)"
+            )
+            await conn.execute("ANALYZE gearshift_cache_entries")
+    else:
+        await backend.open()
+        await backend.put_many(items)  # type: ignore[attr-defined]
+    return time.monotonic() - started
+
+
+async def measure(
+    stub: cache_pb2_grpc.CacheServiceStub,
+    queries: list[tuple[str, list[float]]],
+    concurrency: int,
+) -> tuple[float, float, dict[int, int]]:
+    latencies: list[float] = []
+    outcomes: dict[int, int] = {}
+    position = 0
+
+    async def worker() -> None:
+        nonlocal position
+        while position < len(queries):
+            text, vector = queries[position]
+            position += 1
+            started = time.perf_counter()
+            reply = await stub.Lookup(
+                cache_pb2.LookupRequest(scope=SCOPE, text=text, embedding=vector), timeout=10
+            )
+            latencies.append(time.perf_counter() - started)
+            outcomes[reply.outcome] = outcomes.get(reply.outcome, 0) + 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    return statistics.median(latencies) * 1000, p99 * 1000, outcomes
+
+
+def brute_force_ms(vectors: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]) -> float:
+    started = time.perf_counter()
+    for q in queries:
+        scores = vectors @ q
+        np.argpartition(-scores, 4)[:4]
+    return (time.perf_counter() - started) / len(queries) * 1000
+
+
+async def run_one(backend: str, n: int, postgres_url: str, tmp: str, n_queries: int) -> list[str]:
+    texts, vectors = corpus(n)
+    settings = Settings(
+        grpc_port=0,
+        metrics_port=-1,
+        backend=backend,  # type: ignore[arg-type]
+        data_dir=f"{tmp}/{backend}-{n}",
+        postgres_url=postgres_url,
+        max_entries=10 * n,
+        snapshot_interval_s=0,
+        db_timeout_s=5.0,
+    )
+    app = build_app(settings)
+    build_s = await load(app, entries(texts, vectors))
+    host = GrpcServiceHost(app, settings)
+    await host.start()
+    rng = np.random.default_rng(1)
+    pick = rng.integers(0, n, n_queries)
+    # Queries: perturbed stored questions (semantic path) with their own text.
+    qv = vectors[pick] + rng.normal(0, 0.02, (n_queries, DIM)).astype(np.float32)
+    qv /= np.linalg.norm(qv, axis=1, keepdims=True)
+    queries = [(texts[i] + " please", qv[j].tolist()) for j, i in enumerate(pick)]
+    baseline = brute_force_ms(vectors, qv[:200])
+    rows = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+            stub = cache_pb2_grpc.CacheServiceStub(channel)
+            await measure(stub, queries[:20], 1)  # warm up
+            for concurrency in (1, 32):
+                p50, p99, _ = await measure(stub, queries, concurrency)
+                rows.append(
+                    f"| {backend} | {n:,} | {concurrency} | {p50:.2f} | {p99:.2f} | "
+                    f"{baseline:.2f} | {p50 / baseline:.1f}x | {build_s:.0f} |"
+                )
+                print(rows[-1], flush=True)
+    finally:
+        if backend == "pgvector":
+            async with app.backend.pool.connection() as conn:  # type: ignore[attr-defined]
+                await conn.execute("DROP TABLE gearshift_cache_entries")
+        await host.stop(0)
+    return rows
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--backends", default="usearch,pgvector")
+    parser.add_argument("--queries", type=int, default=400)
+    args = parser.parse_args()
+    from eval_cache_precision import machine  # sibling script (benchmarks/ is on sys.path)
+
+    print(f"Machine: {machine()}\n")
+    print(
+        "| backend | entries | callers | p50 ms | p99 ms | brute-force scan ms "
+        "(baseline) | p50 / baseline | load s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory(prefix="gearshift-bench-cache-") as tmp:
+        server = None
+        url = ""
+        if "pgvector" in args.backends:
+            import pgserver
+
+            server = pgserver.get_server(f"{tmp}/pg", cleanup_mode="stop")
+            server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+            url = server.get_uri()
+        try:
+            for backend in args.backends.split(","):
+                for n in (int(s) for s in args.sizes.split(",")):
+                    await run_one(backend, n, url, tmp, args.queries)
+        finally:
+            if server is not None:
+                server.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""The semantic cache service: precise, tenant-isolated, durable (see docs/cache.md)."""

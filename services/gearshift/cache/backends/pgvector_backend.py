@@ -1,0 +1,354 @@
+"""The shared backend: PostgreSQL + pgvector (HNSW), for many cache replicas.
+
+Every replica sees the same entries, so a paraphrase answered behind one replica
+is a hit behind all of them. Tenant, scope and context digest are WHERE clauses
+(hard filters) on every query. Every database call runs under a timeout (client
+side with `asyncio.wait_for`, server side with `statement_timeout`), and the pool
+opens lazily, so a dead database means quick `BackendError`s, which the service
+turns into misses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from pgvector.psycopg import register_vector_async
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from gearshift.cache.backends.base import BackendError
+from gearshift.cache.entry import Entry, InvalidateFilter
+from gearshift.embeddings import DIM
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_COLUMNS = (
+    "id, tenant, scope, context_digest, scope_key, exact_key, question, answer, model, "
+    "prompt_tokens, completion_tokens, total_tokens, cost_usd, created_at, expires_at, embedding"
+)
+
+SCHEMA = f"""
+CREATE EXTENSION IF NOT EXISTS vector;
+CREATE TABLE IF NOT EXISTS gearshift_cache_entries (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    context_digest TEXT NOT NULL,
+    scope_key TEXT NOT NULL,
+    exact_key TEXT NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    total_tokens INTEGER NOT NULL,
+    cost_usd DOUBLE PRECISION NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    embedding vector({DIM}) NOT NULL
+);
+CREATE INDEX IF NOT EXISTS gearshift_cache_hnsw
+    ON gearshift_cache_entries USING hnsw (embedding vector_cosine_ops);
+CREATE INDEX IF NOT EXISTS gearshift_cache_scope ON gearshift_cache_entries (scope_key);
+CREATE INDEX IF NOT EXISTS gearshift_cache_exact ON gearshift_cache_entries (exact_key);
+CREATE INDEX IF NOT EXISTS gearshift_cache_tenant
+    ON gearshift_cache_entries (tenant, scope, context_digest);
+CREATE INDEX IF NOT EXISTS gearshift_cache_created ON gearshift_cache_entries (created_at);
+"""
+
+
+def _as_array(value: Any) -> npt.NDArray[np.float32]:
+    """pgvector returns numpy arrays or `Vector` objects depending on the version."""
+    if hasattr(value, "to_numpy"):
+        value = value.to_numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def _row_to_entry(row: tuple[Any, ...]) -> Entry:
+    return Entry(
+        id=row[0],
+        tenant=row[1],
+        scope=row[2],
+        context_digest=row[3],
+        scope_key=row[4],
+        exact_key=row[5],
+        question=row[6],
+        answer=row[7],
+        model=row[8],
+        prompt_tokens=row[9],
+        completion_tokens=row[10],
+        total_tokens=row[11],
+        cost_usd=row[12],
+        created_at=row[13],
+        expires_at=row[14],
+        vector=_as_array(row[15]),
+    )
+
+
+class PgvectorBackend:
+    """Entries in one PostgreSQL table with an HNSW index on the embedding."""
+
+    name = "pgvector"
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 1.0,
+        pool_size: int = 8,
+        ef_search: int = 100,
+    ) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.ef_search = ef_search
+        self._schema_ready = False
+        self._schema_lock = asyncio.Lock()
+        self.pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            timeout=timeout_s,
+            kwargs={
+                "connect_timeout": max(1, round(timeout_s)),
+                "options": f"-c statement_timeout={int(timeout_s * 1000)}",
+                "autocommit": True,
+            },
+            configure=self._configure,
+            reconnect_timeout=0,
+        )
+
+    async def _configure(self, conn: AsyncConnection[Any]) -> None:
+        cur = await conn.execute("SELECT 1 FROM pg_type WHERE typname = 'vector'")
+        if await cur.fetchone() is None:
+            # A fresh database: the type must exist before the adapter can be registered.
+            try:
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            except psycopg.errors.UniqueViolation:
+                pass  # another connection created it at the same moment
+        await register_vector_async(conn)
+        await conn.execute(f"SET hnsw.ef_search = {int(self.ef_search)}")
+
+    async def open(self) -> None:
+        """Opens the pool without waiting: a down database must not stop the service."""
+        await self.pool.open(wait=False)
+        try:
+            await self._ensure_schema()
+        except BackendError:
+            log.warning("pgvector backend not reachable at start; will retry on use")
+
+    async def close(self) -> None:
+        await self.pool.close(timeout=1.0)
+
+    async def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        async with self._schema_lock:
+            if self._schema_ready:
+                return
+
+            async def create(conn: AsyncConnection[Any]) -> None:
+                await conn.execute("SELECT pg_advisory_lock(7461626)")
+                try:
+                    await conn.execute(SCHEMA)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock(7461626)")
+
+            await self._with_conn(create, timeout_s=max(self.timeout_s, 30.0), setup=True)
+            self._schema_ready = True
+
+    async def _with_conn(
+        self,
+        fn: Callable[[AsyncConnection[Any]], Awaitable[T]],
+        timeout_s: float | None = None,
+        setup: bool = False,
+    ) -> T:
+        if not setup:
+            await self._ensure_schema()
+        timeout = timeout_s or self.timeout_s
+
+        async def run() -> T:
+            # Getting a connection is bounded by the normal timeout even for the schema
+            # set-up, so a dead database fails fast; only the DDL itself may take longer.
+            async with self.pool.connection(timeout=self.timeout_s) as conn:
+                if setup:
+                    await conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+                return await fn(conn)
+
+        try:
+            return await asyncio.wait_for(run(), timeout)
+        except BackendError:
+            raise
+        except (TimeoutError, Exception) as exc:
+            raise BackendError(f"pgvector backend: {type(exc).__name__}: {exc}") from exc
+
+    async def get_exact(self, scope_key: str, exact_key: str, now: float) -> Entry | None:
+        async def q(conn: AsyncConnection[Any]) -> Entry | None:
+            cur = await conn.execute(
+                f"SELECT {_COLUMNS} FROM gearshift_cache_entries WHERE exact_key = %s "
+                "AND scope_key = %s AND (expires_at = 0 OR expires_at > %s) "
+                "ORDER BY created_at DESC LIMIT 1",
+                (exact_key, scope_key, now),
+            )
+            row = await cur.fetchone()
+            return _row_to_entry(row) if row else None
+
+        return await self._with_conn(q)
+
+    async def search(
+        self, scope_key: str, vector: npt.NDArray[np.float32], k: int, now: float
+    ) -> list[tuple[Entry, float]]:
+        async def q(conn: AsyncConnection[Any]) -> list[tuple[Entry, float]]:
+            cur = await conn.execute(
+                f"SELECT {_COLUMNS}, 1 - (embedding <=> %s) AS sim FROM gearshift_cache_entries "
+                "WHERE scope_key = %s AND (expires_at = 0 OR expires_at > %s) "
+                "ORDER BY embedding <=> %s LIMIT %s",
+                (vector, scope_key, now, vector, k),
+            )
+            rows = await cur.fetchall()
+            return [(_row_to_entry(row[:-1]), float(row[-1])) for row in rows]
+
+        return await self._with_conn(q)
+
+    async def put(self, entry: Entry, max_entries: int) -> int:
+        async def q(conn: AsyncConnection[Any]) -> int:
+            async with conn.transaction():
+                await conn.execute(
+                    f"INSERT INTO gearshift_cache_entries ({_COLUMNS}) VALUES "
+                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        entry.id,
+                        entry.tenant,
+                        entry.scope,
+                        entry.context_digest,
+                        entry.scope_key,
+                        entry.exact_key,
+                        entry.question,
+                        entry.answer,
+                        entry.model,
+                        entry.prompt_tokens,
+                        entry.completion_tokens,
+                        entry.total_tokens,
+                        entry.cost_usd,
+                        entry.created_at,
+                        entry.expires_at,
+                        entry.vector,
+                    ),
+                )
+            # Eviction is best effort and shared by all replicas: delete the oldest
+            # beyond the bound (an estimate first so the common case costs one query).
+            cur = await conn.execute("SELECT count(*) FROM gearshift_cache_entries")
+            row = await cur.fetchone()
+            excess = int(row[0]) - max_entries if row else 0
+            if excess <= 0:
+                return 0
+            # Expired entries go first; they are not counted as evictions.
+            cur = await conn.execute(
+                "DELETE FROM gearshift_cache_entries WHERE expires_at > 0 AND expires_at <= %s",
+                (time.time(),),
+            )
+            excess -= max(int(cur.rowcount), 0)
+            if excess <= 0:
+                return 0
+            cur = await conn.execute(
+                "DELETE FROM gearshift_cache_entries WHERE seq IN (SELECT seq FROM "
+                "gearshift_cache_entries ORDER BY created_at, seq LIMIT %s)",
+                (excess,),
+            )
+            return int(cur.rowcount)
+
+        return await self._with_conn(q)
+
+    async def put_many(self, entries: list[Entry], timeout_s: float = 600.0) -> None:
+        """Bulk load with COPY (benchmarks, migrations); no eviction."""
+
+        async def q(conn: AsyncConnection[Any]) -> None:
+            await conn.execute(f"SET statement_timeout = {int(timeout_s * 1000)}")
+            try:
+                async with conn.cursor() as cur:
+                    async with cur.copy(
+                        f"COPY gearshift_cache_entries ({_COLUMNS}) FROM STDIN"
+                    ) as copy:
+                        for e in entries:
+                            await copy.write_row(
+                                (
+                                    e.id,
+                                    e.tenant,
+                                    e.scope,
+                                    e.context_digest,
+                                    e.scope_key,
+                                    e.exact_key,
+                                    e.question,
+                                    e.answer,
+                                    e.model,
+                                    e.prompt_tokens,
+                                    e.completion_tokens,
+                                    e.total_tokens,
+                                    e.cost_usd,
+                                    e.created_at,
+                                    e.expires_at,
+                                    "[" + ",".join(f"{x:.7g}" for x in e.vector) + "]",
+                                )
+                            )
+            finally:
+                await conn.execute(f"SET statement_timeout = {int(self.timeout_s * 1000)}")
+
+        await self._with_conn(q, timeout_s=timeout_s)
+
+    async def invalidate(self, what: InvalidateFilter) -> int:
+        clauses, params = ["tenant = %s"], [what.tenant]
+        for column, value in (
+            ("scope", what.scope),
+            ("context_digest", what.context_digest),
+            ("id", what.id),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        args: list[Any] = list(params)
+        if what.created_before is not None:
+            clauses.append("created_at < %s")
+            args.append(what.created_before)
+
+        async def q(conn: AsyncConnection[Any]) -> int:
+            cur = await conn.execute(
+                "DELETE FROM gearshift_cache_entries WHERE " + " AND ".join(clauses), args
+            )
+            return int(cur.rowcount)
+
+        return await self._with_conn(q)
+
+    async def count(self, tenant: str | None, now: float) -> int:
+        async def q(conn: AsyncConnection[Any]) -> int:
+            sql = (
+                "SELECT count(*) FROM gearshift_cache_entries "
+                "WHERE (expires_at = 0 OR expires_at > %s)"
+            )
+            args: list[Any] = [now]
+            if tenant:
+                sql += " AND tenant = %s"
+                args.append(tenant)
+            cur = await conn.execute(sql, args)
+            row = await cur.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._with_conn(q)
+
+    async def purge_expired(self, now: float) -> int:
+        async def q(conn: AsyncConnection[Any]) -> int:
+            cur = await conn.execute(
+                "DELETE FROM gearshift_cache_entries WHERE expires_at > 0 AND expires_at <= %s",
+                (now,),
+            )
+            return int(cur.rowcount)
+
+        return await self._with_conn(q)

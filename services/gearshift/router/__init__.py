@@ -1,0 +1,1 @@
+"""The router: the mesh's front door (gRPC RouterService plus an OpenAI-compatible HTTP API)."""

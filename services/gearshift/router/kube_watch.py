@@ -1,0 +1,154 @@
+"""Keeps the routing table in step with `ModelRoute` objects in a Kubernetes cluster.
+
+List, then watch from the list's resourceVersion with a server-side timeout and a client
+read timeout (stalled watches are a known failure mode), re-listing on 410 Gone or any
+error after a short back-off. The blocking `kubernetes` client runs in a worker thread;
+every change rebuilds the table from the full set of objects, so a missed event heals at
+the next re-list.
+
+Tested against kmock's emulated API (list, watch ADDED/MODIFIED/DELETED); not yet against a
+real API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from gearshift.router.routing_table import RoutingTable, routes_from_objects
+from gearshift.routes import ModelRoute
+from gearshift.routes.model_route import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+
+class KubeRouteWatcher:
+    """Watches ModelRoutes in one namespace (or all, when namespace is empty)."""
+
+    def __init__(
+        self,
+        table: RoutingTable,
+        namespace: str,
+        watch_timeout_s: int = 60,
+        request_timeout_s: float = 10.0,
+        kubeconfig: str = "",
+    ) -> None:
+        self.table = table
+        self.namespace = namespace
+        self.watch_timeout_s = watch_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.kubeconfig = kubeconfig
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._api: Any = None
+
+    def _client(self) -> Any:
+        """In-cluster service account, else the kubeconfig (explicit path or $KUBECONFIG)."""
+        if self._api is None:
+            from kubernetes import client, config
+
+            if self.kubeconfig:
+                api_client = config.new_client_from_config(config_file=self.kubeconfig)  # type: ignore[no-untyped-call]
+            else:
+                try:
+                    config.load_incluster_config()  # type: ignore[no-untyped-call]
+                except config.ConfigException:
+                    config.load_kube_config()  # type: ignore[no-untyped-call]
+                api_client = None
+            self._api = client.CustomObjectsApi(api_client)
+        return self._api
+
+    def _list(self) -> tuple[list[dict[str, Any]], str]:
+        api = self._client()
+        kwargs = {"_request_timeout": self.request_timeout_s}
+        if self.namespace:
+            result = api.list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, **kwargs
+            )
+        else:
+            result = api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+        version = (result.get("metadata") or {}).get("resourceVersion") or ""
+        return list(result.get("items") or []), str(version)
+
+    def _apply(self, loop: asyncio.AbstractEventLoop) -> None:
+        objects = []
+        for raw in self._objects.values():
+            try:
+                objects.append(ModelRoute.model_validate(raw))
+            except ValueError as exc:
+                log.error("ignoring invalid ModelRoute %s: %s", raw.get("metadata", {}), exc)
+        routes = routes_from_objects(objects)
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(self.table.replace, routes)
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> str:
+        meta = obj.get("metadata", {})
+        return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+    def _run_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        while not self._stop.is_set():
+            try:
+                items, version = self._list()
+                self._objects = {self._key(o): o for o in items}
+                self._apply(loop)
+                while not self._stop.is_set():
+                    w = watch.Watch()  # type: ignore[no-untyped-call]
+                    api = self._client()
+                    args: dict[str, Any] = {
+                        "allow_watch_bookmarks": False,
+                        "timeout_seconds": self.watch_timeout_s,
+                        "_request_timeout": self.watch_timeout_s + self.request_timeout_s,
+                    }
+                    if version:
+                        args["resource_version"] = version
+                    if self.namespace:
+                        stream = w.stream(  # type: ignore[no-untyped-call]
+                            api.list_namespaced_custom_object,
+                            GROUP,
+                            VERSION,
+                            self.namespace,
+                            PLURAL,
+                            **args,
+                        )
+                    else:
+                        stream = w.stream(  # type: ignore[no-untyped-call]
+                            api.list_cluster_custom_object, GROUP, VERSION, PLURAL, **args
+                        )
+                    for event in stream:
+                        if self._stop.is_set():
+                            w.stop()  # type: ignore[no-untyped-call]
+                            break
+                        obj = event["object"]
+                        if event["type"] == "ERROR":
+                            raise ApiException(status=obj.get("code", 500))
+                        version = str(obj.get("metadata", {}).get("resourceVersion", version))
+                        if event["type"] == "DELETED":
+                            self._objects.pop(self._key(obj), None)
+                        else:
+                            self._objects[self._key(obj)] = obj
+                        self._apply(loop)
+            except Exception as exc:  # 410 Gone, network errors: re-list after a pause
+                log.warning("ModelRoute watch restarting: %s", exc)
+                self._stop.wait(2.0)
+
+    def start(self) -> None:
+        # A daemon thread, not the default executor: a watch blocked in a read (up to its
+        # timeout) must not hold up process exit.
+        loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._run_blocking, args=(loop,), name="modelroute-watch", daemon=True
+        )
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 1.0)
+            self._thread = None

@@ -1,0 +1,376 @@
+"""The OpenAI-compatible HTTP API: `/v1/chat/completions` (unary and SSE) and `/v1/models`.
+
+It runs in the gRPC server's event loop (aiohttp) and calls the same pipeline, so the
+official `openai` SDK works unchanged with `base_url=http://host:port/v1`. The routing
+decision travels in `x-gearshift-*` response headers; errors use OpenAI's JSON error
+shape with the matching HTTP status (401 for a missing or unknown key).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import grpc
+from aiohttp import web
+from opentelemetry import propagate, trace
+
+from gearshift.router.auth import KeyTable
+from gearshift.router.pipeline import Pipeline
+from gearshift.runtime.errors import FieldViolation, GearshiftError, InvalidArgument
+from gearshift.v1 import common_pb2, router_pb2
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+ERROR_TYPE = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    429: "rate_limit_error",
+}
+FINISH = {
+    common_pb2.FINISH_REASON_STOP: "stop",
+    common_pb2.FINISH_REASON_LENGTH: "length",
+    common_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
+    common_pb2.FINISH_REASON_ABORT: "abort",
+    common_pb2.FINISH_REASON_ERROR: "error",
+}
+CACHE_POLICIES = {
+    "": router_pb2.CACHE_POLICY_UNSPECIFIED,
+    "default": router_pb2.CACHE_POLICY_UNSPECIFIED,
+    "bypass": router_pb2.CACHE_POLICY_BYPASS,
+    "no-store": router_pb2.CACHE_POLICY_NO_STORE,
+    "refresh": router_pb2.CACHE_POLICY_REFRESH,
+}
+CACHE_POLICY_HEADER = "x-gearshift-cache-policy"
+
+
+def error_response(exc: GearshiftError) -> web.Response:
+    status = HTTP_STATUS.get(exc.code, 500)
+    param = None
+    if isinstance(exc, InvalidArgument) and exc.violations:
+        param = exc.violations[0].field
+    body = {
+        "error": {
+            "message": exc.message,
+            "type": ERROR_TYPE.get(status, "api_error"),
+            "param": param,
+            "code": exc.reason.lower(),
+        }
+    }
+    headers = {}
+    if status == 401:
+        headers["www-authenticate"] = "Bearer"
+    retry = getattr(exc, "retry_after_s", None)
+    if retry is not None:
+        headers["retry-after"] = str(max(1, round(retry)))
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _content(value: Any, path: str, violations: list[FieldViolation]) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = []
+        for j, part in enumerate(value):
+            if isinstance(part, Mapping) and part.get("type") == "text":
+                texts.append(str(part.get("text", "")))
+            else:
+                violations.append(FieldViolation(f"{path}[{j}]", "only text parts are supported"))
+        return "".join(texts)
+    violations.append(FieldViolation(path, "must be a string or a list of text parts"))
+    return ""
+
+
+def _number(body: Mapping[str, Any], name: str, violations: list[FieldViolation]) -> Any:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        violations.append(FieldViolation(name, "must be a number"))
+        return None
+    return value
+
+
+def parse_chat_request(
+    body: Any, headers: Mapping[str, str]
+) -> tuple[router_pb2.ChatRequest, bool]:
+    """An OpenAI chat completion body as a router ChatRequest, plus whether to stream."""
+    if not isinstance(body, Mapping):
+        raise InvalidArgument([FieldViolation("body", "must be a JSON object")])
+    violations: list[FieldViolation] = []
+    request = router_pb2.ChatRequest(
+        request_id=headers.get("x-request-id", ""), model=str(body.get("model") or "auto")
+    )
+    raw_messages = body.get("messages")
+    if not isinstance(raw_messages, list):
+        violations.append(FieldViolation("messages", "must be a list of messages"))
+        raw_messages = []
+    for i, msg in enumerate(raw_messages):
+        if not isinstance(msg, Mapping):
+            violations.append(FieldViolation(f"messages[{i}]", "must be an object"))
+            continue
+        request.messages.append(
+            common_pb2.ChatMessage(
+                role=str(msg.get("role", "")),
+                content=_content(msg.get("content"), f"messages[{i}].content", violations),
+                name=str(msg.get("name") or ""),
+            )
+        )
+    sampling = request.sampling
+    if (temperature := _number(body, "temperature", violations)) is not None:
+        sampling.temperature = float(temperature)
+    if (top_p := _number(body, "top_p", violations)) is not None:
+        sampling.top_p = float(top_p)
+    max_tokens = _number(body, "max_completion_tokens", violations)
+    if max_tokens is None:
+        max_tokens = _number(body, "max_tokens", violations)
+    if max_tokens is not None:
+        if max_tokens < 1 or int(max_tokens) != max_tokens:
+            violations.append(FieldViolation("max_tokens", "must be a positive integer"))
+        else:
+            sampling.max_tokens = int(max_tokens)
+    if (seed := _number(body, "seed", violations)) is not None:
+        sampling.seed = int(seed)
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        sampling.stop.append(stop)
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        sampling.stop.extend(stop)
+    elif stop is not None:
+        violations.append(FieldViolation("stop", "must be a string or a list of strings"))
+    sampling.logprobs = bool(body.get("logprobs") or False)
+    if (top_logprobs := _number(body, "top_logprobs", violations)) is not None:
+        sampling.top_logprobs = int(top_logprobs)
+    n = body.get("n")
+    if n not in (None, 1):
+        violations.append(FieldViolation("n", "only n=1 is supported"))
+    policy = headers.get(CACHE_POLICY_HEADER, "").lower()
+    if policy not in CACHE_POLICIES:
+        violations.append(
+            FieldViolation(CACHE_POLICY_HEADER, f"use one of {', '.join(sorted(CACHE_POLICIES))}")
+        )
+    else:
+        request.cache_policy = CACHE_POLICIES[policy]
+    if violations:
+        raise InvalidArgument(violations)
+    return request, bool(body.get("stream") or False)
+
+
+def decision_headers(
+    decision: router_pb2.RouteDecision, trace_id: str, request_id: str
+) -> dict[str, str]:
+    headers = {
+        "x-gearshift-route": decision.route,
+        "x-gearshift-tier": common_pb2.Tier.Name(decision.tier).removeprefix("TIER_").lower(),
+        "x-gearshift-cache": common_pb2.CacheOutcome.Name(decision.cache)
+        .removeprefix("CACHE_OUTCOME_")
+        .lower(),
+        "x-gearshift-difficulty": f"{decision.difficulty:.4f}",
+        "x-gearshift-threshold": f"{decision.threshold:.4f}",
+        "x-gearshift-trace-id": trace_id,
+        "x-request-id": request_id,
+    }
+    if decision.escalated_from:
+        headers["x-gearshift-escalated-from"] = ",".join(decision.escalated_from)
+    return headers
+
+
+def _usage(usage: common_pb2.Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _model_name(decision: router_pb2.RouteDecision) -> str:
+    return decision.model or decision.route
+
+
+class OpenAIHttpApi:
+    """aiohttp handlers over the pipeline; `start()` binds the port in the running loop."""
+
+    def __init__(self, pipeline: Pipeline, keys: KeyTable, host: str, port: int) -> None:
+        self.pipeline = pipeline
+        self.keys = keys
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/healthz", self.healthz)
+        return app
+
+    async def start(self) -> int:
+        # handler_cancellation: a client that disconnects cancels its handler, which
+        # cancels the backend call (and the generation) through the pipeline.
+        self._runner = web.AppRunner(self.application(), handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_port=False)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only here
+        sockets = getattr(server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self.requested_port
+        log.info("OpenAI-compatible HTTP API on %s:%s", self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            self.keys.authenticate(request.headers.get("authorization"))
+        except GearshiftError as exc:
+            return error_response(exc)
+        ids = ["auto"]
+        for route in self.pipeline.table.snapshot.routes:
+            for name in (route.name, route.model):
+                if name not in ids:
+                    ids.append(name)
+        data = [{"id": i, "object": "model", "created": 0, "owned_by": "gearshift"} for i in ids]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        parent = propagate.extract(dict(request.headers))
+        with tracer.start_as_current_span(
+            "POST /v1/chat/completions", context=parent, kind=trace.SpanKind.SERVER
+        ) as span:
+            span.set_attribute("http.request.method", "POST")
+            span.set_attribute("url.path", "/v1/chat/completions")
+            try:
+                tenant = self.keys.authenticate(request.headers.get("authorization"))
+                try:
+                    body = await request.json()
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    raise InvalidArgument([FieldViolation("body", "is not valid JSON")]) from None
+                chat, stream = parse_chat_request(body, request.headers)
+                if stream:
+                    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                    return await self._stream(request, chat, tenant, include_usage)
+                response = await self.pipeline.chat(chat, tenant, None)
+            except GearshiftError as exc:
+                span.set_attribute("http.response.status_code", HTTP_STATUS.get(exc.code, 500))
+                return error_response(exc)
+            span.set_attribute("http.response.status_code", 200)
+            return web.json_response(
+                {
+                    "id": f"chatcmpl-{response.request_id}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": _model_name(response.decision),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": response.text},
+                            "finish_reason": FINISH.get(response.finish_reason, "stop"),
+                            "logprobs": None,
+                        }
+                    ],
+                    "usage": _usage(response.usage),
+                },
+                headers=decision_headers(response.decision, response.trace_id, response.request_id),
+            )
+
+    async def _stream(
+        self,
+        request: web.Request,
+        chat: router_pb2.ChatRequest,
+        tenant: str,
+        include_usage: bool,
+    ) -> web.StreamResponse:
+        chunks: AsyncIterator[router_pb2.ChatStreamChunk] = self.pipeline.chat_stream(
+            chat, tenant, None
+        )
+        try:
+            # Errors before the first chunk (auth, validation, every route down) are plain
+            # JSON errors with a status; the headers go out with the first chunk's decision.
+            first = await anext(chunks)
+        except StopAsyncIteration:
+            raise GearshiftError("the stream ended before it started") from None
+        created = int(time.time())
+        request_id = first.request_id
+        model = _model_name(first.decision)
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                "content-type": "text/event-stream",
+                "cache-control": "no-cache",
+                **decision_headers(first.decision, first.trace_id, request_id),
+            },
+        )
+        await response.prepare(request)
+
+        def event(delta: dict[str, str], finish: str | None) -> bytes:
+            payload = {
+                "id": f"chatcmpl-{request_id}",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                ],
+            }
+            return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+        usage = common_pb2.Usage()
+        try:
+            chunk: router_pb2.ChatStreamChunk | None = first
+            is_first = True
+            while chunk is not None:
+                delta: dict[str, str] = {"content": chunk.text_delta}
+                if is_first:
+                    delta["role"] = "assistant"
+                    is_first = False
+                finish = FINISH.get(chunk.finish_reason) if chunk.finish_reason else None
+                if chunk.HasField("usage"):
+                    usage.CopyFrom(chunk.usage)
+                await response.write(event(delta, finish))
+                chunk = await anext(chunks, None)
+            if include_usage:
+                tail = {
+                    "id": f"chatcmpl-{request_id}",
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": _usage(usage),
+                }
+                await response.write(b"data: " + json.dumps(tail).encode() + b"\n\n")
+        except GearshiftError as exc:
+            payload = {"error": {"message": exc.message, "type": "api_error", "code": exc.reason}}
+            await response.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response

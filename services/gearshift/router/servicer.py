@@ -1,0 +1,52 @@
+"""The gRPC RouterService: Chat, ChatStream and Route on top of the shared pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from gearshift.router.auth import KeyTable
+from gearshift.router.pipeline import Pipeline
+from gearshift.runtime.errors import grpc_errors
+from gearshift.v1 import router_pb2, router_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _authorization(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode()
+    return None
+
+
+class RouterServicer(router_pb2_grpc.RouterServiceServicer):
+    """Authenticates from `authorization: Bearer <key>` metadata, then runs the pipeline."""
+
+    def __init__(self, pipeline: Pipeline, keys: KeyTable) -> None:
+        self.pipeline = pipeline
+        self.keys = keys
+
+    @grpc_errors
+    async def Chat(
+        self, request: router_pb2.ChatRequest, context: Context
+    ) -> router_pb2.ChatResponse:
+        tenant = self.keys.authenticate(_authorization(context))
+        return await self.pipeline.chat(request, tenant, context.time_remaining())
+
+    @grpc_errors
+    async def ChatStream(
+        self, request: router_pb2.ChatRequest, context: Context
+    ) -> AsyncIterator[router_pb2.ChatStreamChunk]:
+        tenant = self.keys.authenticate(_authorization(context))
+        async for chunk in self.pipeline.chat_stream(request, tenant, context.time_remaining()):
+            yield chunk
+
+    @grpc_errors
+    async def Route(
+        self, request: router_pb2.ChatRequest, context: Context
+    ) -> router_pb2.RouteDecision:
+        tenant = self.keys.authenticate(_authorization(context))
+        return await self.pipeline.route(request, tenant, context.time_remaining())

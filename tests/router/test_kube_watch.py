@@ -1,0 +1,89 @@
+"""The router's ModelRoute watch against kmock's emulated Kubernetes API (real HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kmock
+import yaml
+from kmock import ResourceInfo
+
+from gearshift.router.backends import BackendPool
+from gearshift.router.kube_watch import KubeRouteWatcher
+from gearshift.router.local import local_default_routes
+from gearshift.router.routing_table import RoutingTable
+
+NS = "mesh"
+PATH = f"/apis/gearshift.dev/v1alpha1/namespaces/{NS}/modelroutes"
+
+
+def _kubeconfig(url: str, path: Path) -> str:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "k", "cluster": {"server": url.rstrip("/")}}],
+                "users": [{"name": "k", "user": {"token": "t"}}],
+                "contexts": [{"name": "k", "context": {"cluster": "k", "user": "k"}}],
+                "current-context": "k",
+            }
+        )
+    )
+    return str(path)
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    for _ in range(200):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _send(api: Any, method: str, path: str, body: Any = None) -> None:
+    headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+    async with api.request(method, path, json=body, headers=headers) as resp:
+        assert resp.status < 300, await resp.text()
+
+
+async def test_watch_follows_created_changed_and_deleted_routes(tmp_path: Path) -> None:
+    slm, llm = local_default_routes("10.0.0.1:1", "small", "10.0.0.2:1", "large")
+    for doc in (slm, llm):
+        doc["metadata"]["namespace"] = NS
+    async with kmock.KubernetesEmulator() as api, kmock.Server(api):
+        api.resources["gearshift.dev/v1alpha1/modelroutes"] = ResourceInfo(
+            kind="ModelRoute",
+            namespaced=True,
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        )
+        await _send(api, "POST", PATH, slm)  # present before the router starts: the list
+        table = RoutingTable(BackendPool())
+        watcher = KubeRouteWatcher(
+            table, NS, watch_timeout_s=2, kubeconfig=_kubeconfig(str(api.url), tmp_path / "kc")
+        )
+        watcher.start()
+        try:
+            await _until(lambda: table.snapshot.find("local-slm") is not None, "the listed route")
+            await _send(api, "POST", PATH, llm)  # a watch event
+            await _until(lambda: table.snapshot.find("local-llm") is not None, "the new route")
+            await _send(
+                api,
+                "PATCH",
+                f"{PATH}/local-slm",
+                {"spec": {"routing": {"endpoint": "10.0.0.3:1"}}},
+            )
+
+            def moved() -> bool:
+                route = table.snapshot.find("local-slm")
+                return route is not None and route.endpoints == ("10.0.0.3:1",)
+
+            await _until(moved, "the changed endpoint")
+            await _send(api, "DELETE", f"{PATH}/local-llm")
+            await _until(lambda: table.snapshot.find("local-llm") is None, "the deletion")
+        finally:
+            await watcher.stop()
+            await table.pool.close()

@@ -1,0 +1,162 @@
+"""Fast checks of the router's pure parts: digest, keys, HTTP parsing, route selection."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gearshift.router.auth import KeyTable
+from gearshift.router.backends import BackendPool
+from gearshift.router.context_digest import context_digest, is_sampled
+from gearshift.router.local import local_default_routes
+from gearshift.router.openai_http import parse_chat_request
+from gearshift.router.pipeline import Pipeline, PipelineConfig, Plan
+from gearshift.router.routing_table import Route, RoutingTable, routes_from_objects
+from gearshift.router.scoring import LengthScorer
+from gearshift.routes import ModelRoute
+from gearshift.runtime.errors import InvalidArgument, Unauthenticated
+from gearshift.v1 import common_pb2, router_pb2
+
+
+def _msgs(*pairs: tuple[str, str]) -> list[common_pb2.ChatMessage]:
+    return [common_pb2.ChatMessage(role=r, content=c) for r, c in pairs]
+
+
+def test_digest_covers_system_prompt_history_and_sampling() -> None:
+    greedy = common_pb2.SamplingParams(temperature=0.0)
+    base = context_digest(_msgs(("user", "hi")), greedy)
+    assert base == context_digest(_msgs(("user", "hi")), greedy)
+    # The question itself is compared by meaning, not by the digest.
+    assert base == context_digest(_msgs(("user", "hello there")), greedy)
+    assert base != context_digest(_msgs(("system", "be terse"), ("user", "hi")), greedy)
+    assert base != context_digest(_msgs(("user", "a"), ("assistant", "b"), ("user", "hi")), greedy)
+    assert base != context_digest(_msgs(("user", "hi")), common_pb2.SamplingParams())
+    assert base != context_digest(
+        _msgs(("user", "hi")), common_pb2.SamplingParams(temperature=0.0, max_tokens=5)
+    )
+
+
+def test_unset_temperature_is_sampled() -> None:
+    assert is_sampled(common_pb2.SamplingParams())
+    assert is_sampled(common_pb2.SamplingParams(temperature=0.7))
+    assert not is_sampled(common_pb2.SamplingParams(temperature=0.0))
+
+
+def test_keys_file_reloads_and_refuses_unknown(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(yaml.safe_dump({"k1": "t1"}))
+    keys = KeyTable(str(path), check_interval_s=0.0)
+    assert keys.authenticate("Bearer k1") == "t1"
+    for bad in (None, "", "Bearer ", "Bearer nope", "Basic k1"):
+        with pytest.raises(Unauthenticated):
+            keys.authenticate(bad)
+    tmp = tmp_path / "keys.tmp"
+    tmp.write_text(yaml.safe_dump({"k2": "t2"}))
+    tmp.replace(path)  # a Secret volume swaps the file atomically
+    assert keys.authenticate("Bearer k2") == "t2"
+    with pytest.raises(Unauthenticated):
+        keys.authenticate("Bearer k1")
+    path.write_text("{not yaml")  # a broken file keeps the last good table
+    time.sleep(0.01)
+    assert keys.authenticate("Bearer k2") == "t2"
+
+
+def test_openai_body_parsing_names_bad_fields() -> None:
+    chat, stream = parse_chat_request(
+        {
+            "model": "auto",
+            "messages": [
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": [{"type": "text", "text": "q"}]},
+            ],
+            "temperature": 0,
+            "max_tokens": 7,
+            "stop": "\n",
+            "stream": True,
+        },
+        {"x-gearshift-cache-policy": "no-store"},
+    )
+    assert stream
+    assert [m.content for m in chat.messages] == ["s", "q"]
+    assert chat.sampling.HasField("temperature") and chat.sampling.temperature == 0
+    assert chat.sampling.max_tokens == 7 and list(chat.sampling.stop) == ["\n"]
+    assert chat.cache_policy == router_pb2.CACHE_POLICY_NO_STORE
+    with pytest.raises(InvalidArgument) as info:
+        parse_chat_request({"messages": "x", "temperature": "hot", "n": 2}, {})
+    fields = {v.field for v in info.value.violations}
+    assert {"messages", "temperature", "n"} <= fields
+
+
+def _route(name: str, tier: str, **kw: object) -> Route:
+    return Route(name=name, tier=tier, model=name + "-model", endpoints=(f"{name}:1",), **kw)  # type: ignore[arg-type]
+
+
+def _pipeline(routes: list[Route], threshold: float = 0.5) -> tuple[Pipeline, RoutingTable]:
+    table = RoutingTable(BackendPool())
+    table.snapshot = table.snapshot.of(routes, 1)
+    config = PipelineConfig(difficulty_threshold=threshold)
+    return Pipeline(config, table, None, LengthScorer(), None), table  # type: ignore[arg-type]
+
+
+def _choose(pipeline: Pipeline, difficulty: float) -> Plan:
+    class Fixed(LengthScorer):
+        def score(self, embedding: object, text: str) -> float:  # type: ignore[override]
+            return difficulty
+
+    pipeline.scorer = Fixed()
+    plan = Plan(
+        "r", "t", _msgs(("user", "q")), common_pb2.SamplingParams(), router_pb2.RouteDecision()
+    )
+    pipeline._choose(plan, pipeline.table.snapshot, None)
+    return plan
+
+
+def test_selection_by_threshold_band_priority_and_health() -> None:
+    routes = [
+        _route("small-a", "slm", priority=1, fallback="big"),
+        _route("small-b", "slm", priority=0, difficulty_max=0.2),
+        _route("big", "llm", max_share=0.3),
+    ]
+    pipeline, table = _pipeline(routes)
+    assert _choose(pipeline, 0.1).decision.route == "small-b"  # in band, better priority
+    plan = _choose(pipeline, 0.3)
+    assert plan.decision.route == "small-a"  # small-b's band ends at 0.2
+    assert [r.name for r in plan.routes] == ["small-a", "big"]
+    assert _choose(pipeline, 0.9).decision.tier == common_pb2.TIER_LLM
+    # An unhealthy SLM is skipped with a reason; the request goes up a tier.
+    table.state("small-a:1").healthy = False
+    table.state("small-b:1").healthy = False
+    plan = _choose(pipeline, 0.1)
+    assert plan.decision.route == "big"
+    assert any("skipped small-a" in r for r in plan.decision.reasons)
+    # A breaker opened by call failures does the same, and closes after a success.
+    table.state("small-b:1").healthy = True
+    for _ in range(3):
+        table.record_failure("small-b:1", "UNAVAILABLE")
+    assert _choose(pipeline, 0.1).decision.route == "big"
+    table.record_success("small-b:1")
+    assert _choose(pipeline, 0.1).decision.route == "small-b"
+
+
+def test_least_loaded_replica() -> None:
+    table = RoutingTable(BackendPool())
+    route = Route("r", "slm", "m", ("a:1", "b:1", "c:1"))
+    table.state("a:1").load = 5
+    table.state("b:1").load = 1
+    table.state("c:1").healthy = False
+    assert table.pick_endpoint(route) == "b:1"
+    with table.lease("b:1"), table.lease("b:1"), table.lease("b:1"), table.lease("b:1"):
+        table.state("b:1").load = 2
+        assert table.pick_endpoint(route) == "a:1"
+
+
+def test_local_default_routes_are_valid_model_routes() -> None:
+    docs = local_default_routes("127.0.0.1:1", "small", "127.0.0.1:2", "large")
+    routes = routes_from_objects(ModelRoute.model_validate(d) for d in docs)
+    by_tier = {r.tier: r for r in routes}
+    assert by_tier["slm"].endpoints == ("127.0.0.1:1",) and by_tier["slm"].model == "small"
+    assert by_tier["slm"].fallback == by_tier["llm"].name
+    assert by_tier["llm"].max_share == 0.3
