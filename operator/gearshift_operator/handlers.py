@@ -54,7 +54,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.name = SETTINGS.peering_name
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
-    _locks.clear()  # locks belong to the previous run's event loop (tests restart in-process)
+    global _client
+    # Locks and the HTTP client belong to the previous run's event loop when the operator
+    # is restarted in the same process (tests): start both afresh.
+    _locks.clear()
+    _client = None
     if SETTINGS.operator_metrics_port >= 0:
         start_http_server(SETTINGS.operator_metrics_port)
     client()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from opentelemetry import trace as otel_trace
 from opentelemetry.propagate import inject
+from opentelemetry.sdk.trace import TracerProvider
 
 from gearshift.router.local import LOCAL_LLM_ROUTE
 from gearshift.v1 import common_pb2, router_pb2, router_pb2_grpc
@@ -168,7 +168,8 @@ def test_openai_sdk_against_the_router(mesh: Mesh) -> None:
 
 async def traced_chat(mesh: Mesh, model: str, prompt: str) -> tuple[str, str]:
     """Calls Chat inside a client span; returns (trace id, client span id)."""
-    tracer = otel_trace.get_tracer("test-client")
+    # A private provider: the test process's global one belongs to other tests.
+    tracer = TracerProvider().get_tracer("test-client")
     async with grpc.aio.insecure_channel(mesh.router) as channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
         with tracer.start_as_current_span("client") as span:
@@ -194,10 +195,6 @@ async def traced_chat(mesh: Mesh, model: str, prompt: str) -> tuple[str, str]:
 async def test_one_request_is_one_trace_across_every_hop(
     mesh: Mesh, otlp_receiver: OtlpReceiver
 ) -> None:
-    from opentelemetry.sdk.trace import TracerProvider
-
-    if not isinstance(otel_trace.get_tracer_provider(), TracerProvider):
-        otel_trace.set_tracer_provider(TracerProvider())
     secret_prompt = "Zanzibar-7 secret prompt: what is two plus two?"
     trace_id, client_span = await traced_chat(mesh, LOCAL_LLM_ROUTE, secret_prompt)
     spans = await otlp_receiver.wait_for(trace_id, min_spans=6, timeout_s=20)

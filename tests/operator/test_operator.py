@@ -119,8 +119,8 @@ async def test_routes_become_deployments_and_follow_their_children(
         await _eventually(lambda: _get(apiserver, f"{CONFIGMAPS}/provider-large"), "proxy config")
         proxy = await _eventually(lambda: _get(apiserver, f"{DEPLOYMENTS}/provider-large"), "proxy")
         assert proxy["spec"]["template"]["spec"]["containers"][0]["args"] == ["serve", "proxy"]
-        assert await _get(apiserver, f"{SERVICES}/smollm2-small")
-        assert await _get(apiserver, f"{PDBS}/smollm2-small")
+        await _eventually(lambda: _get(apiserver, f"{SERVICES}/smollm2-small"), "service")
+        await _eventually(lambda: _get(apiserver, f"{PDBS}/smollm2-small"), "pdb")
 
         # Status: Progressing while no replica is ready; endpoint and selector published.
         async def progressing() -> Any:

@@ -34,12 +34,21 @@ def _serve(argv: Sequence[str]) -> int:
     args = parser.parse_args(rest)
     try:
         settings = module.Settings.from_args(args)
-        app = module.build_app(settings)
-    except (ValueError, OSError) as exc:  # pydantic's ValidationError is a ValueError
-        print(f"gearshift serve {name}: invalid configuration: {exc}", file=sys.stderr)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        print(f"gearshift serve {name}: invalid settings: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(run_service(app, settings))
-    return 0
+
+    async def build_and_run() -> int:
+        # Built inside the running loop: apps open grpc.aio channels, which bind to it.
+        try:
+            app = module.build_app(settings)
+        except (ValueError, OSError) as exc:
+            print(f"gearshift serve {name}: invalid configuration: {exc}", file=sys.stderr)
+            return 2
+        await run_service(app, settings)
+        return 0
+
+    return asyncio.run(build_and_run())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -211,7 +212,15 @@ def _banner(home: Path, ports: Ports, services: list[str]) -> None:
     print("Press Ctrl-C to stop.")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
+    # Explicit handlers: a shell may start us with SIGINT ignored (background jobs), and
+    # `kill` (SIGTERM) should stop the mesh as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     home = local_state.home()
     (home / "run").mkdir(parents=True, exist_ok=True)
     base = args.base_port

@@ -273,6 +273,15 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
                     except UpstreamError as exc:
                         if exc.outcome == "truncated" and finish:
                             break  # finished answer, only the [DONE] marker is missing
+                        if exc.outcome == "timeout" and _expired(deadline):
+                            # The read timeout is clipped to the call's deadline: the
+                            # caller's deadline ran out, the upstream is not at fault.
+                            route.count("deadline")
+                            outcome = "deadline"
+                            raise DeadlineExceeded(
+                                f"model {model!r}: the call's deadline expired after "
+                                f"{sent} chunks were relayed"
+                            ) from None
                         route.count(exc.outcome)
                         route.breaker.record_failure()
                         raise Unavailable(
@@ -333,6 +342,11 @@ def _parse_event(route: Route, event: dict[str, Any]) -> openai_map.Delta:
             "malformed",
             f"upstream {route.name!r} sent an unusable stream event ({type(exc).__name__})",
         ) from None
+
+
+def _expired(deadline: float | None, slack_s: float = 0.05) -> bool:
+    """Whether the call's deadline has (all but) passed, on the event loop's clock."""
+    return deadline is not None and deadline - asyncio.get_running_loop().time() < slack_s
 
 
 @contextlib.asynccontextmanager
