@@ -169,9 +169,10 @@ def test_operator_rbac_follows_scope_and_peering() -> None:
     assert router_env["GEARSHIFT_ROUTER_WATCH_NAMESPACE"] == NAMESPACE
 
 
-def test_router_may_only_read_routes() -> None:
+def test_router_may_only_read_routes_and_signal_demand() -> None:
+    # patch only for the demand annotation that wakes a route scaled to zero.
     assert _rules(objects_of("default"), "router") == {
-        ("gearshift.dev", "modelroutes"): {"get", "list", "watch"}
+        ("gearshift.dev", "modelroutes"): {"get", "list", "watch", "patch"}
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ async def _send(api: Any, method: str, path: str, body: Any = None) -> None:
 
 
 async def test_watch_follows_created_changed_and_deleted_routes(tmp_path: Path) -> None:
-    slm, llm = local_default_routes("10.0.0.1:1", "small", "10.0.0.2:1", "large")
+    slm, llm = local_default_routes("127.0.0.1:9", "small", "127.0.0.1:9", "large")
     for doc in (slm, llm):
         doc["metadata"]["namespace"] = NS
     async with kmock.KubernetesEmulator() as api, kmock.Server(api):
@@ -74,16 +75,67 @@ async def test_watch_follows_created_changed_and_deleted_routes(tmp_path: Path) 
                 api,
                 "PATCH",
                 f"{PATH}/local-slm",
-                {"spec": {"routing": {"endpoint": "10.0.0.3:1"}}},
+                {"spec": {"routing": {"endpoint": "127.0.0.1:10"}}},
             )
 
             def moved() -> bool:
                 route = table.snapshot.find("local-slm")
-                return route is not None and route.endpoints == ("10.0.0.3:1",)
+                return route is not None and route.endpoints == ("127.0.0.1:10",)
 
             await _until(moved, "the changed endpoint")
             await _send(api, "DELETE", f"{PATH}/local-llm")
             await _until(lambda: table.snapshot.find("local-llm") is None, "the deletion")
+        finally:
+            await watcher.stop()
+            await table.pool.close()
+
+
+async def test_a_cold_route_is_woken_through_its_demand_annotation(tmp_path: Path) -> None:
+    """Traffic for a scaled-to-zero route sets the annotation the operator wakes it on."""
+    cold, _ = local_default_routes("127.0.0.1:9", "small", "127.0.0.1:9", "large")
+    cold["metadata"]["namespace"] = NS
+    del cold["spec"]["routing"]["endpoint"]  # deployed by the operator, no replica yet
+    cold["spec"].update(
+        model={"source": "/models/small", "servedName": "small"},
+        engine={},
+        sizeClass="small",
+        replicas={"min": 0, "max": 2},
+        autoscaling={"scaleToZero": True},
+    )
+    async with kmock.KubernetesEmulator() as api, kmock.Server(api):
+        api.resources["gearshift.dev/v1alpha1/modelroutes"] = ResourceInfo(
+            kind="ModelRoute",
+            namespaced=True,
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        )
+        await _send(api, "POST", PATH, cold)
+        table = RoutingTable(BackendPool())
+        watcher = KubeRouteWatcher(
+            table, NS, watch_timeout_s=2, kubeconfig=_kubeconfig(str(api.url), tmp_path / "kc")
+        )
+        table.demand_signal = watcher.signal_demand
+        watcher.start()
+        try:
+            await _until(lambda: "local-slm" in table.cold, "the cold route")
+            assert table.snapshot.find("local-slm") is None  # not routable while cold
+            assert table.wake(tier="llm") == []
+            assert table.wake(tier="slm") == ["local-slm"]
+
+            annotations: dict[str, str] = {}
+
+            async def annotated() -> bool:
+                async with api.request("GET", f"{PATH}/local-slm") as resp:
+                    body = await resp.json()
+                annotations.update(body["metadata"].get("annotations") or {})
+                return "gearshift.dev/demand" in annotations
+
+            for _ in range(100):
+                if await annotated():
+                    break
+                await asyncio.sleep(0.05)
+            assert re.fullmatch(
+                r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", annotations["gearshift.dev/demand"]
+            )
         finally:
             await watcher.stop()
             await table.pool.close()

@@ -144,6 +144,8 @@ class RouterApp:
         self.kube_watcher = (
             KubeRouteWatcher(self.table, settings.watch_namespace) if settings.kubernetes else None
         )
+        if self.kube_watcher is not None:
+            self.table.demand_signal = self.kube_watcher.signal_demand
         if self.keys.size == 0:
             log.warning("no API keys loaded: every request will be refused (UNAUTHENTICATED)")
 

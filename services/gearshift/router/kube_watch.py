@@ -15,11 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+from datetime import UTC, datetime
 from typing import Any
 
-from gearshift.router.routing_table import RoutingTable, routes_from_objects
+from gearshift.router.routing_table import (
+    ColdRoute,
+    RoutingTable,
+    cold_routes,
+    routes_from_objects,
+)
 from gearshift.routes import ModelRoute
-from gearshift.routes.model_route import GROUP, PLURAL, VERSION
+from gearshift.routes.model_route import DEMAND_ANNOTATION, GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,8 @@ class KubeRouteWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._api: Any = None
+        self.demand_interval_s = 30.0
+        self._demanded: dict[str, float] = {}
 
     def _client(self) -> Any:
         """In-cluster service account, else the kubeconfig (explicit path or $KUBECONFIG)."""
@@ -81,8 +90,43 @@ class KubeRouteWatcher:
             except ValueError as exc:
                 log.error("ignoring invalid ModelRoute %s: %s", raw.get("metadata", {}), exc)
         routes = routes_from_objects(objects)
+        cold = cold_routes(objects)
         if not loop.is_closed():
             loop.call_soon_threadsafe(self.table.replace, routes)
+            loop.call_soon_threadsafe(self.table.set_cold, cold)
+
+    def signal_demand(self, route: ColdRoute) -> None:
+        """Asks the operator to wake a cold route: a timestamp in its demand annotation.
+
+        At most once per `demand_interval_s` per route, off the event loop; a failed patch
+        is logged and retried with the next request that wants the route.
+        """
+        now = time.monotonic()
+        if now - self._demanded.get(route.name, -1e9) < self.demand_interval_s:
+            return
+        self._demanded[route.name] = now
+        thread = threading.Thread(
+            target=self._patch_demand, args=(route,), name="modelroute-demand", daemon=True
+        )
+        thread.start()
+
+    def _patch_demand(self, route: ColdRoute) -> None:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"metadata": {"annotations": {DEMAND_ANNOTATION: stamp}}}
+        try:
+            self._client().patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                route.namespace or self.namespace or "default",
+                PLURAL,
+                route.name,
+                body,
+                _request_timeout=self.request_timeout_s,
+            )
+            log.info("asked cold route %s to scale up from zero", route.name)
+        except Exception as exc:  # never fail a request over a wake-up signal
+            self._demanded.pop(route.name, None)
+            log.warning("could not signal demand for route %s: %s", route.name, exc)
 
     @staticmethod
     def _key(obj: dict[str, Any]) -> str:

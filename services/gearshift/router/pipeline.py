@@ -170,6 +170,12 @@ class Pipeline:
         pinned_route: Route | None = None
         if request.model not in AUTO_MODELS:
             pinned_route = snapshot.find(request.model)
+            if pinned_route is None and self.table.wake(name=request.model):
+                raise Unavailable(
+                    f"route {request.model!r} is scaled to zero and is being started; "
+                    "retry shortly, or send the request with model 'auto'",
+                    reason="ROUTE_COLD",
+                )
             if pinned_route is None:
                 known = ", ".join(["auto", *(r.name for r in snapshot.routes)])
                 raise NotFound(
@@ -256,6 +262,9 @@ class Pipeline:
             else:
                 threshold = self.scorer.threshold_for_share(share)
         d.difficulty, d.threshold = difficulty, threshold
+        if self.table.cold:  # scaled-to-zero routes of the tier this request wants: wake them
+            for name in self.table.wake(tier="llm" if difficulty >= threshold else "slm"):
+                d.reasons.append(f"{name} is scaled to zero: asked the operator to start it")
         slm, llm = snapshot.tier("slm"), snapshot.tier("llm")
         if not llm:
             wanted = "slm"

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -70,6 +70,26 @@ class Route:
             fallback=routing.fallback,
             max_share=routing.max_share,
         )
+
+
+@dataclass(frozen=True)
+class ColdRoute:
+    """A scaleToZero route with no ready replica: not routable, but it can be woken."""
+
+    name: str
+    namespace: str
+    tier: TierName
+
+
+def cold_routes(objects: Iterable[ModelRoute]) -> list[ColdRoute]:
+    """Routes that are scaled to zero (or still waking up) and allow it."""
+    return [
+        ColdRoute(mr.name, mr.namespace, mr.spec.tier)
+        for mr in objects
+        if mr.spec.autoscaling is not None
+        and mr.spec.autoscaling.scale_to_zero
+        and Route.from_model_route(mr) is None
+    ]
 
 
 def routes_from_objects(objects: Iterable[ModelRoute]) -> list[Route]:
@@ -143,8 +163,27 @@ class RoutingTable:
         self.endpoints: dict[str, EndpointState] = {}
         self._poller: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self.cold: dict[str, ColdRoute] = {}
+        # Set by the cluster watcher: asks the operator to scale a cold route from zero.
+        self.demand_signal: Callable[[ColdRoute], None] | None = None
 
     # --- table updates -------------------------------------------------------------------
+    def set_cold(self, cold: Sequence[ColdRoute]) -> None:
+        """Routes scaled to zero, which `wake` can ask the operator to start."""
+        self.cold = {c.name: c for c in cold}
+
+    def wake(self, *, tier: str | None = None, name: str | None = None) -> list[str]:
+        """Signals demand for cold routes of a tier (or one by name); returns their names."""
+        woken = [
+            c
+            for c in self.cold.values()
+            if (name is None or c.name == name) and (tier is None or c.tier == tier)
+        ]
+        if self.demand_signal is not None:
+            for route in woken:
+                self.demand_signal(route)
+        return [c.name for c in woken]
+
     def replace(self, routes: Sequence[Route]) -> None:
         """Swaps in a new snapshot; in-flight requests keep using the old one."""
         names = [r.name for r in routes]

@@ -24,6 +24,9 @@ GROUP = "gearshift.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "ModelRoute"
+# Set by the router (an RFC 3339 time) when traffic wants a route that is scaled to zero;
+# the operator then scales it from 0 to 1 replica.
+DEMAND_ANNOTATION = "gearshift.dev/demand"
 PLURAL = "modelroutes"
 
 Tier = Literal["slm", "llm"]
