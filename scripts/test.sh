@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1
+export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/gearshift models prepare
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

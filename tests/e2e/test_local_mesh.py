@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import signal
 import socket
@@ -32,10 +33,19 @@ REPO = Path(__file__).resolve().parents[2]
 QUESTION = "What is the capital of France?"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(span: int = 1) -> int:
+    """A free port below Linux's ephemeral range (32768+), with `span - 1` free after it.
+
+    The mesh takes a minute to start; ports the kernel hands out on its own (vLLM's
+    engine sockets, outgoing connections) come from the ephemeral range, so ports
+    chosen below it cannot be taken by them in the meantime.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000 - span)
+        if all(_is_free(port + i) for i in range(span)):
+            return port
+    raise RuntimeError("no free port range found")
 
 
 @dataclass
@@ -50,10 +60,8 @@ class Mesh:
 
 
 def start_mesh(home: Path, otlp: str, ports: tuple[int, int, int] | None = None) -> Mesh:
-    base, http, upstream = ports or (free_port(), free_port(), free_port())
-    # The four gRPC services take base..base+3; make sure those are free too.
-    while not all(_is_free(base + i) for i in range(4)):
-        base = free_port()
+    # The four gRPC services take base..base+3.
+    base, http, upstream = ports or (free_port(span=4), free_port(), free_port())
     env = {**os.environ, "GEARSHIFT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     argv = [
         sys.executable, "-m", "gearshift.cli.main", "up", "--no-demo",
