@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -37,6 +36,7 @@ import aiohttp
 import grpc
 import yaml
 
+from gearshift.dev.machine import describe_machine
 from gearshift.proxy.config import local_standin_config
 from gearshift.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
@@ -62,20 +62,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def machine() -> str:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{platform.platform()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -275,7 +261,7 @@ def main() -> None:
             for proc in reversed(procs):
                 stop(proc)
     print("\n\n".join(out))
-    print(f"\nMachine: {machine()}")
+    print(f"\nMachine: {describe_machine()}")
     print("Goal: at most 2 ms added at p50 (concurrency 1).")
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -37,6 +36,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from gearshift.cache.app import Settings as CacheSettings
 from gearshift.cache.app import build_app as build_cache
+from gearshift.dev.machine import describe_machine
 from gearshift.router.app import RouterApp
 from gearshift.router.app import Settings as RouterSettings
 from gearshift.router.local import local_default_routes
@@ -84,21 +84,6 @@ class EchoApp:
 
     async def stop(self) -> None:
         return None
-
-
-def machine() -> str:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; Python {platform.python_version()}"
-    )
 
 
 def pct(values: list[float], q: float) -> float:
@@ -219,7 +204,7 @@ async def main(n: int, concurrency: int) -> None:
     await echo_host.stop(0)
 
     floor = statistics.median(echo_lat)
-    print(f"machine: {machine()}\n")
+    print(f"machine: {describe_machine()}\n")
     print("| path | p50 ms | p99 ms | x echo p50 |")
     print("|---|---:|---:|---:|")
     for name, lat in (

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
+from gearshift.dev.machine import describe_machine
 
 PROMPT = "Write a short story about a robot who learns to paint."
 
@@ -183,21 +184,6 @@ def per_1k(cpu_s: float, tokens: int) -> float:
     return cpu_s * 1000.0 / max(tokens, 1) * 1000.0
 
 
-def machine() -> str:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"{platform.platform()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
-
-
 async def main(args: argparse.Namespace) -> None:
     from gearshift.runtime.server import GrpcServiceHost
     from gearshift.slm.app import Settings, SlmApp
@@ -231,7 +217,7 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         await host.stop(5)
 
-    print(f"\nMachine: {machine()}")
+    print(f"\nMachine: {describe_machine()}")
     print(
         f"Model: {app.settings.served_model_name or 'smollm2-135m-instruct'} (float32, eager), "
         f"{args.max_tokens} greedy tokens per request, engine ready in {ready_s:.0f} s\n"

@@ -14,7 +14,6 @@ served. Plain cosine thresholds on the same split are the baseline.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -25,20 +24,7 @@ from gearshift.cache.keys import normalise
 from gearshift.cache.qqp import DEFAULT_DEV_FILE, embed_questions, load_pairs
 from gearshift.cache.settings import Settings
 from gearshift.cache.verifier import Verifier
-
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return f"{platform.platform()}; {cpu}; {os.cpu_count()} cores"
+from gearshift.dev.machine import describe_machine
 
 
 def score(served: npt.NDArray[np.bool_], labels: npt.NDArray[np.bool_]) -> tuple[float, float]:
@@ -80,7 +66,7 @@ def main() -> None:
         rows.append((label, *score(served, labels), int(served.sum())))
 
     print(f"Split: {args.split} ({len(part)} pairs, {int(labels.sum())} duplicates)")
-    print(f"Machine: {machine()}\n")
+    print(f"Machine: {describe_machine()}\n")
     print("| decision | precision | recall | served |")
     print("|---|---:|---:|---:|")
     for name, precision, recall, n in rows:

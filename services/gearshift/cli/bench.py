@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import random
 import statistics
 import time
@@ -24,6 +23,7 @@ import grpc
 
 from gearshift.cli import local_state
 from gearshift.dev.data import shared_data_dir
+from gearshift.dev.machine import describe_machine
 from gearshift.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 
@@ -121,8 +121,7 @@ def report(outcomes: list[Outcome], wall_s: float, args: argparse.Namespace) -> 
     total = len(outcomes)
     paths = Counter(o.path for o in outcomes)
     lines = [
-        f"machine: {platform.machine()}, {_cpu_model()}, "
-        f"{__import__('os').cpu_count()} cores, python {platform.python_version()}",
+        f"machine: {describe_machine()}",
         f"requests: {total}, concurrency {args.concurrency}, max_tokens {args.max_tokens}, "
         f"wall {wall_s:.1f} s, {total / wall_s:.2f} req/s",
         "",
@@ -163,16 +162,6 @@ def report(outcomes: list[Outcome], wall_s: float, args: argparse.Namespace) -> 
         f"({1 - mesh / all_large if all_large else 0:.0%} saved)",
     ]
     return "\n".join(lines)
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown cpu"
 
 
 async def run(args: argparse.Namespace) -> int:
