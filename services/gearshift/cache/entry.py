@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +33,15 @@ class Entry:
     expires_at: float
     vector: npt.NDArray[np.float32]
 
+    def record(self) -> tuple[Any, ...]:
+        """Every field but the vector, in `RECORD_FIELDS` order (how backends store rows)."""
+        return tuple(getattr(self, name) for name in RECORD_FIELDS)
+
+    @classmethod
+    def from_record(cls, record: Sequence[Any], vector: npt.NDArray[np.float32]) -> Entry:
+        """The inverse of `record`, with the vector decoded by the backend."""
+        return cls(**dict(zip(RECORD_FIELDS, record, strict=False)), vector=vector)
+
     def live(self, now: float) -> bool:
         return self.expires_at == 0 or self.expires_at > now
 
@@ -52,6 +63,10 @@ class Entry:
             created_at=self.created_at,
             expires_at=self.expires_at,
         )
+
+
+# Column order of every backend's row: the scalar fields; the vector column comes last.
+RECORD_FIELDS = tuple(f.name for f in fields(Entry) if f.name != "vector")
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,14 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from gearshift.cache.backends.base import BackendError
-from gearshift.cache.entry import Entry, InvalidateFilter
+from gearshift.cache.entry import RECORD_FIELDS, Entry, InvalidateFilter
 from gearshift.embeddings import DIM
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_COLUMNS = (
-    "id, tenant, scope, context_digest, scope_key, exact_key, question, answer, model, "
-    "prompt_tokens, completion_tokens, total_tokens, cost_usd, created_at, expires_at, embedding"
-)
+_COLUMNS = ", ".join(RECORD_FIELDS) + ", embedding"
 
 SCHEMA = f"""
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -75,24 +72,7 @@ def _as_array(value: Any) -> npt.NDArray[np.float32]:
 
 
 def _row_to_entry(row: tuple[Any, ...]) -> Entry:
-    return Entry(
-        id=row[0],
-        tenant=row[1],
-        scope=row[2],
-        context_digest=row[3],
-        scope_key=row[4],
-        exact_key=row[5],
-        question=row[6],
-        answer=row[7],
-        model=row[8],
-        prompt_tokens=row[9],
-        completion_tokens=row[10],
-        total_tokens=row[11],
-        cost_usd=row[12],
-        created_at=row[13],
-        expires_at=row[14],
-        vector=_as_array(row[15]),
-    )
+    return Entry.from_record(row, _as_array(row[-1]))
 
 
 class PgvectorBackend:
@@ -225,24 +205,7 @@ class PgvectorBackend:
                 await conn.execute(
                     f"INSERT INTO gearshift_cache_entries ({_COLUMNS}) VALUES "
                     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        entry.id,
-                        entry.tenant,
-                        entry.scope,
-                        entry.context_digest,
-                        entry.scope_key,
-                        entry.exact_key,
-                        entry.question,
-                        entry.answer,
-                        entry.model,
-                        entry.prompt_tokens,
-                        entry.completion_tokens,
-                        entry.total_tokens,
-                        entry.cost_usd,
-                        entry.created_at,
-                        entry.expires_at,
-                        entry.vector,
-                    ),
+                    (*entry.record(), entry.vector),
                 )
             # Eviction is best effort and shared by all replicas: delete the oldest
             # beyond the bound (an estimate first so the common case costs one query).
@@ -281,21 +244,7 @@ class PgvectorBackend:
                         for e in entries:
                             await copy.write_row(
                                 (
-                                    e.id,
-                                    e.tenant,
-                                    e.scope,
-                                    e.context_digest,
-                                    e.scope_key,
-                                    e.exact_key,
-                                    e.question,
-                                    e.answer,
-                                    e.model,
-                                    e.prompt_tokens,
-                                    e.completion_tokens,
-                                    e.total_tokens,
-                                    e.cost_usd,
-                                    e.created_at,
-                                    e.expires_at,
+                                    *e.record(),
                                     "[" + ",".join(f"{x:.7g}" for x in e.vector) + "]",
                                 )
                             )

@@ -30,17 +30,14 @@ import numpy.typing as npt
 from usearch.index import Index
 
 from gearshift.cache.backends.base import BackendError
-from gearshift.cache.entry import Entry, InvalidateFilter
+from gearshift.cache.entry import RECORD_FIELDS, Entry, InvalidateFilter
 from gearshift.embeddings import DIM
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_COLUMNS = (
-    "id, tenant, scope, context_digest, scope_key, exact_key, question, answer, model, "
-    "prompt_tokens, completion_tokens, total_tokens, cost_usd, created_at, expires_at, vector"
-)
+_COLUMNS = ", ".join(RECORD_FIELDS) + ", vector"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     rowid INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -69,45 +66,11 @@ CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires_at);
 
 
 def _row_to_entry(row: tuple[Any, ...]) -> Entry:
-    return Entry(
-        id=row[0],
-        tenant=row[1],
-        scope=row[2],
-        context_digest=row[3],
-        scope_key=row[4],
-        exact_key=row[5],
-        question=row[6],
-        answer=row[7],
-        model=row[8],
-        prompt_tokens=row[9],
-        completion_tokens=row[10],
-        total_tokens=row[11],
-        cost_usd=row[12],
-        created_at=row[13],
-        expires_at=row[14],
-        vector=np.frombuffer(row[15], dtype=np.float32).copy(),
-    )
+    return Entry.from_record(row, np.frombuffer(row[-1], dtype=np.float32).copy())
 
 
 def _entry_values(entry: Entry) -> tuple[Any, ...]:
-    return (
-        entry.id,
-        entry.tenant,
-        entry.scope,
-        entry.context_digest,
-        entry.scope_key,
-        entry.exact_key,
-        entry.question,
-        entry.answer,
-        entry.model,
-        entry.prompt_tokens,
-        entry.completion_tokens,
-        entry.total_tokens,
-        entry.cost_usd,
-        entry.created_at,
-        entry.expires_at,
-        np.ascontiguousarray(entry.vector, dtype=np.float32).tobytes(),
-    )
+    return (*entry.record(), np.ascontiguousarray(entry.vector, dtype=np.float32).tobytes())
 
 
 def _new_index() -> Index:
