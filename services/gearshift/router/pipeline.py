@@ -13,8 +13,8 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, MutableSequence, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator, Iterator, MutableSequence, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import grpc
@@ -38,6 +38,7 @@ from gearshift.runtime.errors import (
     NotFound,
     Unavailable,
 )
+from gearshift.runtime.genai import model_span, record_response
 from gearshift.runtime.telemetry import current_trace_id
 from gearshift.runtime.validation import require_valid_chat
 from gearshift.v1 import cache_pb2, common_pb2, inference_pb2, router_pb2
@@ -418,9 +419,11 @@ class Pipeline:
             try:
                 with self.table.lease(endpoint), self._model_span(route, plan) as span:
                     response = await self.table.pool.stub(endpoint).Generate(greq, timeout=timeout)
-                    span.set_attribute("gen_ai.usage.input_tokens", response.usage.prompt_tokens)
-                    span.set_attribute(
-                        "gen_ai.usage.output_tokens", response.usage.completion_tokens
+                    record_response(
+                        span,
+                        model=response.model or route.model,
+                        usage=response.usage,
+                        finish_reason=response.finish_reason,
                     )
             except grpc.aio.AioRpcError as exc:
                 if plan.pinned or exc.code() not in ESCALATE_ON:
@@ -609,18 +612,14 @@ class Pipeline:
         )
         metrics.CACHE_SAVED_TOKENS.labels(plan.tenant).inc(plan.hit.entry.usage.total_tokens)
 
-    def _model_span(self, route: Route, plan: Plan) -> AbstractContextManager[trace.Span]:
-        """A client-side GenAI span around one backend call (parent of the gRPC client span)."""
-        return tracer.start_as_current_span(
-            f"chat {route.model}",
-            attributes={
-                "gen_ai.operation.name": "chat",
-                "gen_ai.system": "gearshift",
-                "gen_ai.request.model": route.model,
-                "gearshift.route": route.name,
-                "gearshift.tier": route.tier,
-            },
-        )
+    @staticmethod
+    @contextmanager
+    def _model_span(route: Route, plan: Plan) -> Iterator[trace.Span]:
+        """A GenAI span around one backend call (parent of the gRPC client span)."""
+        with model_span(provider="gearshift", model=route.model, sampling=plan.sampling) as span:
+            span.set_attribute("gearshift.route", route.name)
+            span.set_attribute("gearshift.tier", route.tier)
+            yield span
 
     def _store(
         self,
