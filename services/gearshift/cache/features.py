@@ -3,15 +3,17 @@
 Cosine similarity alone cannot tell "enable 2FA" from "disable 2FA", nor "best
 laptop under $500" from "best laptop under $1000": the embeddings of such pairs are
 very close. These features name exactly what a wrong hit usually differs in --
-numbers, negations, opposite words, names, question words -- next to how similar the
-two embeddings are.
+numbers, negations, opposite words, names, question words, swapped word order
+("dollars to rupees" / "rupees to dollars"), and how rare the words are that only
+one side has -- next to how similar the two embeddings are.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -126,8 +128,46 @@ FEATURE_NAMES = (
     "bigram_jaccard",
     "char3_jaccard",
     "cosine_x_jaccard",
+    "unmatched_idf_sum",
+    "unmatched_idf_max_side",
+    "unmatched_idf_min_side",
+    "unmatched_idf_share",
+    "unmatched_idf_max",
+    "unmatched_words",
+    "unmatched_words_max_side",
+    "unmatched_words_min_side",
+    "stopword_diff",
+    "order_discordance",
+    "order_swapped",
 )
 N_FEATURES = len(FEATURE_NAMES)
+
+
+@dataclass(frozen=True)
+class IdfTable:
+    """Inverse document frequency of word stems, fitted on the training questions.
+
+    A pair that differs only in "the" and "a" is the same question; one that differs
+    in "Democratic" or "IT" usually is not. Rare words weigh more; a word the table
+    never saw weighs `default` (the weight of a word seen once).
+    """
+
+    weights: Mapping[str, float] = field(default_factory=dict)
+    default: float = 1.0
+
+    def __call__(self, stem: str) -> float:
+        return self.weights.get(stem, self.default)
+
+
+def _order_discordance(wq: list[str], wc: list[str], shared: set[str]) -> float:
+    """Share of shared-word pairs whose order differs between the two questions."""
+    once = [w for w in wq if w in shared and wq.count(w) == 1 and wc.count(w) == 1]
+    position = {w: wc.index(w) for w in once}
+    pairs = discordant = 0
+    for x, y in itertools.combinations(once, 2):
+        pairs += 1
+        discordant += position[x] > position[y]
+    return discordant / pairs if pairs else 0.0
 
 
 def _words(text: str) -> list[str]:
@@ -151,6 +191,8 @@ def _is_opposite(x: str, y: str) -> bool:
     if frozenset((x, y)) in ANTONYMS:
         return True
     for a, b in ((x, y), (y, x)):
+        if len(b) < 4:  # "in" + "to" is "into", not the opposite of "to"
+            continue
         for prefix in _OPPOSITE_PREFIXES:
             if a == prefix + b or _stem(a) == prefix + _stem(b):
                 return True
@@ -165,9 +207,16 @@ def _capitals(text: str) -> set[str]:
     return {c.lower() for c in _CAPITAL.findall(text.strip())}
 
 
-def pair_features(q: str, c: str, cosine: float) -> npt.NDArray[np.float32]:
+def pair_features(q: str, c: str, cosine: float, idf: IdfTable) -> npt.NDArray[np.float32]:
     """Symmetric features of a pair of questions plus their embedding cosine."""
     wq, wc = _words(q), _words(c)
+    stems_q, stems_c = [_stem(w) for w in wq], [_stem(w) for w in wc]
+    ssq, ssc = set(stems_q), set(stems_c)
+    unmatched_q = [idf(w) for w in ssq - ssc if w not in STOPWORDS]
+    unmatched_c = [idf(w) for w in ssc - ssq if w not in STOPWORDS]
+    idf_q, idf_c = sum(unmatched_q), sum(unmatched_c)
+    idf_all = sum(idf(w) for w in (ssq | ssc) - STOPWORDS) or 1.0
+    discordance = _order_discordance(stems_q, stems_c, (ssq & ssc) - STOPWORDS)
     sq, sc = set(wq), set(wc)
     cq = {_stem(w) for w in sq - STOPWORDS - NEGATIONS}
     cc = {_stem(w) for w in sc - STOPWORDS - NEGATIONS}
@@ -206,17 +255,42 @@ def pair_features(q: str, c: str, cosine: float) -> npt.NDArray[np.float32]:
             _jaccard(set(map(" ".join, bq)), set(map(" ".join, bc))),
             _jaccard(gq, gc),
             cosine * jac,
+            idf_q + idf_c,
+            max(idf_q, idf_c),
+            min(idf_q, idf_c),
+            (idf_q + idf_c) / idf_all,
+            max(unmatched_q + unmatched_c, default=0.0),
+            len(unmatched_q) + len(unmatched_c),
+            max(len(unmatched_q), len(unmatched_c)),
+            min(len(unmatched_q), len(unmatched_c)),
+            len((sq ^ sc) & STOPWORDS),
+            discordance,
+            float(discordance > 0),
         ],
         dtype=np.float32,
     )
 
 
 def batch_features(
-    qs: Sequence[str], cs: Sequence[str], cosines: Sequence[float]
+    qs: Sequence[str], cs: Sequence[str], cosines: Sequence[float], idf: IdfTable
 ) -> npt.NDArray[np.float32]:
     """Features of many pairs as an (n, N_FEATURES) array."""
     if not qs:
         return np.zeros((0, N_FEATURES), dtype=np.float32)
     return np.stack(
-        [pair_features(q, c, float(s)) for q, c, s in zip(qs, cs, cosines, strict=True)]
+        [pair_features(q, c, float(s), idf) for q, c, s in zip(qs, cs, cosines, strict=True)]
     )
+
+
+def fit_idf(questions: Sequence[str], min_count: int = 2) -> IdfTable:
+    """IDF of every stem seen in at least `min_count` questions (rarer ones get the default)."""
+    counts: dict[str, int] = {}
+    for question in questions:
+        for stem in {_stem(w) for w in _words(question)}:
+            counts[stem] = counts.get(stem, 0) + 1
+    n = len(questions)
+    # Rounded to float32 as stored, so training sees exactly the features serving does.
+    weights = {
+        w: float(np.float32(np.log((n + 1) / (k + 1)))) for w, k in counts.items() if k >= min_count
+    }
+    return IdfTable(weights, default=float(np.float32(np.log((n + 1) / 2))))

@@ -1,6 +1,6 @@
 """Trains the verifier on the QQP dev file and writes `verifier_weights.npz`.
 
-    python -m gearshift.cache.train_verifier [--dev FILE] [--hidden 32]
+    python -m gearshift.cache.train_verifier [--dev FILE] [--trees 300] [--leaves 15]
 
 Splits by question-graph component (see `gearshift.cache.qqp`): the model is
 fitted on "train", its calibration table is measured on "calib", and "heldout" is
@@ -13,25 +13,52 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from gearshift.cache.features import batch_features
+from gearshift.cache.features import FEATURE_NAMES, IdfTable, batch_features, fit_idf
 from gearshift.cache.qqp import DEFAULT_DEV_FILE, Pairs, embed_questions, load_pairs
-from gearshift.cache.verifier import WEIGHTS_FILE, embedding_features
+from gearshift.cache.verifier import WEIGHTS_FILE
 
 FloatArray = npt.NDArray[np.float32]
 
 
-def design_matrix(pairs: Pairs, vectors: dict[str, FloatArray], use_embeddings: bool) -> FloatArray:
+def design_matrix(pairs: Pairs, vectors: dict[str, FloatArray], idf: IdfTable) -> FloatArray:
     """Features of every pair, as the verifier computes them at run time."""
     u = np.stack([vectors[q] for q in pairs.a])
     v = np.stack([vectors[q] for q in pairs.b])
-    x = batch_features(pairs.a, pairs.b, np.sum(u * v, axis=1).tolist())
-    if use_embeddings:
-        x = np.concatenate([x, embedding_features(u, v)], axis=1)
-    return x
+    return batch_features(pairs.a, pairs.b, np.sum(u * v, axis=1).tolist(), idf)
+
+
+def export_trees(model: Any) -> dict[str, npt.NDArray[Any]]:
+    """Flattens a fitted HistGradientBoostingClassifier into the arrays `TreeEnsemble` reads."""
+    roots, feature, threshold, left, right, value, is_leaf = [], [], [], [], [], [], []
+    depth = 0
+    offset = 0
+    for (tree,) in model._predictors:  # one tree per iteration for a binary classifier
+        nodes = tree.nodes
+        roots.append(offset)
+        feature.append(nodes["feature_idx"])
+        threshold.append(nodes["num_threshold"])
+        left.append(nodes["left"].astype(np.int64) + offset)
+        right.append(nodes["right"].astype(np.int64) + offset)
+        value.append(nodes["value"])
+        is_leaf.append(nodes["is_leaf"].astype(bool))
+        depth = max(depth, int(nodes["depth"].max()))
+        offset += len(nodes)
+    return {
+        "tree_roots": np.array(roots, dtype=np.int32),
+        "node_feature": np.concatenate(feature).astype(np.int16),
+        "node_threshold": np.concatenate(threshold).astype(np.float64),
+        "node_left": np.concatenate(left).astype(np.int32),
+        "node_right": np.concatenate(right).astype(np.int32),
+        "node_value": np.concatenate(value).astype(np.float32),
+        "node_is_leaf": np.concatenate(is_leaf),
+        "tree_depth": np.array(depth),
+        "baseline": np.array(float(np.ravel(model._baseline_prediction)[0])),
+    }
 
 
 def wilson_upper(errors: int, n: int, z: float = 1.645) -> float:
@@ -68,52 +95,37 @@ def calibration_table(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dev", type=Path, default=DEFAULT_DEV_FILE)
-    parser.add_argument("--hidden", type=int, default=32, help="hidden units; 0 = logistic")
-    parser.add_argument("--no-embeddings", action="store_true")
+    parser.add_argument("--trees", type=int, default=300, help="boosting iterations at most")
+    parser.add_argument("--leaves", type=int, default=15, help="leaves per tree")
     parser.add_argument("--out", type=Path, default=WEIGHTS_FILE)
     args = parser.parse_args()
 
-    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
-    from sklearn.neural_network import MLPClassifier  # type: ignore[import-untyped]
+    from sklearn.ensemble import HistGradientBoostingClassifier  # type: ignore[import-untyped]
 
     started = time.monotonic()
     pairs = load_pairs(args.dev)
     vectors = embed_questions(pairs.a + pairs.b)
-    use_embeddings = not args.no_embeddings
     train, calib = pairs.subset("train"), pairs.subset("calib")
-    # Both orders: the verifier sees (query, cached) and the pair is symmetric anyway.
-    x_train = design_matrix(train, vectors, use_embeddings)
-    y_train = train.label
-    mean = x_train.mean(axis=0)
-    scale = x_train.std(axis=0) + 1e-6
-    xs = (x_train - mean) / scale
-    if args.hidden > 0:
-        mlp = MLPClassifier(
-            hidden_layer_sizes=(args.hidden,),
-            alpha=1e-3,
-            early_stopping=True,
-            max_iter=200,
-            random_state=0,
-        ).fit(xs, y_train)
-        w1, b1 = mlp.coefs_[0], mlp.intercepts_[0]
-        w2, b2 = mlp.coefs_[1], mlp.intercepts_[1]
-    else:
-        lr = LogisticRegression(C=1.0, max_iter=2000).fit(xs, y_train)
-        w1, b1 = lr.coef_.T, lr.intercept_
-        w2, b2 = np.zeros((0,)), np.zeros((0,))
-    np.savez_compressed(
-        args.out,
-        mean=mean.astype(np.float32),
-        scale=scale.astype(np.float32),
-        w1=w1.astype(np.float32),
-        b1=b1.astype(np.float32),
-        w2=np.asarray(w2, dtype=np.float32),
-        b2=np.asarray(b2, dtype=np.float32),
-        use_embeddings=np.array(use_embeddings),
-        cal_threshold=np.zeros(1, dtype=np.float32),
-        cal_false_hit_rate=np.zeros(1, dtype=np.float32),
-        cal_recall=np.zeros(1, dtype=np.float32),
-    )
+    idf = fit_idf(sorted(set(train.a) | set(train.b)))
+    model = HistGradientBoostingClassifier(
+        max_iter=args.trees,
+        learning_rate=0.05,
+        max_leaf_nodes=args.leaves,
+        early_stopping=True,
+        random_state=0,
+    ).fit(design_matrix(train, vectors, idf), train.label)
+    words = sorted(idf.weights)
+    weights: dict[str, Any] = {
+        "feature_names": np.array(FEATURE_NAMES),
+        "idf_words": np.array(words),
+        "idf_values": np.array([idf.weights[w] for w in words], dtype=np.float32),
+        "idf_default": np.array(idf.default),
+        **export_trees(model),
+        "cal_threshold": np.zeros(1, dtype=np.float32),
+        "cal_false_hit_rate": np.zeros(1, dtype=np.float32),
+        "cal_recall": np.zeros(1, dtype=np.float32),
+    }
+    np.savez_compressed(args.out, **weights)
     # Calibrate with the run-time code path, on pairs the model was not fitted on.
     from gearshift.cache.verifier import Verifier
 
@@ -121,19 +133,22 @@ def main() -> None:
     u = np.stack([vectors[q] for q in calib.a])
     v = np.stack([vectors[q] for q in calib.b])
     probs = verifier.predict(calib.a, calib.b, u, v)
+    reference = model.predict_proba(design_matrix(calib, vectors, idf))[:, 1]
+    vetoed = probs == 0.0
+    if not np.allclose(probs[~vetoed], reference[~vetoed], atol=1e-4):
+        raise SystemExit("exported trees disagree with scikit-learn; not writing weights")
     thresholds, fhr, recall = calibration_table(probs, calib.label)
-    with np.load(args.out) as data:
-        saved = dict(data)
-    saved.update(cal_threshold=thresholds, cal_false_hit_rate=fhr, cal_recall=recall)
-    np.savez_compressed(args.out, **saved)
-    for bound in (0.02, 0.05, 0.1, 0.2):
+    weights.update(cal_threshold=thresholds, cal_false_hit_rate=fhr, cal_recall=recall)
+    np.savez_compressed(args.out, **weights)
+    for bound in (0.02, 0.05, 0.1, 0.15, 0.2):
         point = Verifier(args.out).threshold_for(bound)
         print(
             f"max_false_hit_rate {bound:.2f}: threshold {point.threshold:.3f} "
             f"(calib false-hit bound {point.false_hit_rate:.3f}, recall {point.recall:.3f})"
         )
     print(
-        f"wrote {args.out} ({args.out.stat().st_size} bytes) in {time.monotonic() - started:.0f}s"
+        f"{model.n_iter_} trees; wrote {args.out} ({args.out.stat().st_size} bytes) "
+        f"in {time.monotonic() - started:.0f}s"
     )
 
 

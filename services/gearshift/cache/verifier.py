@@ -1,15 +1,21 @@
 """The precision step: is a cached question truly the same question as the new one?
 
 A vector search always returns a nearest neighbour; whether serving its answer is
-right is a separate decision. The verifier is a small model (trained by
-`gearshift.cache.train_verifier` on Quora question pairs) over pair features and
-the two embeddings; it returns a probability. Its weights ship with a calibration
-table measured on pairs the model was not fitted on: for each threshold, the
-share of served hits that were wrong and the share of duplicates served. The
-deployment states the largest false-hit rate it accepts and the verifier picks the
-lowest threshold that holds to it, so recall is as high as that bound allows.
+right is a separate decision. The verifier is a gradient-boosted tree ensemble
+(trained by `gearshift.cache.train_verifier` on Quora question pairs) over pair
+features; it returns a probability. Trees beat a network over the raw embeddings
+here: with 33k training pairs the 768 embedding interactions over-fit, while
+trees on a few dozen pair features generalise (held-out precision at 40% recall
+0.87 against 0.83).
 
-Inference is numpy only: no scikit-learn at run time.
+Its weights ship with a calibration table measured on pairs the model was not
+fitted on: for each threshold, the share of served hits that were wrong and the
+share of duplicates served. The deployment states the largest false-hit rate it
+accepts and the verifier picks the lowest threshold that holds to it, so recall is
+as high as that bound allows.
+
+Inference is numpy only: no scikit-learn at run time. The trees are walked for
+all pairs and all trees at once, one level per step.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from gearshift.cache.features import FEATURE_NAMES, N_FEATURES, batch_features
+from gearshift.cache.features import FEATURE_NAMES, IdfTable, batch_features
 
 WEIGHTS_FILE = Path(__file__).with_name("verifier_weights.npz")
 
@@ -38,24 +44,69 @@ class CalibrationPoint:
     recall: float
 
 
-def embedding_features(u: FloatArray, v: FloatArray) -> FloatArray:
-    """Symmetric interactions of two (n, d) unit-vector batches: u*v and |u-v|."""
-    out: FloatArray = np.concatenate([u * v, np.abs(u - v)], axis=1).astype(np.float32)
-    return out
+@dataclass(frozen=True)
+class TreeEnsemble:
+    """Binary trees stored as flat node arrays; `roots` holds each tree's first node.
+
+    A node sends a pair left when `x[feature] <= threshold`; `left`/`right` are
+    indexes into the same flat arrays. The log-odds are `baseline` plus the sum of
+    the leaf values reached in every tree.
+    """
+
+    roots: npt.NDArray[np.int64]
+    feature: npt.NDArray[np.int64]
+    threshold: npt.NDArray[np.float64]  # float64: float32 rounding flips splits
+    left: npt.NDArray[np.int64]
+    right: npt.NDArray[np.int64]
+    value: FloatArray
+    is_leaf: npt.NDArray[np.bool_]
+    depth: int
+    baseline: float
+
+    def log_odds(self, x: FloatArray) -> FloatArray:
+        x64 = x.astype(np.float64)
+        node = np.broadcast_to(self.roots, (x.shape[0], self.roots.shape[0])).copy()
+        rows = np.arange(x.shape[0])[:, None]
+        for _ in range(self.depth):
+            goes_left = x64[rows, self.feature[node]] <= self.threshold[node]
+            child = np.where(goes_left, self.left[node], self.right[node])
+            node = np.where(self.is_leaf[node], node, child)
+        out: FloatArray = (self.baseline + self.value[node].sum(axis=1)).astype(np.float32)
+        return out
 
 
 class Verifier:
-    """A one-hidden-layer network (or logistic regression) over pair features."""
+    """Scores (question, cached question) pairs; see the module docstring."""
 
     def __init__(self, path: Path = WEIGHTS_FILE) -> None:
         with np.load(path, allow_pickle=False) as data:
-            self.mean = data["mean"].astype(np.float32)
-            self.scale = data["scale"].astype(np.float32)
-            self.w1 = data["w1"].astype(np.float32)
-            self.b1 = data["b1"].astype(np.float32)
-            self.w2 = data["w2"].astype(np.float32)
-            self.b2 = data["b2"].astype(np.float32)
-            self.use_embeddings = bool(data["use_embeddings"])
+            names = tuple(str(n) for n in data["feature_names"])
+            if names != FEATURE_NAMES:
+                raise ValueError(
+                    f"{path} was trained on other features; retrain it with "
+                    "`python -m gearshift.cache.train_verifier`"
+                )
+            self.trees = TreeEnsemble(
+                roots=data["tree_roots"].astype(np.int64),
+                feature=data["node_feature"].astype(np.int64),
+                threshold=data["node_threshold"].astype(np.float64),
+                left=data["node_left"].astype(np.int64),
+                right=data["node_right"].astype(np.int64),
+                value=data["node_value"].astype(np.float32),
+                is_leaf=data["node_is_leaf"].astype(bool),
+                depth=int(data["tree_depth"]),
+                baseline=float(data["baseline"]),
+            )
+            self.idf = IdfTable(
+                dict(
+                    zip(
+                        (str(w) for w in data["idf_words"]),
+                        data["idf_values"].tolist(),
+                        strict=True,
+                    )
+                ),
+                default=float(data["idf_default"]),
+            )
             self.calibration = [
                 CalibrationPoint(float(t), float(f), float(r))
                 for t, f, r in zip(
@@ -65,11 +116,6 @@ class Verifier:
                     strict=True,
                 )
             ]
-        expected = N_FEATURES + (768 if self.use_embeddings else 0)
-        if self.mean.shape[0] != expected:
-            raise ValueError(
-                f"verifier weights expect {self.mean.shape[0]} features, not {expected}"
-            )
 
     def threshold_for(self, max_false_hit_rate: float) -> CalibrationPoint:
         """The most permissive calibrated threshold whose false-hit rate stays within bound."""
@@ -92,17 +138,11 @@ class Verifier:
         qv = np.atleast_2d(qv).astype(np.float32)
         cv = np.atleast_2d(cv).astype(np.float32)
         cosine = np.sum(qv * cv, axis=1)
-        x = batch_features(questions, candidates, cosine.tolist())
-        if self.use_embeddings:
-            x = np.concatenate([x, embedding_features(qv, cv)], axis=1)
+        x = batch_features(questions, candidates, cosine.tolist(), self.idf)
         # Hard vetoes: a different number, a negation on one side only, or opposite
         # words ("enable" / "disable") change the question whatever the model says.
         veto = (x[:, _NUMBER_MISMATCH] > 0) | (x[:, _NEGATION_MISMATCH] > 0) | (x[:, _OPPOSITE] > 0)
-        x = (x - self.mean) / self.scale
-        h = x @ self.w1 + self.b1
-        if self.w2.size:
-            h = np.maximum(h, 0.0) @ self.w2 + self.b2
-        logits = h.reshape(-1)
+        logits = self.trees.log_odds(np.nan_to_num(x))
         probs: FloatArray = (1.0 / (1.0 + np.exp(-np.clip(logits, -30, 30)))).astype(np.float32)
         probs[veto] = 0.0
         return probs
