@@ -126,10 +126,23 @@ async def test_metrics_endpoint_counts_rpcs_by_code(echo_process: ServiceProcess
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Generate(inference_pb2.GenerateRequest(), timeout=5)
     url = f"http://127.0.0.1:{echo_process.metrics_port}/metrics"
-    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
     ok = 'method="Generate",service="gearshift.v1.InferenceService"'
-    assert f'gearshift_grpc_server_handled_total{{code="OK",{ok}}} 1.0' in body
-    assert 'code="INVALID_ARGUMENT"' in body
+    wanted = (
+        f'gearshift_grpc_server_handled_total{{code="OK",{ok}}} 1.0',
+        'code="INVALID_ARGUMENT"',
+    )
+    # The server counts an RPC just after its status is sent, so the client can see the
+    # error a moment before the counter moves: poll briefly instead of reading once.
+    deadline = time.monotonic() + 5
+    while True:
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(url, timeout=5).read().decode()
+        )
+        if all(w in body for w in wanted) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    for w in wanted:
+        assert w in body
 
 
 async def test_logs_are_json_lines(echo_process: ServiceProcess) -> None:
