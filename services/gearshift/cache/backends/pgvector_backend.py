@@ -6,6 +6,14 @@ is a hit behind all of them. Tenant, scope and context digest are WHERE clauses
 side with `asyncio.wait_for`, server side with `statement_timeout`), and the pool
 opens lazily, so a dead database means quick `BackendError`s, which the service
 turns into misses.
+
+The HNSW index spans every tenant, and pgvector before 0.8 applies the WHERE clause
+after the index scan: when the planner picks the index for a scope that holds a small
+share of the table (stale statistics right after a tenant's first stores are enough),
+the `ef_search` nearest rows may all belong to other scopes and the lookup finds
+nothing although the scope has entries. A search that returns fewer than k rows is
+therefore repeated as an exact scan of the scope alone, capped at
+`EXACT_FALLBACK_ROWS` rows so a huge scope never turns into a full-table sort.
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _COLUMNS = ", ".join(RECORD_FIELDS) + ", embedding"
+
+# Largest scope the exact fallback scans (about 20 ms of distance computations).
+EXACT_FALLBACK_ROWS = 50_000
+_LIVE = "scope_key = %s AND (expires_at = 0 OR expires_at > %s)"
 
 SCHEMA = f"""
 CREATE EXTENSION IF NOT EXISTS vector;
@@ -190,11 +202,20 @@ class PgvectorBackend:
         async def q(conn: AsyncConnection[Any]) -> list[tuple[Entry, float]]:
             cur = await conn.execute(
                 f"SELECT {_COLUMNS}, 1 - (embedding <=> %s) AS sim FROM gearshift_cache_entries "
-                "WHERE scope_key = %s AND (expires_at = 0 OR expires_at > %s) "
-                "ORDER BY embedding <=> %s LIMIT %s",
+                f"WHERE {_LIVE} ORDER BY embedding <=> %s LIMIT %s",
                 (vector, scope_key, now, vector, k),
             )
             rows = await cur.fetchall()
+            if len(rows) < k:
+                # The materialised CTE cannot use the HNSW index: an exact scan of the scope.
+                cur = await conn.execute(
+                    f"WITH scope AS MATERIALIZED (SELECT {_COLUMNS} FROM gearshift_cache_entries "
+                    f"WHERE {_LIVE} LIMIT %s) "
+                    f"SELECT {_COLUMNS}, 1 - (embedding <=> %s) AS sim FROM scope "
+                    "ORDER BY embedding <=> %s LIMIT %s",
+                    (scope_key, now, EXACT_FALLBACK_ROWS, vector, vector, k),
+                )
+                rows = await cur.fetchall()
             return [(_row_to_entry(row[:-1]), float(row[-1])) for row in rows]
 
         return await self._with_conn(q)
