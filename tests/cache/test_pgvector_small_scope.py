@@ -16,33 +16,12 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from gearshift.cache.backends.pgvector_backend import PgvectorBackend
-from gearshift.cache.entry import Entry
 from gearshift.embeddings import DIM
+from tests.cache.helpers import backend_entry
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def _entry(scope_key: str, vector: np.ndarray, i: int) -> Entry:
-    return Entry(
-        id=uuid.uuid4().hex,
-        tenant=scope_key,
-        scope="smollm2",
-        context_digest="",
-        scope_key=scope_key,
-        exact_key=f"{scope_key}-{i}",
-        question=f"question {i}",
-        answer=f"answer {i}",
-        model="smollm2-135m-instruct",
-        prompt_tokens=1,
-        completion_tokens=1,
-        total_tokens=2,
-        cost_usd=0.0,
-        created_at=time.time(),
-        expires_at=0.0,
-        vector=vector,
-    )
 
 
 @pytest.fixture
@@ -73,15 +52,15 @@ async def test_small_scope_is_found_beside_a_large_one(fresh_database: str) -> N
         # then the crowd moves to "big". Bulk load first and index after, for speed.
         _sql(fresh_database, "DROP INDEX gearshift_cache_hnsw")
         await backend.put_many(
-            [_entry("small", v, i) for i, v in enumerate(own)]
-            + [_entry("small", v, 100 + i) for i, v in enumerate(crowd)],
+            [backend_entry(f"small-{i}", v, "small") for i, v in enumerate(own)]
+            + [backend_entry(f"crowd-{i}", v, "small") for i, v in enumerate(crowd)],
             timeout_s=120,
         )
         _sql(
             fresh_database,
             "ALTER TABLE gearshift_cache_entries SET (autovacuum_enabled = false)",
             "ANALYZE gearshift_cache_entries",
-            "UPDATE gearshift_cache_entries SET scope_key = 'big', tenant = 'big' "
+            "UPDATE gearshift_cache_entries SET scope_key = 'big' "
             "WHERE exact_key NOT IN ('small-0', 'small-1')",
             "CREATE INDEX gearshift_cache_hnsw ON gearshift_cache_entries "
             "USING hnsw (embedding vector_cosine_ops)",

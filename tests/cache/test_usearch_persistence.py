@@ -4,34 +4,12 @@ from __future__ import annotations
 
 import tempfile
 import time
-import uuid
 
 import numpy as np
 
 from gearshift.cache.backends.usearch_backend import UsearchBackend
-from gearshift.cache.entry import Entry, InvalidateFilter
-
-
-def _entry(i: int, vector: np.ndarray, scope_key: str = "s1") -> Entry:
-    now = time.time()
-    return Entry(
-        id=uuid.uuid4().hex,
-        tenant="t",
-        scope="s",
-        context_digest="",
-        scope_key=scope_key,
-        exact_key=f"e{i}",
-        question=f"q{i}",
-        answer=f"a{i}",
-        model="m",
-        prompt_tokens=1,
-        completion_tokens=1,
-        total_tokens=2,
-        cost_usd=0.0,
-        created_at=now,
-        expires_at=0.0,
-        vector=vector,
-    )
+from gearshift.cache.entry import InvalidateFilter
+from tests.cache.helpers import backend_entry
 
 
 async def test_snapshot_then_changes_are_reconciled_on_open() -> None:
@@ -41,7 +19,7 @@ async def test_snapshot_then_changes_are_reconciled_on_open() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         first = UsearchBackend(tmp, snapshot_interval_s=0)
         await first.open()
-        entries = [_entry(i, vectors[i]) for i in range(4)]
+        entries = [backend_entry(f"e{i}", vectors[i]) for i in range(4)]
         for e in entries:
             await first.put(e, max_entries=100)
         await first.close()  # writes a snapshot of 4 vectors
@@ -53,7 +31,7 @@ async def test_snapshot_then_changes_are_reconciled_on_open() -> None:
         ]
         # Changes after the snapshot, then a "crash" (no close, so no new snapshot).
         await second.invalidate(InvalidateFilter(tenant="t", id=entries[2].id))
-        late = _entry(4, vectors[4])
+        late = backend_entry("e4", vectors[4])
         await second.put(late, max_entries=100)
         second._executor.shutdown(wait=True)
 

@@ -14,20 +14,6 @@ from gearshift.cache.verifier import WEIGHTS_FILE, TreeEnsemble, Verifier
 from gearshift.embeddings import shared_embedder
 
 
-def _ensemble(arrays: dict[str, np.ndarray]) -> TreeEnsemble:
-    return TreeEnsemble(
-        roots=arrays["tree_roots"].astype(np.int64),
-        feature=arrays["node_feature"].astype(np.int64),
-        threshold=arrays["node_threshold"].astype(np.float64),
-        left=arrays["node_left"].astype(np.int64),
-        right=arrays["node_right"].astype(np.int64),
-        value=arrays["node_value"].astype(np.float32),
-        is_leaf=arrays["node_is_leaf"].astype(bool),
-        depth=int(arrays["tree_depth"]),
-        baseline=float(arrays["baseline"]),
-    )
-
-
 def test_exported_trees_predict_what_scikit_learn_predicts() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 6)).astype(np.float32)
@@ -35,7 +21,7 @@ def test_exported_trees_predict_what_scikit_learn_predicts() -> None:
     model = HistGradientBoostingClassifier(max_iter=60, max_leaf_nodes=15, random_state=0)
     model.fit(x, y)
     probe = rng.normal(size=(500, 6)).astype(np.float32)
-    logits = _ensemble(export_trees(model)).log_odds(probe)
+    logits = TreeEnsemble.from_arrays(export_trees(model)).log_odds(probe)
     probs = 1.0 / (1.0 + np.exp(-logits))
     np.testing.assert_allclose(probs, model.predict_proba(probe)[:, 1], atol=1e-5)
 

@@ -20,8 +20,10 @@ all pairs and all trees at once, one level per step.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +65,21 @@ class TreeEnsemble:
     depth: int
     baseline: float
 
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, npt.NDArray[Any]]) -> TreeEnsemble:
+        """From the arrays `train_verifier.export_trees` writes (an open .npz or a dict)."""
+        return cls(
+            roots=arrays["tree_roots"].astype(np.int64),
+            feature=arrays["node_feature"].astype(np.int64),
+            threshold=arrays["node_threshold"].astype(np.float64),
+            left=arrays["node_left"].astype(np.int64),
+            right=arrays["node_right"].astype(np.int64),
+            value=arrays["node_value"].astype(np.float32),
+            is_leaf=arrays["node_is_leaf"].astype(bool),
+            depth=int(arrays["tree_depth"]),
+            baseline=float(arrays["baseline"]),
+        )
+
     def log_odds(self, x: FloatArray) -> FloatArray:
         x64 = x.astype(np.float64)
         node = np.broadcast_to(self.roots, (x.shape[0], self.roots.shape[0])).copy()
@@ -86,17 +103,7 @@ class Verifier:
                     f"{path} was trained on other features; retrain it with "
                     "`python -m gearshift.cache.train_verifier`"
                 )
-            self.trees = TreeEnsemble(
-                roots=data["tree_roots"].astype(np.int64),
-                feature=data["node_feature"].astype(np.int64),
-                threshold=data["node_threshold"].astype(np.float64),
-                left=data["node_left"].astype(np.int64),
-                right=data["node_right"].astype(np.int64),
-                value=data["node_value"].astype(np.float32),
-                is_leaf=data["node_is_leaf"].astype(bool),
-                depth=int(data["tree_depth"]),
-                baseline=float(data["baseline"]),
-            )
+            self.trees = TreeEnsemble.from_arrays(data)
             self.idf = IdfTable(
                 dict(
                     zip(
