@@ -27,6 +27,7 @@ import numpy.typing as npt
 from gearshift.cache.app import CacheApp, Settings, build_app
 from gearshift.cache.entry import Entry
 from gearshift.cache.keys import exact_key, scope_key
+from gearshift.dev.machine import describe_machine
 from gearshift.embeddings import DIM
 from gearshift.runtime.server import GrpcServiceHost
 from gearshift.v1 import cache_pb2, cache_pb2_grpc
@@ -114,7 +115,7 @@ async def load(app: CacheApp, items: list[Entry]) -> float:
 
 
 async def measure(
-    stub: cache_pb2_grpc.CacheServiceStub,
+    stub: cache_pb2_grpc.CacheServiceAsyncStub,
     queries: list[tuple[str, list[float]]],
     concurrency: int,
 ) -> tuple[float, float, dict[int, int]]:
@@ -197,9 +198,7 @@ async def main() -> None:
     parser.add_argument("--backends", default="usearch,pgvector")
     parser.add_argument("--queries", type=int, default=400)
     args = parser.parse_args()
-    from eval_cache_precision import machine  # sibling script (benchmarks/ is on sys.path)
-
-    print(f"Machine: {machine()}\n")
+    print(f"Machine: {describe_machine()}\n")
     print(
         "| backend | entries | callers | p50 ms | p99 ms | brute-force scan ms "
         "(baseline) | p50 / baseline | load s |"
@@ -211,7 +210,9 @@ async def main() -> None:
         if "pgvector" in args.backends:
             import pgserver
 
-            server = pgserver.get_server(f"{tmp}/pg", cleanup_mode="stop")
+            server = pgserver.get_server(  # type: ignore[attr-defined]
+                f"{tmp}/pg", cleanup_mode="stop"
+            )
             server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
             url = server.get_uri()
         try:

@@ -24,7 +24,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,18 @@ class EchoBackend(inference_pb2_grpc.InferenceServiceServicer):
             text="An answer.",
             finish_reason=common_pb2.FINISH_REASON_STOP,
             usage=common_pb2.Usage(prompt_tokens=10, completion_tokens=3, total_tokens=13),
+        )
+
+    async def GenerateStream(
+        self, request: inference_pb2.GenerateRequest, context: Any
+    ) -> AsyncIterator[inference_pb2.GenerateChunk]:
+        whole = await self.Generate(request, context)
+        yield inference_pb2.GenerateChunk(
+            request_id=whole.request_id,
+            model=whole.model,
+            text_delta=whole.text,
+            finish_reason=whole.finish_reason,
+            usage=whole.usage,
         )
 
     async def GetModelInfo(

@@ -1,0 +1,40 @@
+"""The benchmark scripts still run: each one, tiny, prints its table.
+
+Benchmarks are not timed here (timing goals belong in the scripts' own reports); this
+only keeps them from rotting between the runs that fill the README's tables. The SLM
+benchmark is left out: it starts its own vLLM engine, which the SLM tests already cover.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "row"),
+    [
+        (
+            "bench_cache.py",
+            ["--sizes", "300", "--backends", "usearch", "--queries", "20"],
+            "| usearch | 300 | 32 |",
+        ),
+        ("bench_proxy.py", ["--requests", "20", "--concurrency", "1"], "| 1 | 20 |"),
+        ("bench_router.py", ["--requests", "20", "--concurrency", "2"], "| router, cache hits |"),
+    ],
+)
+def test_benchmark_prints_its_table(script: str, args: list[str], row: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert row in done.stdout, done.stdout
+    assert "Machine" in done.stdout or "machine" in done.stdout
