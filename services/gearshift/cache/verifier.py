@@ -51,8 +51,9 @@ class TreeEnsemble:
     """Binary trees stored as flat node arrays; `roots` holds each tree's first node.
 
     A node sends a pair left when `x[feature] <= threshold`; `left`/`right` are
-    indexes into the same flat arrays. The log-odds are `baseline` plus the sum of
-    the leaf values reached in every tree.
+    indexes into the same flat arrays. Leaves point to themselves, so walking `depth`
+    steps lands every pair on its leaf without checking where it is. The log-odds
+    are `baseline` plus the sum of the leaf values reached in every tree.
     """
 
     roots: npt.NDArray[np.int64]
@@ -61,21 +62,21 @@ class TreeEnsemble:
     left: npt.NDArray[np.int64]
     right: npt.NDArray[np.int64]
     value: FloatArray
-    is_leaf: npt.NDArray[np.bool_]
     depth: int
     baseline: float
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, npt.NDArray[Any]]) -> TreeEnsemble:
         """From the arrays `train_verifier.export_trees` writes (an open .npz or a dict)."""
+        is_leaf = arrays["node_is_leaf"].astype(bool)
+        itself = np.arange(is_leaf.shape[0], dtype=np.int64)
         return cls(
             roots=arrays["tree_roots"].astype(np.int64),
-            feature=arrays["node_feature"].astype(np.int64),
+            feature=np.where(is_leaf, 0, arrays["node_feature"]).astype(np.int64),
             threshold=arrays["node_threshold"].astype(np.float64),
-            left=arrays["node_left"].astype(np.int64),
-            right=arrays["node_right"].astype(np.int64),
+            left=np.where(is_leaf, itself, arrays["node_left"]).astype(np.int64),
+            right=np.where(is_leaf, itself, arrays["node_right"]).astype(np.int64),
             value=arrays["node_value"].astype(np.float32),
-            is_leaf=arrays["node_is_leaf"].astype(bool),
             depth=int(arrays["tree_depth"]),
             baseline=float(arrays["baseline"]),
         )
@@ -86,8 +87,7 @@ class TreeEnsemble:
         rows = np.arange(x.shape[0])[:, None]
         for _ in range(self.depth):
             goes_left = x64[rows, self.feature[node]] <= self.threshold[node]
-            child = np.where(goes_left, self.left[node], self.right[node])
-            node = np.where(self.is_leaf[node], node, child)
+            node = np.where(goes_left, self.left[node], self.right[node])
         out: FloatArray = (self.baseline + self.value[node].sum(axis=1)).astype(np.float32)
         return out
 
