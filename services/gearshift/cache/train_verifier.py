@@ -125,11 +125,14 @@ def main() -> None:
         "cal_false_hit_rate": np.zeros(1, dtype=np.float32),
         "cal_recall": np.zeros(1, dtype=np.float32),
     }
-    np.savez_compressed(args.out, **weights)
-    # Calibrate with the run-time code path, on pairs the model was not fitted on.
+    # Calibrate with the run-time code path, on pairs the model was not fitted on; the
+    # uncalibrated weights go to a scratch file so a failed check leaves `--out` as it was.
     from gearshift.cache.verifier import Verifier
 
-    verifier = Verifier(args.out)
+    scratch = args.out.with_name(args.out.stem + ".uncalibrated.npz")
+    np.savez_compressed(scratch, **weights)
+    verifier = Verifier(scratch)
+    scratch.unlink()
     u = np.stack([vectors[q] for q in calib.a])
     v = np.stack([vectors[q] for q in calib.b])
     probs = verifier.predict(calib.a, calib.b, u, v)
