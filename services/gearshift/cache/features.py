@@ -14,6 +14,7 @@ import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -157,6 +158,22 @@ class IdfTable:
 
     def __call__(self, stem: str) -> float:
         return self.weights.get(stem, self.default)
+
+    def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        """The table as the arrays the verifier's weights file stores."""
+        words = sorted(self.weights)
+        return {
+            "idf_words": np.array(words),
+            "idf_values": np.array([self.weights[w] for w in words], dtype=np.float32),
+            "idf_default": np.array(self.default),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, npt.NDArray[Any]]) -> IdfTable:
+        """The table back from `to_arrays` (an open .npz or a dict)."""
+        words = (str(w) for w in arrays["idf_words"])
+        weights = dict(zip(words, arrays["idf_values"].tolist(), strict=True))
+        return cls(weights, default=float(arrays["idf_default"]))
 
 
 def _order_discordance(wq: list[str], wc: list[str], shared: set[str]) -> float:

@@ -114,12 +114,9 @@ def main() -> None:
         early_stopping=True,
         random_state=0,
     ).fit(design_matrix(train, vectors, idf), train.label)
-    words = sorted(idf.weights)
     weights: dict[str, Any] = {
         "feature_names": np.array(FEATURE_NAMES),
-        "idf_words": np.array(words),
-        "idf_values": np.array([idf.weights[w] for w in words], dtype=np.float32),
-        "idf_default": np.array(idf.default),
+        **idf.to_arrays(),
         **export_trees(model),
         "cal_threshold": np.zeros(1, dtype=np.float32),
         "cal_false_hit_rate": np.zeros(1, dtype=np.float32),

@@ -104,16 +104,7 @@ class Verifier:
                     "`python -m gearshift.cache.train_verifier`"
                 )
             self.trees = TreeEnsemble.from_arrays(data)
-            self.idf = IdfTable(
-                dict(
-                    zip(
-                        (str(w) for w in data["idf_words"]),
-                        data["idf_values"].tolist(),
-                        strict=True,
-                    )
-                ),
-                default=float(data["idf_default"]),
-            )
+            self.idf = IdfTable.from_arrays(data)
             self.calibration = [
                 CalibrationPoint(float(t), float(f), float(r))
                 for t, f, r in zip(
