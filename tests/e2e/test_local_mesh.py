@@ -59,12 +59,13 @@ class Mesh:
     argv: list[str]
 
 
-def start_mesh(home: Path, otlp: str, ports: tuple[int, int, int] | None = None) -> Mesh:
+def start_mesh(home: Path, otlp: str, demo: bool = False) -> Mesh:
+    """Runs `gearshift up` and returns once it is up (and, with `demo`, has answered)."""
     # The four gRPC services take base..base+3.
-    base, http, upstream = ports or (free_port(span=4), free_port(), free_port())
+    base, http, upstream = free_port(span=4), free_port(), free_port()
     env = {**os.environ, "GEARSHIFT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     argv = [
-        sys.executable, "-m", "gearshift.cli.main", "up", "--no-demo",
+        sys.executable, "-m", "gearshift.cli.main", "up", *([] if demo else ["--no-demo"]),
         "--base-port", str(base), "--http-port", str(http), "--upstream-port", str(upstream),
         "--otlp-endpoint", otlp,
     ]  # fmt: skip
@@ -76,7 +77,7 @@ def start_mesh(home: Path, otlp: str, ports: tuple[int, int, int] | None = None)
     assert popen.stdout is not None
     for line in popen.stdout:
         output.append(line)
-        if "Press Ctrl-C to stop." in line:
+        if ("ask again" if demo else "Press Ctrl-C to stop.") in line:
             break
         assert time.monotonic() < deadline, "".join(output)
     assert popen.poll() is None, "gearshift up exited:\n" + "".join(output)
@@ -242,14 +243,19 @@ def test_ctrl_c_stops_everything_and_a_second_up_starts_warm(
 ) -> None:
     first = gearshift_cli(mesh, "chat", "What color is a ripe banana?")
     assert first.returncode == 0, first.stderr
+    assert gearshift_cli(mesh, "chat", QUESTION).returncode == 0  # the demo's question
     assert stop_mesh(mesh) == 0
     assert "stopped." in "".join(mesh.output)
     port = int(mesh.router.rsplit(":", 1)[1])
     assert _is_free(port), "the router still holds its port after Ctrl-C"
 
-    again = start_mesh(mesh.home, otlp_receiver.address)
+    again = start_mesh(mesh.home, otlp_receiver.address, demo=True)
     try:
         assert not any("preparing" in line for line in again.output), "model was converted again"
+        # The demo sends what `gearshift chat` sends, so it shares the chat's cache entry.
+        demo = "".join(again.output).partition(f"> {QUESTION}")[2]
+        assert "paris" in demo.lower(), demo
+        assert re.search(r"cache:\s+hit", demo), demo
         second = gearshift_cli(again, "chat", "What color is a ripe banana?")
         assert second.returncode == 0, second.stderr
         assert re.search(r"cache:\s+hit", second.stdout), second.stdout

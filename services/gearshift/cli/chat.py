@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -34,6 +35,17 @@ def add_chat_parser(sub: Any) -> None:
     chat.add_argument("--no-cache", action="store_true", help="bypass the semantic cache")
     chat.add_argument("--stream", action="store_true", help="print the answer as it arrives")
     chat.set_defaults(func=lambda a: asyncio.run(_chat(a)))
+
+
+def chat_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    """`gearshift chat` arguments parsed from a command line.
+
+    `gearshift up` asks its demo question through this, so the demo's request is
+    exactly what the user's own `gearshift chat` sends and shares its cache entry.
+    """
+    parser = argparse.ArgumentParser(prog="gearshift")
+    add_chat_parser(parser.add_subparsers())
+    return parser.parse_args(["chat", *argv])
 
 
 def add_route_parser(sub: Any) -> None:

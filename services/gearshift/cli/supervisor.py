@@ -113,21 +113,39 @@ class Supervisor:
         return None
 
     def stop_all(self) -> None:
+        """SIGTERM everything, wait out the grace period, SIGKILL what is left.
+
+        A second Ctrl-C (or SIGTERM) while waiting means "stop now": the remaining
+        process groups get SIGKILL at once instead of a traceback that would skip
+        the waits and leave children and log files behind.
+        """
         for proc in reversed(self.running):
-            if proc.popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGTERM)
+            self._signal(proc, signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s
-        for proc in reversed(self.running):
-            remaining = max(0.1, deadline - time.monotonic())
-            try:
-                proc.popen.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.popen.pid, signal.SIGKILL)
+        try:
+            for proc in reversed(self.running):
+                try:
+                    proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self._signal(proc, signal.SIGKILL)
+        except KeyboardInterrupt:
+            print("stopping now (SIGKILL)…", flush=True)
+            for proc in self.running:
+                self._signal(proc, signal.SIGKILL)
+        for proc in self.running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(timeout=10)
             proc.log_file.close()
         self.running.clear()
+
+    @staticmethod
+    def _signal(proc: RunningProcess, signum: signal.Signals) -> None:
+        """Signals the process's whole group, even after its leader exited.
+
+        vLLM's engine core is a grandchild that can outlive the process we started.
+        """
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.popen.pid, signum)
 
 
 def tail(path: Path, lines: int = 15) -> str:

@@ -251,19 +251,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _demo(ports: Ports) -> None:
-    from gearshift.cli.chat import _chat
+    from gearshift.cli.chat import _chat, chat_arguments
 
     print(f"\n> {DEMO_QUESTION}")
-    demo = argparse.Namespace(
-        prompt=DEMO_QUESTION,
-        router=f"127.0.0.1:{ports.router}",
-        api_key=None,
-        model="auto",
-        system="",
-        max_tokens=64,
-        temperature=0.0,
-        timeout=120.0,
-        no_cache=False,
-        stream=False,
-    )
-    asyncio.run(_chat(demo))
+    asyncio.run(_chat(chat_arguments([DEMO_QUESTION, "--router", f"127.0.0.1:{ports.router}"])))
+    print(f'\nask again, now from the cache:  gearshift chat "{DEMO_QUESTION}"', flush=True)

@@ -1,0 +1,116 @@
+"""How `gearshift up` stops: Ctrl-C drains, a second Ctrl-C kills at once, cleanly.
+
+The supervisor runs in its own process (as `gearshift up` does) with `up`'s signal
+handlers, over a child that ignores SIGTERM the way a stuck service would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+STUBBORN_CHILD = """
+import signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+Path(sys.argv[1]).write_text("ok")
+time.sleep(300)
+"""
+
+SUPERVISOR = """
+import signal, sys, time
+from pathlib import Path
+from gearshift.cli.supervisor import ProcessSpec, Supervisor
+from gearshift.cli.up import _interrupt
+
+signal.signal(signal.SIGINT, _interrupt)
+signal.signal(signal.SIGTERM, _interrupt)
+work = Path(sys.argv[1])
+supervisor = Supervisor(work / "logs", grace_s=float(sys.argv[2]))
+child = ProcessSpec(
+    "stubborn", [sys.executable, "-c", sys.argv[3], str(work / "ready")],
+    ready_file=work / "ready", start_timeout_s=60,
+)
+supervisor.start_all([child], echo=False)
+print("child", supervisor.running[0].popen.pid, flush=True)
+try:
+    while True:
+        time.sleep(0.1)
+except KeyboardInterrupt:
+    print("stopping", flush=True)
+finally:
+    supervisor.stop_all()
+    print("stopped", flush=True)
+"""
+
+
+def _run_supervisor(tmp_path: Path, grace_s: float) -> tuple[subprocess.Popen[str], int]:
+    popen = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, str(tmp_path), str(grace_s), STUBBORN_CHILD],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert popen.stdout is not None
+    line = popen.stdout.readline()
+    assert line.startswith("child "), line + (popen.stderr.read() if popen.stderr else "")
+    return popen, int(line.split()[1])
+
+
+def _wait_for_line(popen: subprocess.Popen[str], text: str) -> None:
+    assert popen.stdout is not None
+    for line in popen.stdout:
+        if text in line:
+            return
+    raise AssertionError(f"{text!r} never printed")
+
+
+def _gone(pid: int, within_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_second_ctrl_c_kills_what_is_left_without_a_traceback(tmp_path: Path) -> None:
+    popen, child = _run_supervisor(tmp_path, grace_s=120)
+    try:
+        popen.send_signal(signal.SIGINT)
+        _wait_for_line(popen, "stopping")
+        time.sleep(0.3)  # now inside stop_all, waiting out the child's grace period
+        popen.send_signal(signal.SIGINT)
+        code = popen.wait(timeout=30)  # far below the 120 s grace period
+        out, err = popen.communicate()
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+    assert "stopping now (SIGKILL)" in out and "stopped" in out, out
+    assert _gone(child), "the child survived the second Ctrl-C"
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path: Path) -> None:
+    popen, child = _run_supervisor(tmp_path, grace_s=1)
+    try:
+        popen.send_signal(signal.SIGTERM)  # `kill` stops the mesh like Ctrl-C
+        code = popen.wait(timeout=30)
+        out, err = popen.communicate()
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+    assert "stopped" in out, out
+    assert _gone(child)
