@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 
 import grpc
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from gearshift.embeddings import shared_embedder
 from gearshift.runtime.errors import field_violations
 from gearshift.v1 import cache_pb2, common_pb2
-from tests.cache.conftest import RunningCache
+from tests.cache.conftest import RunningCache, settings_for, start_cache, stop_cache
 from tests.cache.helpers import lookup_request, scope, store_request
 
 HIT_EXACT = common_pb2.CACHE_OUTCOME_HIT_EXACT
@@ -72,6 +73,39 @@ async def test_negation_not_served(cache: RunningCache, tenant: str) -> None:
     where = scope(tenant)
     await _store(cache, where, "How do I enable 2FA?", "Settings > Security > Enable 2FA.")
     assert await _outcome(cache, where, "How do I disable 2FA?") == MISS
+
+
+# 97 words: longer than max_semantic_words (64).
+LONG_CONTEXT = (
+    "I moved to London for work last year and I use English every day in meetings, but I "
+    "still freeze when I have to speak in front of people, I lose words, I translate in my "
+    "head from my native language and my sentences come out slowly and with mistakes. I "
+    "read a lot and my written English is fine, I watch series with subtitles and I have "
+    "tried two apps, but none of this made speaking easier. My manager says my ideas are "
+    "good but hard to follow. "
+)
+
+
+async def test_long_questions_hit_only_on_exact_repeats(cache: RunningCache, tenant: str) -> None:
+    """Behind a long shared context the verifier cannot tell questions apart reliably."""
+    where = scope(tenant)
+    question = LONG_CONTEXT + PARAPHRASE[0]
+    await _store(cache, where, question, "Speak every day, even alone.")
+    assert await _outcome(cache, where, question.upper()) == HIT_EXACT
+    # The verifier would accept this paraphrase (p ~0.93), but the question is too long.
+    assert await _outcome(cache, where, LONG_CONTEXT + PARAPHRASE[1]) == MISS
+
+
+async def test_max_semantic_words_zero_serves_exact_repeats_only() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = await start_cache(settings_for("usearch", tmp, "", max_semantic_words=0))
+        try:
+            where = scope("tenant-exact-only")
+            await _store(cache, where, PARAPHRASE[0], "Practise every day.")
+            assert await _outcome(cache, where, PARAPHRASE[0]) == HIT_EXACT
+            assert await _outcome(cache, where, PARAPHRASE[1]) == MISS
+        finally:
+            await stop_cache(cache)
 
 
 async def test_tenant_isolation(cache: RunningCache, tenant: str) -> None:

@@ -11,6 +11,10 @@ LOOKUPS = Counter(
 )
 HITS = Counter("gearshift_cache_hits_total", "Cache hits by kind (exact, semantic).", ["kind"])
 MISSES = Counter("gearshift_cache_misses_total", "Cache misses (including fail-soft errors).")
+LONG_QUESTIONS = Counter(
+    "gearshift_cache_long_questions_total",
+    "Lookups not matched by meaning: the question is longer than max_semantic_words.",
+)
 LOOKUP_SECONDS = Histogram(
     "gearshift_cache_lookup_seconds",
     "Time to answer a lookup, embedding included.",

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gearshift.dev.data import shared_data_dir
+from gearshift.embeddings.model import EMBEDDING_VERSION
 
 DEFAULT_DEV_FILE = shared_data_dir() / "qqp_pairs_dev.jsonl"
 EMBEDDING_CACHE_DIR = Path.home() / ".cache" / "gearshift" / "qqp"
@@ -94,7 +95,7 @@ def embed_questions(
     """Embeds unique questions once and caches them on disk (the dev file is fixed)."""
     unique = sorted(set(texts))
     key = hashlib.sha256("\n".join(unique).encode("utf-8")).hexdigest()[:16]
-    cache = cache_dir / f"emb-{key}.npy"
+    cache = cache_dir / f"emb-{EMBEDDING_VERSION}-{key}.npy"
     if cache.exists():
         vectors = np.load(cache)
     else:

@@ -3,8 +3,10 @@
 A lookup tries the exact-match path (normalised text in the same scope) first, so
 repeated questions cost one indexed read and no embedding. Otherwise it embeds
 (or takes the caller's embedding), asks the backend for the nearest entries of the
-same scope and lets the verifier decide. Any backend failure is a miss with outcome
-ERROR: the cache never fails a caller because its storage is down.
+same scope and lets the verifier decide. Questions longer than `max_semantic_words`
+take the exact path only: the verifier was never calibrated on them. Any backend
+failure is a miss with outcome ERROR: the cache never fails a caller because its
+storage is down.
 """
 
 from __future__ import annotations
@@ -165,6 +167,9 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
                     similarity=1.0,
                     confidence=1.0,
                 )
+            if len(request.text.split()) > self.settings.max_semantic_words:
+                metrics.LONG_QUESTIONS.inc()
+                return cache_pb2.LookupResponse(outcome=common_pb2.CACHE_OUTCOME_MISS)
             vector = given if given is not None else await self._embed(request.text)
             found = await self.backend.search(skey, vector, self.settings.candidates, now)
         except BackendError as exc:

@@ -56,6 +56,13 @@ class Settings(ServiceSettings):
         0.6, ge=-1, le=1, description="Candidates below this cosine are not even verified."
     )
     candidates: int = Field(4, ge=1, le=64, description="Nearest entries the verifier judges.")
+    max_semantic_words: int = Field(
+        64,
+        ge=0,
+        description="Longer questions are served on exact repeats only: the verifier's "
+        "false-hit rate was calibrated on questions of up to ~50 words, and behind a long "
+        "shared context it serves wrong hits. 0 turns semantic hits off.",
+    )
     allow_sampled: bool = Field(
         False,
         description="Policy for callers (the router): cache answers of sampled generations "

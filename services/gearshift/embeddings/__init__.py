@@ -5,6 +5,12 @@ embedded once, the same way, and concurrent requests are embedded together.
 """
 
 from gearshift.embeddings.batcher import MicroBatcher
-from gearshift.embeddings.model import DIM, MODEL_NAME, Embedder, shared_embedder
+from gearshift.embeddings.model import (
+    DIM,
+    EMBEDDING_VERSION,
+    MODEL_NAME,
+    Embedder,
+    shared_embedder,
+)
 
-__all__ = ["DIM", "MODEL_NAME", "Embedder", "MicroBatcher", "shared_embedder"]
+__all__ = ["DIM", "EMBEDDING_VERSION", "MODEL_NAME", "Embedder", "MicroBatcher", "shared_embedder"]
