@@ -26,6 +26,7 @@ from tests.helm.chart import (
     VALUE_SETS,
     Manifest,
     by_kind,
+    ci_values,
     component_name,
     env_of,
     find,
@@ -217,6 +218,19 @@ def test_cache_backends() -> None:
     assert "GEARSHIFT_CACHE_DATA_DIR" not in items
     assert by_kind(pg, "PersistentVolumeClaim") == []
     assert find(pg, "Deployment", component_name("cache"))["spec"]["replicas"] == 3
+
+
+def test_proxy_replicas_share_rate_limits_only_with_a_store() -> None:
+    full = _container(objects_of("full-values.yaml"), "proxy")
+    items: dict[str, Manifest] = {e["name"]: e for e in full["env"]}
+    assert items["GEARSHIFT_PROXY_RATE_LIMIT_POSTGRES_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "gearshift-pg",
+        "key": "url",
+    }
+    values = ci_values("full-values.yaml")
+    del values["proxy"]["rateLimitStore"]
+    alone = "".join(render(values).values())
+    assert "GEARSHIFT_PROXY_RATE_LIMIT_POSTGRES_URL" not in alone
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)

@@ -57,6 +57,10 @@ RATE_LIMITED = Counter(
     "Requests refused by the per-tenant rate limit, by tenant and budget (requests|tokens).",
     ["tenant", "kind"],
 )
+RATE_LIMIT_SYNC_ERRORS = Counter(
+    "gearshift_proxy_rate_limit_sync_errors_total",
+    "Failed exchanges with the shared rate-limit store (this replica limited on its own).",
+)
 
 
 def estimate_tokens(text_chars: int) -> int:

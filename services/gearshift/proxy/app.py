@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import grpc
@@ -11,6 +13,7 @@ from pydantic_settings import SettingsConfigDict
 from gearshift.proxy.config import ProxyConfig, load_config
 from gearshift.proxy.keys import RedactingFilter
 from gearshift.proxy.servicer import ProxyServicer
+from gearshift.proxy.shared_limits import SharedUsage
 from gearshift.runtime.settings import ServiceSettings
 from gearshift.v1 import inference_pb2_grpc
 
@@ -29,6 +32,17 @@ class Settings(ServiceSettings):
     config_file: str = Field(
         "", description="YAML file: served models, their upstreams, prices and rate limits."
     )
+    rate_limit_postgres_url: str = Field(
+        "",
+        description="PostgreSQL (libpq URL) where replicas share their rate-limit usage, so "
+        "a tenant's budget holds across all of them; empty: each replica limits alone.",
+    )
+    rate_limit_sync_s: float = Field(
+        0.5, gt=0, description="How often replicas exchange rate-limit usage."
+    )
+    rate_limit_timeout_s: float = Field(
+        1.0, gt=0, description="Deadline of one exchange with the rate-limit store."
+    )
 
 
 class ProxyApp:
@@ -44,6 +58,16 @@ class ProxyApp:
         self.settings = settings
         self.config = config
         self.servicer = ProxyServicer(config)
+        self.shared_usage = (
+            SharedUsage(
+                self.servicer.limiter,
+                settings.rate_limit_postgres_url,
+                timeout_s=settings.rate_limit_timeout_s,
+            )
+            if settings.rate_limit_postgres_url
+            else None
+        )
+        self._sync_task: asyncio.Task[None] | None = None
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(self.servicer, server)
@@ -65,10 +89,21 @@ class ProxyApp:
                 model.name,
                 ", ".join(f"{u.name} (priority {u.priority})" for u in model.upstreams),
             )
+        if self.shared_usage is not None:
+            self._sync_task = asyncio.create_task(
+                self.shared_usage.run(self.settings.rate_limit_sync_s)
+            )
+            log.info("rate limits shared by all replicas (replica %s)", self.shared_usage.replica)
         self.servicer.ready = True
 
     async def stop(self) -> None:
         self.servicer.ready = False
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        if self.shared_usage is not None:
+            await self.shared_usage.close()
         await self.servicer.aclose()
 
 

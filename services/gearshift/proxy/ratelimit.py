@@ -4,6 +4,10 @@ Requests are charged before the call. Tokens are charged twice: an estimate of t
 prompt before the call (so a burst of huge prompts is refused early) and the rest of
 the real usage after it; the bucket may go into debt, and a tenant in debt is refused
 until it refills. Over a limit is RESOURCE_EXHAUSTED with the exact wait in RetryInfo.
+
+The buckets live in this process. With several replicas, `shared_limits.SharedUsage`
+exchanges what each replica charged (`drain_charges`) and takes what the others
+charged from these buckets (`charge`), so all replicas keep to one budget.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class RateLimiter:
         self._config = config
         self._clock = clock
         self._tenants: dict[str, _TenantBuckets] = {}
+        self._charged: dict[tuple[str, str], float] = {}  # since the last drain_charges()
 
     def _buckets(self, tenant: str) -> _TenantBuckets:
         buckets = self._tenants.get(tenant)
@@ -84,13 +89,36 @@ class RateLimiter:
             if wait > 0:
                 return Refusal("tokens", wait)
         if b.requests is not None:
-            b.requests.take(1.0)
+            self._take(tenant, "requests", b.requests, 1.0)
         if b.tokens is not None:
-            b.tokens.take(float(estimated_prompt_tokens))
+            self._take(tenant, "tokens", b.tokens, float(estimated_prompt_tokens))
         return None
 
     def settle(self, tenant: str, estimated_prompt_tokens: int, actual_total_tokens: int) -> None:
         """Charges the difference between the estimate and the real usage."""
         b = self._buckets(tenant)
         if b.tokens is not None:
-            b.tokens.take(float(actual_total_tokens - estimated_prompt_tokens))
+            amount = float(actual_total_tokens - estimated_prompt_tokens)
+            self._take(tenant, "tokens", b.tokens, amount)
+
+    def _take(self, tenant: str, kind: str, bucket: TokenBucket, amount: float) -> None:
+        bucket.take(amount)
+        key = (tenant, kind)
+        self._charged[key] = self._charged.get(key, 0.0) + amount
+
+    def drain_charges(self) -> dict[tuple[str, str], float]:
+        """What this replica charged per (tenant, kind) since the last drain."""
+        charged, self._charged = self._charged, {}
+        return charged
+
+    def restore_charges(self, charged: dict[tuple[str, str], float]) -> None:
+        """Puts drained charges back (they could not be reported; report them later)."""
+        for key, amount in charged.items():
+            self._charged[key] = self._charged.get(key, 0.0) + amount
+
+    def charge(self, tenant: str, kind: str, amount: float) -> None:
+        """Takes what other replicas charged this tenant (not reported again)."""
+        b = self._buckets(tenant)
+        bucket = b.requests if kind == "requests" else b.tokens
+        if bucket is not None:
+            bucket.take(amount)
