@@ -7,6 +7,7 @@ API in the same event loop, both over one pipeline, routing table and cache clie
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import grpc
 from pydantic import Field, model_validator
@@ -73,6 +74,11 @@ class Settings(ServiceSettings):
         le=1.0,
         description="Fixed difficulty threshold in [0, 1]; -1 uses the scorer's calibration.",
     )
+    on_scoring_failure: Literal["slm", "llm", "refuse"] = Field(
+        "slm",
+        description="When the query cannot be embedded or scored: answer on the slm tier "
+        "(cheap), on the llm tier (safe for quality), or refuse with UNAVAILABLE.",
+    )
     store_sampled: bool = Field(
         False, description="Also cache sampled (temperature > 0 or unset) generations."
     )
@@ -125,6 +131,7 @@ class RouterApp:
                 cascade_min_mean_logprob=settings.cascade_min_mean_logprob,
                 large_share_cap=settings.large_share_cap,
                 difficulty_threshold=settings.difficulty_threshold,
+                on_scoring_failure=settings.on_scoring_failure,
                 store_sampled=settings.store_sampled,
                 expose_prompts_in_traces=settings.expose_prompts_in_traces,
             ),

@@ -28,6 +28,11 @@ ESCALATIONS = Counter(
     "Backend attempts that failed or were cascaded, so a higher route was asked, by reason.",
     ["route", "reason"],
 )
+SCORING_FAILURES = Counter(
+    "gearshift_router_scoring_failures_total",
+    "Queries that could not be embedded or scored (routed by on_scoring_failure), by stage.",
+    ["stage"],
+)
 FAILURES = Counter(
     "gearshift_router_failures_total",
     "Requests no route could answer, by reason.",

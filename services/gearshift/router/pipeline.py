@@ -71,6 +71,7 @@ class PipelineConfig:
     cascade_min_mean_logprob: float = -1.0
     large_share_cap: float = 0.3
     difficulty_threshold: float = -1.0  # in [0, 1]: fixed threshold instead of the calibration
+    on_scoring_failure: str = "slm"  # "slm", "llm" or "refuse"
     store_sampled: bool = False
     expose_prompts_in_traces: bool = False
 
@@ -96,6 +97,7 @@ class Plan:
     scope: cache_pb2.CacheScope | None = None
     question: str = ""
     embedding: list[float] = field(default_factory=list)
+    scoring_error: str = ""  # why the query could not be embedded or scored, if it could not
     store: bool = False
     hit: cache_pb2.LookupResponse | None = None
     deadline: float = 0.0  # monotonic
@@ -186,7 +188,12 @@ class Pipeline:
 
         lookup, plan.store = self._cache_policy(request, plan)
         if lookup or plan.store or pinned_route is None:
-            plan.embedding = await self.embedder.embed(plan.question)
+            try:
+                plan.embedding = await self.embedder.embed(plan.question)
+            except Exception as exc:  # a broken embedder must not take the router down
+                self._scoring_failed(plan, "embedding", exc)
+                lookup = plan.store = False
+                plan.decision.cache = common_pb2.CACHE_OUTCOME_BYPASS
         if lookup or plan.store:
             plan.scope = cache_pb2.CacheScope(
                 tenant=tenant,
@@ -255,18 +262,26 @@ class Pipeline:
             return
         if not snapshot.routes:
             raise Unavailable("no routes configured", reason="NO_ROUTES")
-        with tracer.start_as_current_span("router.score"):
-            difficulty = self.scorer.score(plan.embedding, plan.question)
-            share = self.large_share(snapshot)
-            if 0.0 <= self.config.difficulty_threshold <= 1.0:
-                threshold = self.config.difficulty_threshold
-            else:
-                threshold = self.scorer.threshold_for_share(share)
-        d.difficulty, d.threshold = difficulty, threshold
+        share = self.large_share(snapshot)
+        scored = self._score(plan, share)
+        slm, llm = snapshot.tier("slm"), snapshot.tier("llm")
+        if scored is None:
+            policy = self.config.on_scoring_failure
+            if policy == "refuse":
+                raise Unavailable(
+                    f"the query could not be scored ({plan.scoring_error}) and "
+                    "on_scoring_failure is 'refuse'",
+                    reason="SCORING_FAILED",
+                )
+            # Unknown difficulty: the lowest band of the slm tier or the highest of llm.
+            difficulty, threshold = (0.0, 1.0) if policy == "slm" else (1.0, 0.0)
+            d.reasons.append(f"difficulty unknown ({plan.scoring_error}): {policy} tier")
+        else:
+            difficulty, threshold = scored
+            d.difficulty, d.threshold = difficulty, threshold
         if self.table.cold:  # scaled-to-zero routes of the tier this request wants: wake them
             for name in self.table.wake(tier="llm" if difficulty >= threshold else "slm"):
                 d.reasons.append(f"{name} is scaled to zero: asked the operator to start it")
-        slm, llm = snapshot.tier("slm"), snapshot.tier("llm")
         if not llm:
             wanted = "slm"
             d.reasons.append("no llm routes: slm tier")
@@ -275,13 +290,17 @@ class Pipeline:
             d.reasons.append("no slm routes: llm tier")
         elif difficulty >= threshold:
             wanted = "llm"
-            d.reasons.append(
-                f"difficulty {difficulty:.3f} >= threshold {threshold:.3f} "
-                f"(large-tier share {share:.0%}): llm tier"
-            )
+            if scored is not None:
+                d.reasons.append(
+                    f"difficulty {difficulty:.3f} >= threshold {threshold:.3f} "
+                    f"(large-tier share {share:.0%}): llm tier"
+                )
         else:
             wanted = "slm"
-            d.reasons.append(f"difficulty {difficulty:.3f} < threshold {threshold:.3f}: slm tier")
+            if scored is not None:
+                d.reasons.append(
+                    f"difficulty {difficulty:.3f} < threshold {threshold:.3f}: slm tier"
+                )
         order = [wanted, "llm"] if wanted == "slm" else ["llm", "slm"]
         chosen: Route | None = None
         for tier in order:
@@ -297,6 +316,29 @@ class Pipeline:
             d.reasons.append(f"no usable route; trying {chosen.name} anyway")
         plan.routes = self._escalation_chain(chosen, snapshot)
         self._set_route(d, chosen)
+
+    def _score(self, plan: Plan, share: float) -> tuple[float, float] | None:
+        """(difficulty, threshold), or None when the query could not be scored."""
+        if plan.scoring_error:
+            return None
+        try:
+            with tracer.start_as_current_span("router.score"):
+                difficulty = self.scorer.score(plan.embedding, plan.question)
+                if 0.0 <= self.config.difficulty_threshold <= 1.0:
+                    threshold = self.config.difficulty_threshold
+                else:
+                    threshold = self.scorer.threshold_for_share(share)
+        except Exception as exc:  # as for the embedder: route by policy instead of failing
+            self._scoring_failed(plan, "scoring", exc)
+            return None
+        return difficulty, threshold
+
+    def _scoring_failed(self, plan: Plan, stage: str, exc: Exception) -> None:
+        log.warning("%s failed, routing by on_scoring_failure: %r", stage, exc, exc_info=exc)
+        metrics.SCORING_FAILURES.labels(stage).inc()
+        plan.scoring_error = f"{stage} failed: {type(exc).__name__}"
+        if stage == "embedding":
+            plan.decision.reasons.append(f"{plan.scoring_error}; cache skipped")
 
     def _pick_in_tier(
         self, routes: Sequence[Route], difficulty: float, reasons: MutableSequence[str]
