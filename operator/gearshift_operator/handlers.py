@@ -53,7 +53,12 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.peering.name = SETTINGS.peering_name
     settings.posting.level = logging.INFO
+    # The API server ends each watch after server_timeout; the client gives up 30 s later,
+    # so a silently dead connection (a known kopf failure: the operator stops seeing
+    # changes) is noticed and re-established instead of waited on forever.
     settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
     global _client
     # Locks and the HTTP client belong to the previous run's event loop when the operator
     # is restarted in the same process (tests): start both afresh.
