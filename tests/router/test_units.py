@@ -90,6 +90,22 @@ def test_openai_body_parsing_names_bad_fields() -> None:
     assert {"messages", "temperature", "n"} <= fields
 
 
+def test_parameters_the_router_cannot_honour_are_refused_by_name() -> None:
+    base = {"model": "auto", "messages": [{"role": "user", "content": "q"}]}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    body = {**base, "tools": tools, "response_format": {"type": "json_object"}}
+    with pytest.raises(InvalidArgument) as info:
+        parse_chat_request(body, {})
+    fields = {v.field for v in info.value.violations}
+    assert fields == {"tools", "response_format"}
+    assert "drop_unsupported_params" in info.value.violations[0].description
+    # Neutral values (as SDKs send them) are fine, and an operator may choose to drop.
+    neutral = {**base, "response_format": {"type": "text"}, "presence_penalty": 0, "tools": []}
+    parse_chat_request(neutral, {})
+    chat, _ = parse_chat_request(body, {}, drop_unsupported=True)
+    assert [m.content for m in chat.messages] == ["q"]
+
+
 def _route(name: str, tier: str, **kw: object) -> Route:
     return Route(name=name, tier=tier, model=name + "-model", endpoints=(f"{name}:1",), **kw)  # type: ignore[arg-type]
 

@@ -79,6 +79,11 @@ class Settings(ServiceSettings):
         description="When the query cannot be embedded or scored: answer on the slm tier "
         "(cheap), on the llm tier (safe for quality), or refuse with UNAVAILABLE.",
     )
+    drop_unsupported_params: bool = Field(
+        False,
+        description="OpenAI API: ignore parameters the router cannot honour (tools, "
+        "response_format, penalties, ...) instead of answering 400 naming them.",
+    )
     store_sampled: bool = Field(
         False, description="Also cache sampled (temperature > 0 or unset) generations."
     )
@@ -141,7 +146,13 @@ class RouterApp:
             self.cache,
         )
         self.http = (
-            OpenAIHttpApi(self.pipeline, self.keys, settings.host, settings.http_port)
+            OpenAIHttpApi(
+                self.pipeline,
+                self.keys,
+                settings.host,
+                settings.http_port,
+                drop_unsupported_params=settings.drop_unsupported_params,
+            )
             if settings.http_port >= 0
             else None
         )

@@ -112,13 +112,55 @@ def _number(body: Mapping[str, Any], name: str, violations: list[FieldViolation]
     return value
 
 
+# Parameters that change what the answer must be, which the router's contract cannot
+# carry: answering without them would look like success and be wrong (text instead of a
+# tool call, prose instead of JSON). Neutral values are accepted.
+UNSUPPORTED_PARAMS: dict[str, str] = {
+    "tools": "tool calling is not supported",
+    "tool_choice": "tool calling is not supported",
+    "functions": "function calling is not supported",
+    "function_call": "function calling is not supported",
+    "response_format": "only {'type': 'text'} is supported",
+    "logit_bias": "not supported",
+    "presence_penalty": "only 0 is supported",
+    "frequency_penalty": "only 0 is supported",
+    "audio": "audio output is not supported",
+    "modalities": "only ['text'] is supported",
+    "prediction": "predicted outputs are not supported",
+}
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "response_format": ({"type": "text"},),
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "modalities": (["text"],),
+    "tools": ([],),
+    "functions": ([],),
+    "tool_choice": ("none", "auto"),  # without tools these ask for nothing
+    "function_call": ("none", "auto"),
+    "logit_bias": ({},),
+}
+
+
+def unsupported_params(body: Mapping[str, Any]) -> list[FieldViolation]:
+    """Violations for parameters set to a value the router would otherwise ignore."""
+    return [
+        FieldViolation(name, f"{why} (set drop_unsupported_params to ignore it)")
+        for name, why in UNSUPPORTED_PARAMS.items()
+        if body.get(name) is not None and body.get(name) not in _NEUTRAL.get(name, ())
+    ]
+
+
 def parse_chat_request(
-    body: Any, headers: Mapping[str, str]
+    body: Any, headers: Mapping[str, str], drop_unsupported: bool = False
 ) -> tuple[router_pb2.ChatRequest, bool]:
-    """An OpenAI chat completion body as a router ChatRequest, plus whether to stream."""
+    """An OpenAI chat completion body as a router ChatRequest, plus whether to stream.
+
+    Parameters the router cannot honour are refused with their names, unless
+    `drop_unsupported` (LiteLLM's `drop_params`) says to ignore them.
+    """
     if not isinstance(body, Mapping):
         raise InvalidArgument([FieldViolation("body", "must be a JSON object")])
-    violations: list[FieldViolation] = []
+    violations: list[FieldViolation] = [] if drop_unsupported else unsupported_params(body)
     request = router_pb2.ChatRequest(
         request_id=headers.get("x-request-id", ""), model=str(body.get("model") or "auto")
     )
@@ -211,11 +253,19 @@ def _model_name(decision: router_pb2.RouteDecision) -> str:
 class OpenAIHttpApi:
     """aiohttp handlers over the pipeline; `start()` binds the port in the running loop."""
 
-    def __init__(self, pipeline: Pipeline, keys: KeyTable, host: str, port: int) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        keys: KeyTable,
+        host: str,
+        port: int,
+        drop_unsupported_params: bool = False,
+    ) -> None:
         self.pipeline = pipeline
         self.keys = keys
         self.host = host
         self.requested_port = port
+        self.drop_unsupported_params = drop_unsupported_params
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
 
@@ -273,7 +323,9 @@ class OpenAIHttpApi:
                     body = await request.json()
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     raise InvalidArgument([FieldViolation("body", "is not valid JSON")]) from None
-                chat, stream = parse_chat_request(body, request.headers)
+                chat, stream = parse_chat_request(
+                    body, request.headers, drop_unsupported=self.drop_unsupported_params
+                )
                 if stream:
                     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                     return await self._stream(request, chat, tenant, include_usage)
