@@ -6,11 +6,13 @@ handlers, over a child that ignores SIGTERM the way a stuck service would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +52,11 @@ finally:
 """
 
 
-def _run_supervisor(tmp_path: Path, grace_s: float) -> tuple[subprocess.Popen[str], int]:
+@contextlib.contextmanager
+def supervisor_process(
+    tmp_path: Path, grace_s: float
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """The supervisor process and its child's pid; both are killed if a test fails early."""
     popen = subprocess.Popen(
         [sys.executable, "-c", SUPERVISOR, str(tmp_path), str(grace_s), STUBBORN_CHILD],
         cwd=REPO,
@@ -58,10 +64,20 @@ def _run_supervisor(tmp_path: Path, grace_s: float) -> tuple[subprocess.Popen[st
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert popen.stdout is not None
-    line = popen.stdout.readline()
-    assert line.startswith("child "), line + (popen.stderr.read() if popen.stderr else "")
-    return popen, int(line.split()[1])
+    child = 0
+    try:
+        assert popen.stdout is not None
+        line = popen.stdout.readline()
+        assert line.startswith("child "), line + (popen.stderr.read() if popen.stderr else "")
+        child = int(line.split()[1])
+        yield popen, child
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+        if child:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
 
 
 def _wait_for_line(popen: subprocess.Popen[str], text: str) -> None:
@@ -83,34 +99,32 @@ def _gone(pid: int, within_s: float = 10.0) -> bool:
     return False
 
 
+def _finish(popen: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """Exit code, rest of stdout and stderr, within 30 s (far below any grace period here)."""
+    code = popen.wait(timeout=30)
+    out, err = popen.communicate()
+    return code, out, err
+
+
 def test_second_ctrl_c_kills_what_is_left_without_a_traceback(tmp_path: Path) -> None:
-    popen, child = _run_supervisor(tmp_path, grace_s=120)
-    try:
+    with supervisor_process(tmp_path, grace_s=120) as (popen, child):
         popen.send_signal(signal.SIGINT)
         _wait_for_line(popen, "stopping")
         time.sleep(0.3)  # now inside stop_all, waiting out the child's grace period
         popen.send_signal(signal.SIGINT)
-        code = popen.wait(timeout=30)  # far below the 120 s grace period
-        out, err = popen.communicate()
-    finally:
-        if popen.poll() is None:
-            popen.kill()
+        code, out, err = _finish(popen)
+        # Checked before the context's own clean-up would kill a survivor.
+        assert _gone(child), "the child survived the second Ctrl-C"
     assert code == 0, err
     assert "Traceback" not in err, err
     assert "stopping now (SIGKILL)" in out and "stopped" in out, out
-    assert _gone(child), "the child survived the second Ctrl-C"
 
 
 def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path: Path) -> None:
-    popen, child = _run_supervisor(tmp_path, grace_s=1)
-    try:
+    with supervisor_process(tmp_path, grace_s=1) as (popen, child):
         popen.send_signal(signal.SIGTERM)  # `kill` stops the mesh like Ctrl-C
-        code = popen.wait(timeout=30)
-        out, err = popen.communicate()
-    finally:
-        if popen.poll() is None:
-            popen.kill()
+        code, out, err = _finish(popen)
+        assert _gone(child), "the child outlived the grace period"
     assert code == 0, err
     assert "Traceback" not in err, err
     assert "stopped" in out, out
-    assert _gone(child)
