@@ -169,6 +169,15 @@ def test_notes_tell_how_to_reach_the_router() -> None:
     )
 
 
+def test_notes_warn_when_proxy_replicas_do_not_share_rate_limits() -> None:
+    warning = "each replica\nenforces rate_limits on its own"
+    assert warning not in render_set("default")["gearshift/templates/NOTES.txt"]  # no proxy
+    assert warning not in render_set("full-values.yaml")["gearshift/templates/NOTES.txt"]
+    values = ci_values("full-values.yaml")
+    del values["proxy"]["rateLimitStore"]
+    assert warning in render(values)["gearshift/templates/NOTES.txt"]
+
+
 def test_router_ingress_and_autoscaling() -> None:
     objs = objects_of("full-values.yaml")
     router = find(objs, "Deployment", component_name("router"))
