@@ -8,6 +8,7 @@ cache hit, and skipping its ~15 ms embedding is what keeps the hit path to a few
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import OrderedDict
 
 from opentelemetry import trace
@@ -18,11 +19,16 @@ tracer = trace.get_tracer(__name__)
 
 
 class QueryEmbedder:
-    """Async embedder with an LRU of recent questions."""
+    """Async embedder with an LRU of recent questions.
+
+    The LRU is keyed by a 16-byte digest of the question, not the question itself, so
+    long prompts do not make it grow: its size is that of the vectors (about 12 KB each
+    as Python floats, ~50 MB at 4,096 entries).
+    """
 
     def __init__(self, lru_size: int = 4096) -> None:
         self.lru_size = lru_size
-        self._lru: OrderedDict[str, list[float]] = OrderedDict()
+        self._lru: OrderedDict[bytes, list[float]] = OrderedDict()
         self._batcher: MicroBatcher | None = None
         self.hits = 0
         self.misses = 0
@@ -35,9 +41,10 @@ class QueryEmbedder:
             await self._batcher.embed_one("warm up")
 
     async def embed(self, text: str) -> list[float]:
-        cached = self._lru.get(text)
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        cached = self._lru.get(key)
         if cached is not None:
-            self._lru.move_to_end(text)
+            self._lru.move_to_end(key)
             self.hits += 1
             return cached
         if self._batcher is None:
@@ -46,7 +53,7 @@ class QueryEmbedder:
         self.misses += 1
         with tracer.start_as_current_span("router.embed"):
             vector = await self._batcher.embed_one(text)
-        self._lru[text] = vector
+        self._lru[key] = vector
         if len(self._lru) > self.lru_size:
             self._lru.popitem(last=False)
         return vector
