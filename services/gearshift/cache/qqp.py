@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gearshift.dev.data import shared_data_dir
-from gearshift.embeddings.model import EMBEDDING_VERSION
+from gearshift.embeddings.disk_cache import cached_embeddings
 
 DEFAULT_DEV_FILE = shared_data_dir() / "qqp_pairs_dev.jsonl"
 EMBEDDING_CACHE_DIR = Path.home() / ".cache" / "gearshift" / "qqp"
@@ -94,16 +94,5 @@ def embed_questions(
 ) -> dict[str, npt.NDArray[np.float32]]:
     """Embeds unique questions once and caches them on disk (the dev file is fixed)."""
     unique = sorted(set(texts))
-    key = hashlib.sha256("\n".join(unique).encode("utf-8")).hexdigest()[:16]
-    cache = cache_dir / f"emb-{EMBEDDING_VERSION}-{key}.npy"
-    if cache.exists():
-        vectors = np.load(cache)
-    else:
-        from gearshift.embeddings import Embedder
-
-        vectors = Embedder().embed(unique, batch_size=128)
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(cache)
+    vectors = cached_embeddings(unique, cache_dir, batch_size=128)
     return dict(zip(unique, vectors, strict=True))
