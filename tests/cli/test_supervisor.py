@@ -1,4 +1,5 @@
-"""How `gearshift up` stops: Ctrl-C drains, a second Ctrl-C kills at once, cleanly.
+"""How `gearshift up` stops and restarts: Ctrl-C drains, a second Ctrl-C kills at once,
+a service that dies is restarted with backoff while the others keep serving.
 
 The supervisor runs in its own process (as `gearshift up` does) with `up`'s signal
 handlers, over a child that ignores SIGTERM the way a stuck service would.
@@ -12,8 +13,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from gearshift.cli.supervisor import ProcessSpec, RestartPolicy, Supervisor
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,3 +131,83 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path:
     assert code == 0, err
     assert "Traceback" not in err, err
     assert "stopped" in out, out
+
+
+# --- restarts: one dead service never takes the others down ---------------------------
+
+STEADY_CHILD = """
+import sys, time
+from pathlib import Path
+Path(sys.argv[1]).write_text("ok")
+time.sleep(300)
+"""
+
+CRASHING_CHILD = """
+import os, sys, time
+from pathlib import Path
+starts = Path(sys.argv[1])
+starts.write_text(starts.read_text() + "x" if starts.exists() else "x")
+print("about to fail: database is on fire", flush=True)
+sys.exit(3)
+"""
+
+
+def _supervise_until(
+    supervisor: Supervisor, done: Callable[[], bool], within_s: float = 20.0
+) -> None:
+    deadline = time.monotonic() + within_s
+    while not done():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        supervisor.supervise()
+        time.sleep(0.02)
+
+
+def test_a_killed_service_is_restarted_and_the_others_keep_running(tmp_path: Path) -> None:
+    reports: list[str] = []
+    supervisor = Supervisor(
+        tmp_path / "logs",
+        grace_s=1,
+        restart=RestartPolicy(initial_s=0.2, max_s=1.0, stable_s=60),
+        report=reports.append,
+    )
+    specs = [
+        ProcessSpec(
+            name,
+            [sys.executable, "-c", STEADY_CHILD, str(tmp_path / f"{name}.ready")],
+            ready_file=tmp_path / f"{name}.ready",
+            start_timeout_s=30,
+        )
+        for name in ("cache", "slm")
+    ]
+    try:
+        supervisor.start_all(specs, echo=False)
+        cache, slm = supervisor.running
+        cache_pid, slm_pid = cache.popen.pid, slm.popen.pid
+        os.kill(slm_pid, signal.SIGKILL)
+        _supervise_until(supervisor, lambda: slm.restarts == 1)
+        _supervise_until(supervisor, lambda: (tmp_path / "slm.ready").is_file())
+        assert slm.popen.pid != slm_pid and slm.popen.poll() is None
+        assert cache.popen.pid == cache_pid and cache.popen.poll() is None, "cache was disturbed"
+        assert any("slm was killed by SIGKILL" in r and "restarting in 0.2 s" in r for r in reports)
+    finally:
+        supervisor.stop_all()
+
+
+def test_a_crash_loop_backs_off_exponentially_and_is_reported(tmp_path: Path) -> None:
+    reports: list[str] = []
+    policy = RestartPolicy(initial_s=0.1, max_s=0.4, stable_s=60, crash_loop_after=3)
+    supervisor = Supervisor(tmp_path / "logs", grace_s=1, restart=policy, report=reports.append)
+    supervisor._spawn(
+        ProcessSpec("cache", [sys.executable, "-c", CRASHING_CHILD, str(tmp_path / "starts")])
+    )
+    try:
+        proc = supervisor.running[0]
+        _supervise_until(supervisor, lambda: proc.restarts >= 4)
+        crashes = [r for r in reports if "exited with code 3" in r]
+        delays = [float(r.split("restarting in ")[1].split(" s")[0]) for r in crashes]
+        assert delays[:4] == [0.1, 0.2, 0.4, 0.4], reports  # doubled, then capped
+        assert "CRASH LOOP" not in crashes[1] and "CRASH LOOP" in crashes[2], crashes
+        assert "database is on fire" in crashes[0], "the report must show why it died"
+        assert (tmp_path / "starts").read_text().count("x") >= 4
+    finally:
+        supervisor.stop_all()

@@ -1,9 +1,15 @@
-"""Runs a set of service processes in order and stops them cleanly.
+"""Runs a set of service processes in order, restarts the ones that die, stops them cleanly.
 
 Used by `gearshift up`: each process starts only after the ones before it are
 ready (a ready file for Gearshift services, an HTTP health URL for a vLLM
 upstream), its output goes to a log file, and Ctrl-C stops everything in reverse
 order: SIGTERM first (services drain in-flight calls), SIGKILL after the grace period.
+
+One process dying never stops the others: `supervise()` notices it, says why (exit
+code or signal, last log lines), kills what is left of its process group (vLLM's
+engine core is a grandchild) and starts it again after an exponential backoff, the way
+the kubelet does (CrashLoopBackOff). The others keep serving meanwhile; the router
+fails soft (a dead cache is a miss, a dead SLM an escalation).
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -31,12 +38,33 @@ class ProcessSpec:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Backoff between restarts of one process: initial, doubled per crash, capped.
+
+    A process that stayed up for `stable_s` is healthy again: its next crash starts the
+    backoff over. `crash_loop_after` crashes in a row are reported as a crash loop.
+    """
+
+    initial_s: float = 1.0
+    max_s: float = 30.0
+    stable_s: float = 60.0
+    crash_loop_after: int = 3
+
+    def delay(self, crashes_in_a_row: int) -> float:
+        return float(min(self.max_s, self.initial_s * 2.0 ** max(0, crashes_in_a_row - 1)))
+
+
 @dataclass
 class RunningProcess:
     spec: ProcessSpec
     popen: subprocess.Popen[bytes]
     log_path: Path
     log_file: IO[bytes]
+    started_at: float = field(default_factory=time.monotonic)
+    crashes_in_a_row: int = 0
+    restarts: int = 0
+    restart_at: float | None = None  # set while it waits out its backoff
 
 
 class StartupFailed(RuntimeError):
@@ -44,9 +72,17 @@ class StartupFailed(RuntimeError):
 
 
 class Supervisor:
-    def __init__(self, log_dir: Path, grace_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        grace_s: float = 30.0,
+        restart: RestartPolicy | None = None,
+        report: Callable[[str], None] | None = None,
+    ) -> None:
         self.log_dir = log_dir
         self.grace_s = grace_s
+        self.restart = restart or RestartPolicy()
+        self.report = report or _print_stderr
         self.running: list[RunningProcess] = []
 
     def start_all(self, specs: Sequence[ProcessSpec], echo: bool = True) -> None:
@@ -61,11 +97,18 @@ class Supervisor:
                 print(f"  ready in {time.monotonic() - started:.0f} s", flush=True)
 
     def _spawn(self, spec: ProcessSpec) -> RunningProcess:
-        if spec.ready_file is not None:
-            spec.ready_file.unlink(missing_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{spec.name}.log"
         log_file = log_path.open("ab")
-        popen = subprocess.Popen(
+        proc = RunningProcess(spec, self._popen(spec, log_file), log_path, log_file)
+        self.running.append(proc)
+        return proc
+
+    @staticmethod
+    def _popen(spec: ProcessSpec, log_file: IO[bytes]) -> subprocess.Popen[bytes]:
+        if spec.ready_file is not None:
+            spec.ready_file.unlink(missing_ok=True)
+        return subprocess.Popen(
             spec.argv,
             env={**os.environ, **spec.env},
             stdout=log_file,
@@ -73,9 +116,46 @@ class Supervisor:
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches only the supervisor, which stops in order
         )
-        proc = RunningProcess(spec, popen, log_path, log_file)
-        self.running.append(proc)
-        return proc
+
+    def supervise(self) -> None:
+        """One pass: notice processes that died, restart those whose backoff is over.
+
+        Never blocks on a restarted process becoming ready: the others stay supervised
+        meanwhile, and the restarted one serves as soon as it is warm.
+        """
+        now = time.monotonic()
+        for proc in self.running:
+            if proc.restart_at is None:
+                code = proc.popen.poll()
+                if code is not None:
+                    self._schedule_restart(proc, code, now)
+            elif now >= proc.restart_at:
+                self._signal(proc, signal.SIGKILL)  # leftovers of the old process group
+                proc.popen = self._popen(proc.spec, proc.log_file)
+                proc.started_at = time.monotonic()
+                proc.restart_at = None
+                proc.restarts += 1
+                self.report(
+                    f"{proc.spec.name}: restarted (restart {proc.restarts}, pid {proc.popen.pid})"
+                )
+
+    def _schedule_restart(self, proc: RunningProcess, code: int, now: float) -> None:
+        if now - proc.started_at >= self.restart.stable_s:
+            proc.crashes_in_a_row = 0
+        proc.crashes_in_a_row += 1
+        delay = self.restart.delay(proc.crashes_in_a_row)
+        proc.restart_at = now + delay
+        self._signal(proc, signal.SIGKILL)  # e.g. an orphaned vLLM engine core
+        up_for = now - proc.started_at
+        loop = ""
+        if proc.crashes_in_a_row >= self.restart.crash_loop_after:
+            loop = f" CRASH LOOP: {proc.crashes_in_a_row} crashes in a row, each within "
+            loop += f"{self.restart.stable_s:.0f} s of starting;"
+        self.report(
+            f"{proc.spec.name} {describe_exit(code)} after {up_for:.1f} s;{loop} "
+            f"restarting in {delay:.1f} s. Last lines of {proc.log_path}:\n"
+            + _indent(tail(proc.log_path, 10))
+        )
 
     def _wait_ready(self, proc: RunningProcess) -> None:
         deadline = time.monotonic() + proc.spec.start_timeout_s
@@ -112,6 +192,9 @@ class Supervisor:
                 return proc
         return None
 
+    def waiting_to_restart(self) -> list[str]:
+        return [p.spec.name for p in self.running if p.restart_at is not None]
+
     def stop_all(self) -> None:
         """SIGTERM everything, wait out the grace period, SIGKILL what is left.
 
@@ -146,6 +229,24 @@ class Supervisor:
         """
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.popen.pid, signum)
+
+
+def describe_exit(code: int) -> str:
+    """'exited with code 3' or 'was killed by SIGKILL' (Popen's returncode is -signum)."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+def _print_stderr(message: str) -> None:
+    print(f"gearshift up: {message}", file=sys.stderr, flush=True)
 
 
 def tail(path: Path, lines: int = 15) -> str:

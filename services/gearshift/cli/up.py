@@ -235,10 +235,9 @@ def run(args: argparse.Namespace) -> int:
         _banner(home, ports, services)
         if "router" in services and not args.no_demo:
             _demo(ports)
-        while (dead := supervisor.first_exited()) is None:
-            time.sleep(0.5)
-        print(f"{dead.spec.name} exited unexpectedly; see {dead.log_path}", file=sys.stderr)
-        return 1
+        while True:  # until Ctrl-C / SIGTERM: a service that dies is restarted, not fatal
+            supervisor.supervise()
+            time.sleep(0.25)
     except StartupFailed as exc:
         print(f"gearshift up: {exc}", file=sys.stderr)
         return 1
