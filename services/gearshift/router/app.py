@@ -18,6 +18,7 @@ from gearshift.router.backends import BackendPool
 from gearshift.router.cache_client import CacheClient
 from gearshift.router.embedding import QueryEmbedder
 from gearshift.router.kube_watch import KubeRouteWatcher
+from gearshift.router.limits import InputLimits
 from gearshift.router.openai_http import OpenAIHttpApi
 from gearshift.router.pipeline import Pipeline, PipelineConfig
 from gearshift.router.routing_table import RoutesFileWatcher, RoutingTable
@@ -98,6 +99,41 @@ class Settings(ServiceSettings):
         3, ge=1, description="Consecutive failures that open a backend's breaker."
     )
     breaker_cooldown_s: float = Field(5.0, gt=0, description="How long an open breaker stays open.")
+    # Input limits, checked before any work (docs/router.md "Limits").
+    max_body_bytes: int = Field(
+        InputLimits.max_body_bytes, ge=1024, description="Largest HTTP request body (413 above)."
+    )
+    max_messages: int = Field(
+        InputLimits.max_messages, ge=1, description="Most messages in one chat request."
+    )
+    max_message_chars: int = Field(
+        InputLimits.max_message_chars, ge=1, description="Most characters in one message."
+    )
+    max_json_depth: int = Field(
+        InputLimits.max_json_depth, ge=4, description="Deepest JSON nesting of an HTTP body."
+    )
+    max_tokens_limit: int = Field(
+        InputLimits.max_tokens_limit, ge=1, description="Largest max_tokens a request may ask."
+    )
+    max_header_bytes: int = Field(
+        InputLimits.max_header_bytes,
+        ge=1024,
+        description="Longest HTTP header field or request line, in bytes.",
+    )
+    max_headers: int = Field(
+        InputLimits.max_headers, ge=16, description="Most HTTP header fields in one request."
+    )
+
+    def input_limits(self) -> InputLimits:
+        return InputLimits(
+            max_body_bytes=self.max_body_bytes,
+            max_messages=self.max_messages,
+            max_message_chars=self.max_message_chars,
+            max_json_depth=self.max_json_depth,
+            max_tokens_limit=self.max_tokens_limit,
+            max_header_bytes=self.max_header_bytes,
+            max_headers=self.max_headers,
+        )
 
     @model_validator(mode="after")
     def _one_source(self) -> Settings:
@@ -152,6 +188,7 @@ class RouterApp:
                 settings.host,
                 settings.http_port,
                 drop_unsupported_params=settings.drop_unsupported_params,
+                limits=settings.input_limits(),
             )
             if settings.http_port >= 0
             else None
@@ -169,7 +206,7 @@ class RouterApp:
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         router_pb2_grpc.add_RouterServiceServicer_to_server(
-            RouterServicer(self.pipeline, self.keys), server
+            RouterServicer(self.pipeline, self.keys, self.settings.input_limits()), server
         )
         return [router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name]
 

@@ -18,7 +18,17 @@ import grpc
 from aiohttp import web
 from opentelemetry import propagate, trace
 
+from gearshift.router import http_server
 from gearshift.router.auth import KeyTable
+from gearshift.router.limits import (
+    INT64_MAX,
+    INT64_MIN,
+    InputLimits,
+    RequestTooLarge,
+    float_violation,
+    integer_violation,
+    log_refusal,
+)
 from gearshift.router.pipeline import Pipeline
 from gearshift.runtime.errors import FieldViolation, GearshiftError, InvalidArgument
 from gearshift.v1 import common_pb2, router_pb2
@@ -41,6 +51,8 @@ HTTP_STATUS = {
 }
 ERROR_TYPE = {
     400: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",
@@ -61,10 +73,14 @@ CACHE_POLICIES = {
     "refresh": router_pb2.CACHE_POLICY_REFRESH,
 }
 CACHE_POLICY_HEADER = "x-gearshift-cache-policy"
+DEFAULT_LIMITS = InputLimits()
+JSON_CONTENT_TYPES = frozenset({"application/json"})
 
 
 def error_response(exc: GearshiftError) -> web.Response:
-    status = HTTP_STATUS.get(exc.code, 500)
+    status = 413 if isinstance(exc, RequestTooLarge) else HTTP_STATUS.get(exc.code, 500)
+    if isinstance(exc, UnsupportedMediaType):
+        status = 415
     param = None
     if isinstance(exc, InvalidArgument) and exc.violations:
         param = exc.violations[0].field
@@ -83,6 +99,17 @@ def error_response(exc: GearshiftError) -> web.Response:
     if retry is not None:
         headers["retry-after"] = str(max(1, round(retry)))
     return web.json_response(body, status=status, headers=headers)
+
+
+class UnsupportedMediaType(GearshiftError):
+    """HTTP 415: the body is not declared as JSON."""
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__(
+            f"content-type {content_type or '(none)'!r} is not supported; send application/json",
+            "UNSUPPORTED_MEDIA_TYPE",
+            code=grpc.StatusCode.INVALID_ARGUMENT,
+        )
 
 
 def _content(value: Any, path: str, violations: list[FieldViolation]) -> str:
@@ -151,7 +178,10 @@ def unsupported_params(body: Mapping[str, Any]) -> list[FieldViolation]:
 
 
 def parse_chat_request(
-    body: Any, headers: Mapping[str, str], drop_unsupported: bool = False
+    body: Any,
+    headers: Mapping[str, str],
+    drop_unsupported: bool = False,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> tuple[router_pb2.ChatRequest, bool]:
     """An OpenAI chat completion body as a router ChatRequest, plus whether to stream.
 
@@ -180,20 +210,35 @@ def parse_chat_request(
             )
         )
     sampling = request.sampling
+    # Every number is range-checked before it meets a protobuf field: an integer of 2**64
+    # or 1e400 would otherwise raise inside the conversion (a 500, not the client's 400).
     if (temperature := _number(body, "temperature", violations)) is not None:
-        sampling.temperature = float(temperature)
+        if (bad := float_violation("temperature", temperature)) is None:
+            sampling.temperature = float(temperature)
+        else:
+            violations.append(bad)
     if (top_p := _number(body, "top_p", violations)) is not None:
-        sampling.top_p = float(top_p)
-    max_tokens = _number(body, "max_completion_tokens", violations)
+        if (bad := float_violation("top_p", top_p)) is None:
+            sampling.top_p = float(top_p)
+        else:
+            violations.append(bad)
+    max_tokens_name = "max_completion_tokens"
+    max_tokens = _number(body, max_tokens_name, violations)
     if max_tokens is None:
-        max_tokens = _number(body, "max_tokens", violations)
+        max_tokens_name = "max_tokens"
+        max_tokens = _number(body, max_tokens_name, violations)
     if max_tokens is not None:
-        if max_tokens < 1 or int(max_tokens) != max_tokens:
-            violations.append(FieldViolation("max_tokens", "must be a positive integer"))
+        if (bad := integer_violation(max_tokens_name, max_tokens, 1, 2**32 - 1)) is not None:
+            violations.append(bad)
+        elif max_tokens > limits.max_tokens_limit:
+            violations.append(limits.max_tokens_violation(max_tokens_name))
         else:
             sampling.max_tokens = int(max_tokens)
     if (seed := _number(body, "seed", violations)) is not None:
-        sampling.seed = int(seed)
+        if (bad := integer_violation("seed", seed, INT64_MIN, INT64_MAX)) is None:
+            sampling.seed = int(seed)
+        else:
+            violations.append(bad)
     stop = body.get("stop")
     if isinstance(stop, str):
         sampling.stop.append(stop)
@@ -203,7 +248,10 @@ def parse_chat_request(
         violations.append(FieldViolation("stop", "must be a string or a list of strings"))
     sampling.logprobs = bool(body.get("logprobs") or False)
     if (top_logprobs := _number(body, "top_logprobs", violations)) is not None:
-        sampling.top_logprobs = int(top_logprobs)
+        if (bad := integer_violation("top_logprobs", top_logprobs, 0, 20)) is None:
+            sampling.top_logprobs = int(top_logprobs)
+        else:
+            violations.append(bad)
     n = body.get("n")
     if n not in (None, 1):
         violations.append(FieldViolation("n", "only n=1 is supported"))
@@ -260,7 +308,9 @@ class OpenAIHttpApi:
         host: str,
         port: int,
         drop_unsupported_params: bool = False,
+        limits: InputLimits = DEFAULT_LIMITS,
     ) -> None:
+        self.limits = limits
         self.pipeline = pipeline
         self.keys = keys
         self.host = host
@@ -270,7 +320,7 @@ class OpenAIHttpApi:
         self._runner: web.AppRunner | None = None
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app = web.Application(client_max_size=self.limits.max_body_bytes)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/healthz", self.healthz)
@@ -279,7 +329,14 @@ class OpenAIHttpApi:
     async def start(self) -> int:
         # handler_cancellation: a client that disconnects cancels its handler, which
         # cancels the backend call (and the generation) through the pipeline.
-        self._runner = web.AppRunner(self.application(), handler_cancellation=True, access_log=None)
+        self._runner = http_server.runner(
+            self.application(),
+            handler_cancellation=True,
+            access_log=None,
+            max_line_size=self.limits.max_header_bytes,
+            max_field_size=self.limits.max_header_bytes,
+            max_headers=self.limits.max_headers,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_port=False)
         await site.start()
@@ -319,20 +376,23 @@ class OpenAIHttpApi:
             span.set_attribute("url.path", "/v1/chat/completions")
             try:
                 tenant = self.keys.authenticate(request.headers.get("authorization"))
-                try:
-                    body = await request.json()
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    raise InvalidArgument([FieldViolation("body", "is not valid JSON")]) from None
+                body = await self._admitted_body(request)
                 chat, stream = parse_chat_request(
-                    body, request.headers, drop_unsupported=self.drop_unsupported_params
+                    body,
+                    request.headers,
+                    drop_unsupported=self.drop_unsupported_params,
+                    limits=self.limits,
                 )
                 if stream:
                     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                     return await self._stream(request, chat, tenant, include_usage)
                 response = await self.pipeline.chat(chat, tenant, None)
             except GearshiftError as exc:
-                span.set_attribute("http.response.status_code", HTTP_STATUS.get(exc.code, 500))
-                return error_response(exc)
+                response_error = error_response(exc)
+                if response_error.status < 500:
+                    log_refusal("OpenAI API", exc)
+                span.set_attribute("http.response.status_code", response_error.status)
+                return response_error
             span.set_attribute("http.response.status_code", 200)
             return web.json_response(
                 {
@@ -352,6 +412,46 @@ class OpenAIHttpApi:
                 },
                 headers=decision_headers(response.decision, response.trace_id, response.request_id),
             )
+
+    async def _admitted_body(self, request: web.Request) -> dict[str, Any]:
+        """The parsed body, once content type, size, depth and text are within limits.
+
+        Cheap checks come first: a 10 MB body is refused from its Content-Length without
+        being read, so it costs the event loop nothing.
+        """
+        if request.content_type not in JSON_CONTENT_TYPES:
+            raise UnsupportedMediaType(request.headers.get("content-type", ""))
+        if request.content_length is not None:
+            self.limits.check_body_size(request.content_length)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:  # chunked, no Content-Length
+            raise RequestTooLarge(
+                "max_body_bytes",
+                self.limits.max_body_bytes + 1,
+                self.limits.max_body_bytes,
+                "the request body's size in bytes",
+            ) from None
+        self.limits.check_body_size(len(raw))
+        try:
+            body = json.loads(raw)
+        except RecursionError:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "body",
+                        f"JSON is nested deeper than {self.limits.max_json_depth} levels "
+                        "(router setting max_json_depth)",
+                    )
+                ]
+            ) from None
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidArgument([FieldViolation("body", "is not valid JSON")]) from None
+        if not isinstance(body, dict):
+            raise InvalidArgument([FieldViolation("body", "must be a JSON object")])
+        self.limits.check_json(body)
+        self.limits.check_openai_body(body)
+        return body
 
     async def _stream(
         self,

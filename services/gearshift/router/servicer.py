@@ -8,8 +8,9 @@ from typing import Any
 import grpc
 
 from gearshift.router.auth import KeyTable
+from gearshift.router.limits import InputLimits, log_refusal
 from gearshift.router.pipeline import Pipeline
-from gearshift.runtime.errors import grpc_errors
+from gearshift.runtime.errors import GearshiftError, grpc_errors
 from gearshift.v1 import router_pb2, router_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -25,22 +26,35 @@ def _authorization(context: Context) -> str | None:
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     """Authenticates from `authorization: Bearer <key>` metadata, then runs the pipeline."""
 
-    def __init__(self, pipeline: Pipeline, keys: KeyTable) -> None:
+    def __init__(
+        self, pipeline: Pipeline, keys: KeyTable, limits: InputLimits | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.keys = keys
+        self.limits = limits or InputLimits()
+
+    def _admit(self, request: router_pb2.ChatRequest, context: Context) -> str:
+        """Authenticates, then checks the input limits before any work is done."""
+        tenant = self.keys.authenticate(_authorization(context))
+        try:
+            self.limits.check_chat_request(request)
+        except GearshiftError as exc:
+            log_refusal("RouterService", exc)
+            raise
+        return tenant
 
     @grpc_errors
     async def Chat(
         self, request: router_pb2.ChatRequest, context: Context
     ) -> router_pb2.ChatResponse:
-        tenant = self.keys.authenticate(_authorization(context))
+        tenant = self._admit(request, context)
         return await self.pipeline.chat(request, tenant, context.time_remaining())
 
     @grpc_errors
     async def ChatStream(
         self, request: router_pb2.ChatRequest, context: Context
     ) -> AsyncIterator[router_pb2.ChatStreamChunk]:
-        tenant = self.keys.authenticate(_authorization(context))
+        tenant = self._admit(request, context)
         async for chunk in self.pipeline.chat_stream(request, tenant, context.time_remaining()):
             yield chunk
 
@@ -48,5 +62,5 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def Route(
         self, request: router_pb2.ChatRequest, context: Context
     ) -> router_pb2.RouteDecision:
-        tenant = self.keys.authenticate(_authorization(context))
+        tenant = self._admit(request, context)
         return await self.pipeline.route(request, tenant, context.time_remaining())
