@@ -104,6 +104,33 @@ async def test_sigterm_lets_in_flight_call_finish(echo_process: ServiceProcess) 
     assert echo_process.popen.wait(timeout=15) == 0
 
 
+async def test_draining_keeps_the_port_open_with_health_not_serving(
+    echo_process: ServiceProcess,
+) -> None:
+    """A probe on a NEW connection during drain reads NOT_SERVING, not connection refused."""
+    async with grpc.aio.insecure_channel(echo_process.address) as channel:
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        await stub.Generate(chat("warm"), timeout=5)
+        slow = asyncio.ensure_future(stub.Generate(chat("in flight", delay_ms=2000), timeout=20))
+        await asyncio.sleep(0.3)
+        echo_process.popen.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        async with grpc.aio.insecure_channel(echo_process.address) as probe_channel:
+            probe = health_pb2_grpc.HealthStub(probe_channel)
+            reply = await probe.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            fresh = inference_pb2_grpc.InferenceServiceStub(probe_channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await fresh.Generate(chat("new client"), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "draining" in (refused.value.details() or "")
+        assert (await slow).text == "in flight"
+    # Idle once the slow call is done: it exits well before the 10 s grace period.
+    started = time.monotonic()
+    assert echo_process.popen.wait(timeout=15) == 0
+    assert time.monotonic() - started < 5
+
+
 async def test_malformed_request_names_the_bad_fields(echo_process: ServiceProcess) -> None:
     bad = inference_pb2.GenerateRequest(
         messages=[common_pb2.ChatMessage(role="robot", content="hi")],

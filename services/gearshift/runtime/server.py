@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gearshift.runtime.drain import DrainInterceptor
 from gearshift.runtime.logs import setup_logging
 from gearshift.runtime.metrics import PrometheusServerInterceptor, start_metrics_server
 from gearshift.runtime.settings import ServiceSettings
@@ -29,6 +30,7 @@ from gearshift.runtime.telemetry import server_interceptors, setup_telemetry, sh
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+DRAIN_VISIBLE_S = 1.0  # shortest drain, so health checks see NOT_SERVING before the port closes
 
 
 class ServiceApp(Protocol):
@@ -55,8 +57,9 @@ class GrpcServiceHost:
     def __init__(self, app: ServiceApp, settings: ServiceSettings) -> None:
         self.app = app
         self.settings = settings
+        self.drain = DrainInterceptor(app.name)
         self.server = grpc.aio.server(
-            interceptors=[*server_interceptors(), PrometheusServerInterceptor()],
+            interceptors=[*server_interceptors(), PrometheusServerInterceptor(), self.drain],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -103,14 +106,25 @@ class GrpcServiceHost:
         tmp.replace(path)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drains: NOT_SERVING, refuse new calls, let in-flight calls finish within grace."""
+        """Drains: NOT_SERVING, refuse new calls, let in-flight calls finish within grace.
+
+        The port stays open meanwhile (at least `DRAIN_VISIBLE_S`, so a probe reads
+        NOT_SERVING, not "connection refused"); new calls get UNAVAILABLE.
+        """
         if self._stopping.is_set():
             return
         self._stopping.set()
         grace = self.settings.grace_period_s if grace is None else grace
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
         log.info("%s draining (grace %.1fs)", self.app.name, grace)
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        self.drain.start_draining()
+        await asyncio.sleep(min(grace, DRAIN_VISIBLE_S))
+        if not await self.drain.wait_idle(deadline - loop.time()):
+            log.warning("%s: %d calls still running after the grace period; cancelling them",
+                        self.app.name, self.drain.in_flight)  # fmt: skip
+        await self.server.stop(max(0.0, deadline - loop.time()))
         await self.app.stop()
         log.info("%s stopped", self.app.name)
 
