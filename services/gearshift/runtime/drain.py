@@ -68,7 +68,9 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             f"{self.service} is draining (shutting down); retry on another replica",
         )
 
-    def _wrap_unary(self, handler: grpc.RpcMethodHandler[Any, Any]) -> Any:
+    def _wrap_unary(
+        self, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         inner = cast(Callable[..., Awaitable[Any]], handler.unary_unary)
 
         async def unary(request: Any, context: Any) -> Any:
@@ -86,7 +88,9 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             response_serializer=handler.response_serializer,
         )
 
-    def _wrap_stream(self, handler: grpc.RpcMethodHandler[Any, Any]) -> Any:
+    def _wrap_stream(
+        self, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         inner = cast(Callable[..., AsyncIterator[Any]], handler.unary_stream)
 
         async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
