@@ -314,6 +314,44 @@ async def test_all_breakers_open_is_unavailable(servers: Any, make_proxy: MakePr
     assert len(a.received) == 1
 
 
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "stream"])
+async def test_a_frozen_upstream_fails_fast_opens_the_breaker_and_recovers(
+    servers: Any, make_proxy: MakeProxy, streaming: bool
+) -> None:
+    """The drill's frozen upstream: bounded by first_byte_timeout_s, not the caller's deadline."""
+    a = await servers("a")
+    a.script += [slow(30), slow(30)]  # frozen: accepts the connection, says nothing
+    stub = await make_proxy(
+        [up(a, first_byte_timeout_s=0.5)],
+        retry={"max_attempts": 1},
+        breaker={"failure_threshold": 2, "cooldown_s": 1.0},
+    )
+
+    async def call() -> str:
+        if not streaming:
+            return (await stub.Generate(request(), timeout=20)).text
+        chunks = [c.text_delta async for c in stub.GenerateStream(request(), timeout=20)]
+        return "".join(chunks)
+
+    loop = asyncio.get_running_loop()
+    for _ in range(2):
+        started = loop.time()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call()
+        assert loop.time() - started < 2.0, "the stall was not cut at the first-byte deadline"
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "first_byte_timeout_s" in (err.value.details() or "")
+    info = await stub.GetModelInfo(inference_pb2.GetModelInfoRequest(), timeout=5)
+    assert info.upstreams[0].breaker == inference_pb2.BREAKER_STATE_OPEN
+    assert not info.ready, "an upstream that stopped answering must not look ready"
+    await asyncio.sleep(1.1)  # the cooldown: the next request is the probe
+    info = await stub.GetModelInfo(inference_pb2.GetModelInfoRequest(), timeout=5)
+    assert info.ready
+    assert await call() == "Hello world"  # the upstream answers again: first request recovers
+    info = await stub.GetModelInfo(inference_pb2.GetModelInfoRequest(), timeout=5)
+    assert info.upstreams[0].breaker == inference_pb2.BREAKER_STATE_CLOSED and info.ready
+
+
 async def test_request_rate_limit_is_resource_exhausted_with_retry_info(
     servers: Any, make_proxy: MakeProxy
 ) -> None:

@@ -30,6 +30,14 @@ class UpstreamConfig(_Strict):
     weight: float = Field(1.0, gt=0, description="Traffic share among equal priorities.")
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(120.0, gt=0, description="Longest wait between two bytes.")
+    first_byte_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for the answer to start (response headers, then a stream's "
+        "first event; a non-streaming answer is whole when it starts). A stall fails the "
+        "attempt over to the next upstream and counts as a breaker failure. Keep it well "
+        "under the router's backend_timeout_s (60 s).",
+    )
     max_connections: int = Field(100, ge=1)
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra non-secret headers (e.g. an API version)."
@@ -147,7 +155,8 @@ def local_standin_config(base_url: str, upstream_model: str, served_model: str) 
                         "base_url": base_url,
                         "model": upstream_model,
                         "connect_timeout_s": 2.0,
-                        "read_timeout_s": 300.0,
+                        "read_timeout_s": 30.0,
+                        "first_byte_timeout_s": 30.0,
                     }
                 ],
             }

@@ -102,6 +102,14 @@ class ModelBackend:
     async def aclose(self) -> None:
         await asyncio.gather(*(r.client.aclose() for r in self.routes))
 
+    def answerable(self) -> bool:
+        """False while every upstream's breaker is open (it stopped answering).
+
+        A half-open breaker counts as answerable: the next request is the probe that
+        closes it again, so readiness returns as soon as the upstream does.
+        """
+        return any(r.breaker.state != OPEN for r in self.routes)
+
     def order(self) -> list[Route]:
         """Priority ascending; weighted random order within a priority (Efraimidis-Spirakis)."""
         keyed = [

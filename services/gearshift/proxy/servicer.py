@@ -329,7 +329,9 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
                 time_to_first_token_p50_ms=load.ttft_p50_ms(),
             ),
             upstreams=[r.status() for r in backend.routes],
-            ready=self.ready,
+            # Not ready while every upstream's breaker is open: a router polling this
+            # stops sending here until a cooldown lets a probe through.
+            ready=self.ready and backend.answerable(),
         )
 
 

@@ -13,6 +13,7 @@ proxy, not the model, the bottleneck under load.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import time
@@ -169,20 +170,38 @@ class UpstreamClient:
             retryable=True,
         )
 
+    def _stalled(self) -> UpstreamError:
+        return UpstreamError(
+            self.name,
+            "first_byte_timeout",
+            f"upstream {self.name!r} did not start answering within "
+            f"{self.config.first_byte_timeout_s:g} s (first_byte_timeout_s)",
+        )
+
+    def _first_byte_budget(self, remaining_s: float | None) -> float:
+        budget = self.config.first_byte_timeout_s
+        return budget if remaining_s is None else min(budget, remaining_s)
+
     async def complete(self, body: dict[str, Any], remaining_s: float | None) -> dict[str, Any]:
         """POST /chat/completions without streaming; returns the parsed answer."""
         headers = self._headers()
+        first_byte = self._first_byte_budget(remaining_s)
         try:
-            async with self._session().post(
-                self._url,
-                data=json.dumps(body).encode(),
-                headers=headers,
-                timeout=self._timeout(remaining_s),
-                allow_redirects=False,
-            ) as resp:
-                content = await resp.read()
-                status, resp_headers = resp.status, resp.headers
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            async with asyncio.timeout(first_byte):
+                async with self._session().post(
+                    self._url,
+                    data=json.dumps(body).encode(),
+                    headers=headers,
+                    timeout=self._timeout(remaining_s),
+                    allow_redirects=False,
+                ) as resp:
+                    content = await resp.read()
+                    status, resp_headers = resp.status, resp.headers
+        except TimeoutError as exc:
+            if first_byte < (remaining_s or float("inf")):
+                raise self._stalled() from None
+            raise self._transport_error(exc, "before answering") from None
+        except aiohttp.ClientError as exc:
             raise self._transport_error(exc, "before answering") from None
         if status != 200:
             raise self._http_error(status, content, resp_headers)
@@ -209,15 +228,23 @@ class UpstreamClient:
         generator (client cancel) closes the HTTP connection, which aborts the upstream.
         """
         headers = {**self._headers(), "Accept": "text/event-stream"}
+        first_byte = self._first_byte_budget(remaining_s)
+        loop = asyncio.get_running_loop()
+        first_byte_at = loop.time() + first_byte
         try:
-            resp = await self._session().post(
-                self._url,
-                data=json.dumps(body).encode(),
-                headers=headers,
-                timeout=self._timeout(remaining_s),
-                allow_redirects=False,
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            async with asyncio.timeout_at(first_byte_at):
+                resp = await self._session().post(
+                    self._url,
+                    data=json.dumps(body).encode(),
+                    headers=headers,
+                    timeout=self._timeout(remaining_s),
+                    allow_redirects=False,
+                )
+        except TimeoutError as exc:
+            if first_byte < (remaining_s or float("inf")):
+                raise self._stalled() from None
+            raise self._transport_error(exc, "before answering") from None
+        except aiohttp.ClientError as exc:
             raise self._transport_error(exc, "before answering") from None
         done = False
         try:
@@ -227,12 +254,23 @@ class UpstreamClient:
                 except (aiohttp.ClientError, TimeoutError):
                     content = b""
                 raise self._http_error(resp.status, content, resp.headers)
+            events = _sse_data(_lines(resp.content))
             try:
-                async for data in _sse_data(_lines(resp.content)):
+                # The first event is bounded by the same first-byte deadline: an upstream
+                # that sent headers and froze is a stall, not a slow stream.
+                try:
+                    async with asyncio.timeout_at(first_byte_at):
+                        data = await anext(events, None)
+                except TimeoutError:
+                    if first_byte < (remaining_s or float("inf")):
+                        raise self._stalled() from None
+                    raise
+                while data is not None:
                     if data == "[DONE]":
                         done = True
                         return
                     yield self._event(data)
+                    data = await anext(events, None)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 raise self._transport_error(exc, "while streaming") from None
             raise UpstreamError(
