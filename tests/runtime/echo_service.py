@@ -9,6 +9,7 @@ uses (`run_service`), not a replacement for any real backend.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from typing import Any
 
@@ -50,6 +51,14 @@ class EchoApp:
     async def stop(self) -> None:
         await asyncio.sleep(0)
 
+    async def watch(self) -> str:
+        """Reports a failure once the file named by ECHO_FAIL_FILE appears (a dead engine)."""
+        fail_file = os.environ.get("ECHO_FAIL_FILE", "")
+        while True:
+            await asyncio.sleep(0.05)
+            if fail_file and os.path.exists(fail_file):  # noqa: ASYNC240 (a test hook)
+                return "the test said so"
+
 
 if __name__ == "__main__":
     import argparse
@@ -57,4 +66,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     ServiceSettings.add_arguments(parser)
     settings = ServiceSettings.from_args(parser.parse_args(sys.argv[1:]))
-    asyncio.run(run_service(EchoApp(), settings))
+    sys.exit(asyncio.run(run_service(EchoApp(), settings)))

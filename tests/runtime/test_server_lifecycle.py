@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gearshift.runtime.errors import field_violations
+from gearshift.runtime.server import EXIT_SERVICE_FAILED
 from gearshift.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +38,7 @@ class ServiceProcess:
 def echo_process(tmp_path: Path) -> Iterator[ServiceProcess]:
     ready = tmp_path / "ready.json"
     log = tmp_path / "service.log"
+    env = {**os.environ, "ECHO_FAIL_FILE": str(tmp_path / "fail")}
     with log.open("wb") as out:
         popen = subprocess.Popen(
             [
@@ -43,7 +46,7 @@ def echo_process(tmp_path: Path) -> Iterator[ServiceProcess]:
                 "--grpc-port", "0", "--metrics-port", "0", "--grace-period-s", "10",
                 "--ready-file", str(ready),
             ],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     deadline = time.monotonic() + 30
     while not ready.exists():
@@ -129,6 +132,27 @@ async def test_draining_keeps_the_port_open_with_health_not_serving(
     started = time.monotonic()
     assert echo_process.popen.wait(timeout=15) == 0
     assert time.monotonic() - started < 5
+
+
+async def test_an_app_that_can_no_longer_serve_turns_not_serving_and_exits_non_zero(
+    echo_process: ServiceProcess, tmp_path: Path
+) -> None:
+    """What a dead engine does to the SLM server, on the echo service: fast, no vLLM."""
+    async with grpc.aio.insecure_channel(echo_process.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service="")
+        assert (
+            await health.Check(request, timeout=5)
+        ).status == health_pb2.HealthCheckResponse.SERVING
+        (tmp_path / "fail").write_text("")
+        started = time.monotonic()
+        while (
+            await health.Check(request, timeout=5)
+        ).status == health_pb2.HealthCheckResponse.SERVING:
+            assert time.monotonic() - started < 2, "health still SERVING"
+            await asyncio.sleep(0.05)
+    assert echo_process.popen.wait(timeout=10) == EXIT_SERVICE_FAILED
+    assert "can no longer serve: the test said so" in echo_process.log.read_text()
 
 
 async def test_malformed_request_names_the_bad_fields(echo_process: ServiceProcess) -> None:

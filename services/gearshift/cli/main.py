@@ -45,8 +45,7 @@ def _serve(argv: Sequence[str]) -> int:
         except (ValueError, OSError) as exc:
             print(f"gearshift serve {name}: invalid configuration: {exc}", file=sys.stderr)
             return 2
-        await run_service(app, settings)
-        return 0
+        return await run_service(app, settings)
 
     return asyncio.run(build_and_run())
 

@@ -15,7 +15,7 @@ import json
 import logging
 import signal
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,6 +30,8 @@ from gearshift.runtime.telemetry import server_interceptors, setup_telemetry, sh
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+EXIT_SERVICE_FAILED = 3  # the process exits with this when its app can no longer serve
+FAILED_GRACE_S = 2.0  # drain of a failed service: its calls are failing anyway
 DRAIN_VISIBLE_S = 1.0  # shortest drain, so health checks see NOT_SERVING before the port closes
 
 
@@ -132,8 +134,14 @@ class GrpcServiceHost:
         await self.server.wait_for_termination()
 
 
-async def run_service(app: ServiceApp, settings: ServiceSettings) -> None:
-    """Runs a service until SIGTERM or SIGINT, then drains and exits."""
+async def run_service(app: ServiceApp, settings: ServiceSettings) -> int:
+    """Runs a service until SIGTERM or SIGINT, then drains; returns the exit code.
+
+    An app may have a `watch()` coroutine that returns a reason once the app can no
+    longer serve (the SLM server's engine died): health turns NOT_SERVING at once, the
+    service drains briefly and exits with EXIT_SERVICE_FAILED, so that `gearshift up`'s
+    supervisor or the kubelet replaces the process instead of it reporting healthy.
+    """
     setup_logging(app.name, settings.log_level, settings.log_format)
     setup_telemetry(settings.service_name, settings.otlp_endpoint)
     host = GrpcServiceHost(app, settings)
@@ -145,13 +153,35 @@ async def run_service(app: ServiceApp, settings: ServiceSettings) -> None:
         start = asyncio.ensure_future(host.start())
         waiter = asyncio.ensure_future(stop_requested.wait())
         done, _ = await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        failure: str | None = None
         if start in done:
             start.result()
-            await waiter
+            failure = await _serve_until_stopped_or_failed(app, waiter)
         else:
             start.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await start
+        if failure is not None:
+            log.error("%s can no longer serve: %s; exiting to be restarted", app.name, failure)
+            await host.stop(min(settings.grace_period_s, FAILED_GRACE_S))
+            return EXIT_SERVICE_FAILED
         await host.stop()
+        return 0
     finally:
         shutdown_telemetry()
+
+
+async def _serve_until_stopped_or_failed(app: ServiceApp, stop: asyncio.Future[Any]) -> str | None:
+    """None once a stop was requested; the reason if the app's `watch()` reported one first."""
+    watch = getattr(app, "watch", None)
+    if watch is None:
+        await stop
+        return None
+    watcher: asyncio.Future[str] = asyncio.ensure_future(watch())
+    done, _ = await asyncio.wait({stop, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    if watcher in done:
+        return watcher.result()
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    return None

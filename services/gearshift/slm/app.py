@@ -9,6 +9,7 @@ benchmarks share one engine between several hosts).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -22,6 +23,8 @@ from gearshift.v1 import inference_pb2, inference_pb2_grpc
 __all__ = ["Settings", "SlmApp", "build_app"]
 
 log = logging.getLogger(__name__)
+
+ENGINE_CHECK_INTERVAL_S = 0.5
 
 
 class SlmApp:
@@ -58,6 +61,18 @@ class SlmApp:
         log.info(
             "serving %s (context %d tokens)", self.engine.served_name, self.engine.max_model_len
         )
+
+    async def watch(self) -> str:
+        """Returns once the engine has died, so the host exits and the process is replaced.
+
+        Until then GetModelInfo and calls already say ENGINE_DEAD / ready=false; this makes
+        health (and the kubelet's probes, and `gearshift up`'s supervisor) follow.
+        """
+        while True:
+            await asyncio.sleep(ENGINE_CHECK_INTERVAL_S)
+            if self.engine is not None and self.engine.dead:
+                self.engine.warm = False
+                return "the vLLM engine died (engine-core process gone or its loop failed)"
 
     async def stop(self) -> None:
         if self.engine is not None and self._owns_engine:

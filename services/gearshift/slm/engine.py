@@ -121,6 +121,16 @@ class SlmEngine:
         self._collector = register_collector(tracker, choice.served_name)
         return self
 
+    @property
+    def dead(self) -> bool:
+        """Whether the engine can no longer generate (vLLM's `errored`).
+
+        vLLM's monitor thread marks the engine dead within moments of the engine-core
+        process exiting (kill -9, out of memory); the output handler ending has the same
+        meaning. A dead engine never comes back: the process must be replaced.
+        """
+        return not self._closed and bool(getattr(self.engine, "errored", False))
+
     def engine_input(self, token_ids: list[int]) -> Any:
         """Prompt token ids in the form `AsyncLLM.generate` takes without re-tokenizing.
 

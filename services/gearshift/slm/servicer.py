@@ -13,11 +13,13 @@ and counts the abort by cause.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,11 @@ from gearshift.slm.sampling import to_vllm, token_budget
 from gearshift.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+# No tokenizer turns more than this many characters into one token on average; a prompt
+# longer than context * this cannot fit and is refused before tokenization.
+MAX_CHARS_PER_TOKEN = 32
+_TOKENIZER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenizer")
 
 BACKEND = "vllm"
 DEADLINE_SLACK_S = 0.2
@@ -144,12 +151,18 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     def _ready_engine(self) -> SlmEngine:
         engine = self._engine()
+        if engine is not None and engine.dead:
+            raise Unavailable(
+                "the model's engine has died; this server is restarting", reason="ENGINE_DEAD"
+            )
         if engine is None or not engine.warm:
             raise Unavailable("the model is still loading", reason="ENGINE_LOADING")
         return engine
 
-    def _admit(self, engine: SlmEngine, request: inference_pb2.GenerateRequest) -> tuple[Call, Any]:
-        """Validates, resolves the model, tokenizes and sizes the answer."""
+    async def _admit(
+        self, engine: SlmEngine, request: inference_pb2.GenerateRequest
+    ) -> tuple[Call, Any]:
+        """Validates, resolves the model, tokenizes (off the event loop) and sizes the answer."""
         received = time.perf_counter()
         require_valid_chat(request.messages, request.sampling)
         if request.model and request.model != engine.served_name:
@@ -158,7 +171,24 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 f"{engine.served_name!r}",
                 reason="MODEL_NOT_SERVED",
             )
-        ids = prompt_token_ids(engine.tokenizer, request.messages)
+        chars = sum(len(m.content) for m in request.messages)
+        if chars > engine.max_model_len * MAX_CHARS_PER_TOKEN:
+            # Cannot fit however it tokenizes: refused without spending seconds on it.
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "messages",
+                        f"the prompt is {chars:,} characters; the model's context is "
+                        f"{engine.max_model_len} tokens (at most "
+                        f"{engine.max_model_len * MAX_CHARS_PER_TOKEN:,} characters)",
+                    )
+                ]
+            )
+        # In one worker thread (a Hugging Face tokenizer is not safe to share between
+        # threads): a long prompt no longer stalls every other call on the event loop.
+        ids = await asyncio.get_running_loop().run_in_executor(
+            _TOKENIZER_THREAD, prompt_token_ids, engine.tokenizer, request.messages
+        )
         sampling = request.sampling
         budget = token_budget(
             len(ids),
@@ -257,7 +287,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> inference_pb2.GenerateResponse:
         engine = self._ready_engine()
-        call, prompt = self._admit(engine, request)
+        call, prompt = await self._admit(engine, request)
         text: list[str] = []
         logprobs: list[common_pb2.TokenLogprob] = []
         finish_reason = common_pb2.FINISH_REASON_UNSPECIFIED
@@ -285,7 +315,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[inference_pb2.GenerateChunk]:
         engine = self._ready_engine()
-        call, prompt = self._admit(engine, request)
+        call, prompt = await self._admit(engine, request)
         pieces = self._generate(engine, call, prompt, request.sampling.top_logprobs, context)
         async with contextlib.aclosing(pieces):
             async for piece in pieces:
@@ -310,6 +340,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         engine = self._engine()
         if engine is None:
             return inference_pb2.ModelInfo(model=self._served_name(), backend=BACKEND, ready=False)
+        if engine.dead:
+            return inference_pb2.ModelInfo(model=engine.served_name, backend=BACKEND, ready=False)
         snap = engine.load.snapshot()
         return inference_pb2.ModelInfo(
             model=engine.served_name,
