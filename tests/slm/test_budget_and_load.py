@@ -53,6 +53,23 @@ def test_idle_engine_reports_no_load_even_with_a_stale_snapshot() -> None:
     assert tracker.snapshot().generated_tokens_per_second == 0.0
 
 
+def test_a_wedged_engine_is_told_from_an_idle_one() -> None:
+    """Stall = calls in flight and no engine step; idle time before a call does not count."""
+    now = [0.0]
+    tracker = LoadTracker(clock=lambda: now[0])
+    now[0] = 500.0  # idle for a long time: not a stall
+    assert tracker.stalled_for_s() == 0.0
+    tracker.request_started()
+    now[0] = 501.0
+    tracker.record_iteration(generated_tokens=1, prompt_tokens=5, finished_ids=[])
+    now[0] = 503.0
+    assert tracker.stalled_for_s() == pytest.approx(2.0)
+    now[0] = 570.0  # the engine process stopped stepping: a wedge the SLM app acts on
+    assert tracker.stalled_for_s() == pytest.approx(69.0)
+    tracker.request_ended("abort")
+    assert tracker.stalled_for_s() == 0.0
+
+
 def test_settings_env_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GEARSHIFT_SLM_MAX_MODEL_LEN", "4096")
     monkeypatch.setenv("GEARSHIFT_SLM_EXTRA_ENGINE_ARGS", '{"max_num_seqs": 8}')

@@ -63,16 +63,27 @@ class SlmApp:
         )
 
     async def watch(self) -> str:
-        """Returns once the engine has died, so the host exits and the process is replaced.
+        """Returns once the engine has died or wedged, so the host exits and is replaced.
 
         Until then GetModelInfo and calls already say ENGINE_DEAD / ready=false; this makes
         health (and the kubelet's probes, and `gearshift up`'s supervisor) follow.
         """
+        limit = self.settings.engine_stall_timeout_s
         while True:
             await asyncio.sleep(ENGINE_CHECK_INTERVAL_S)
-            if self.engine is not None and self.engine.dead:
-                self.engine.warm = False
+            engine = self.engine
+            if engine is None:
+                continue
+            if engine.dead:
+                engine.warm = False
                 return "the vLLM engine died (engine-core process gone or its loop failed)"
+            stalled = engine.load.stalled_for_s()
+            if stalled > limit:
+                engine.warm = False
+                return (
+                    f"the vLLM engine is wedged: calls in flight, no engine step for "
+                    f"{stalled:.0f} s (engine_stall_timeout_s {limit:g})"
+                )
 
     async def stop(self) -> None:
         if self.engine is not None and self._owns_engine:

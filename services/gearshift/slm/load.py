@@ -76,11 +76,13 @@ class LoadTracker:
         self.aborted_total: dict[str, int] = {}
         self.engine_finished_ids: deque[str] = deque(maxlen=1024)
         self.in_flight = 0
+        self._last_progress = self._started  # last engine step, or first call after idle
 
     # -- engine side ------------------------------------------------------------------
 
     def record_scheduler(self, running: int, waiting: int, kv_cache_usage: float) -> None:
         with self._lock:
+            self._last_progress = self._clock()
             self.engine_running = running
             self.engine_waiting = waiting
             self.engine_kv_cache_usage = kv_cache_usage
@@ -91,6 +93,7 @@ class LoadTracker:
     ) -> None:
         now = self._clock()
         with self._lock:
+            self._last_progress = now
             if generated_tokens:
                 self._token_events.append((now, generated_tokens))
                 self.generated_tokens_total += generated_tokens
@@ -107,7 +110,20 @@ class LoadTracker:
 
     def request_started(self) -> None:
         with self._lock:
+            if self.in_flight == 0:
+                self._last_progress = self._clock()  # an idle engine is not a stalled one
             self.in_flight += 1
+
+    def stalled_for_s(self) -> float:
+        """How long calls have been waiting without the engine taking a single step.
+
+        0 while nothing is in flight. A live engine steps many times a second while it has
+        work; a wedged one (its process stopped, a hung kernel) never does.
+        """
+        with self._lock:
+            if self.in_flight <= 0:
+                return 0.0
+            return max(0.0, self._clock() - self._last_progress)
 
     def request_ended(self, finish_reason: str) -> None:
         with self._lock:

@@ -53,6 +53,12 @@ class Settings(ServiceSettings):
         description='JSON object of further vllm AsyncEngineArgs, e.g. {"max_num_seqs": 64}.',
     )
     warmup: bool = Field(True, description="Run one tiny generation before reporting SERVING.")
+    engine_stall_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Calls in flight while the engine takes no step for this long mean a "
+        "wedged engine: health turns NOT_SERVING and the process exits to be replaced.",
+    )
     max_tokens_default: int = Field(
         0,
         ge=0,
