@@ -134,6 +134,24 @@ async def test_a_10_mb_body_is_refused_from_its_length_without_being_read(
     assert time.perf_counter() - started < 5.0
 
 
+async def test_a_chunked_body_past_the_limit_is_413(limited_router: RunningRouter) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(200):
+            yield b"x" * 1024  # 200 KB without a Content-Length
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{limited_router.http_base}/chat/completions",
+            data=chunks(),
+            headers=AUTH,
+            timeout=aiohttp.ClientTimeout(total=30),
+        ) as resp,
+    ):
+        body = await resp.json()
+    assert resp.status == 413 and "max_body_bytes" in body["error"]["message"], body
+
+
 @pytest.mark.parametrize(
     ("headers", "named"),
     [
