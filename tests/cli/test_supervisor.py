@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -209,5 +210,56 @@ def test_a_crash_loop_backs_off_exponentially_and_is_reported(tmp_path: Path) ->
         assert "CRASH LOOP" not in crashes[1] and "CRASH LOOP" in crashes[2], crashes
         assert "database is on fire" in crashes[0], "the report must show why it died"
         assert (tmp_path / "starts").read_text().count("x") >= 4
+    finally:
+        supervisor.stop_all()
+
+
+HEALTH_CHILD = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Health(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Health).serve_forever()
+"""
+
+
+def test_a_wedged_http_service_is_killed_and_restarted(tmp_path: Path) -> None:
+    """Alive but not answering its health URL (SIGSTOP): the supervisor replaces it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reports: list[str] = []
+    supervisor = Supervisor(
+        tmp_path / "logs",
+        grace_s=1,
+        restart=RestartPolicy(initial_s=0.1, max_s=0.5, stable_s=60),
+        report=reports.append,
+    )
+    spec = ProcessSpec(
+        "upstream",
+        [sys.executable, "-c", HEALTH_CHILD, str(port)],
+        health_url=f"http://127.0.0.1:{port}/health",
+        start_timeout_s=30,
+        liveness_failures=3,
+        liveness_period_s=0.2,
+        liveness_timeout_s=0.3,
+    )
+    try:
+        supervisor.start_all([spec], echo=False)
+        proc = supervisor.running[0]
+        frozen = proc.popen.pid
+        os.kill(frozen, signal.SIGSTOP)
+        _supervise_until(supervisor, lambda: proc.restarts == 1)
+        assert any("stopped answering" in r for r in reports), reports
+        _supervise_until(supervisor, lambda: Supervisor._is_ready(spec))
+        assert proc.popen.pid != frozen and proc.popen.poll() is None
     finally:
         supervisor.stop_all()

@@ -36,6 +36,11 @@ class ProcessSpec:
     health_url: str = ""
     start_timeout_s: float = 300.0
     description: str = ""
+    # Liveness (health_url only): after it was ready, this many failed checks in a row
+    # mean it is wedged (alive but not answering): it is killed and restarted. 0: off.
+    liveness_failures: int = 0
+    liveness_period_s: float = 5.0
+    liveness_timeout_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,9 @@ class RunningProcess:
     crashes_in_a_row: int = 0
     restarts: int = 0
     restart_at: float | None = None  # set while it waits out its backoff
+    was_ready: bool = False
+    failed_checks: int = 0
+    next_check: float = 0.0
 
 
 class StartupFailed(RuntimeError):
@@ -129,15 +137,43 @@ class Supervisor:
                 code = proc.popen.poll()
                 if code is not None:
                     self._schedule_restart(proc, code, now)
+                else:
+                    self._check_liveness(proc, now)
             elif now >= proc.restart_at:
                 self._signal(proc, signal.SIGKILL)  # leftovers of the old process group
                 proc.popen = self._popen(proc.spec, proc.log_file)
                 proc.started_at = time.monotonic()
                 proc.restart_at = None
+                proc.was_ready, proc.failed_checks = False, 0
                 proc.restarts += 1
                 self.report(
                     f"{proc.spec.name}: restarted (restart {proc.restarts}, pid {proc.popen.pid})"
                 )
+
+    def _check_liveness(self, proc: RunningProcess, now: float) -> None:
+        """Kills a process that was ready and stopped answering its health URL.
+
+        vLLM's server exits by itself when its engine dies; this catches the wedged case
+        (the process alive, nothing answering), which would otherwise last forever.
+        """
+        spec = proc.spec
+        if not spec.health_url or spec.liveness_failures <= 0 or now < proc.next_check:
+            return
+        proc.next_check = now + spec.liveness_period_s
+        if self._is_ready(spec, spec.liveness_timeout_s):
+            proc.was_ready, proc.failed_checks = True, 0
+            return
+        if not proc.was_ready:
+            return  # still starting (a restart warms up for a minute)
+        proc.failed_checks += 1
+        if proc.failed_checks >= spec.liveness_failures:
+            self.report(
+                f"{spec.name} stopped answering {spec.health_url} "
+                f"({proc.failed_checks} checks in a row, every {spec.liveness_period_s:g} s); "
+                "killing it to restart it"
+            )
+            self._signal(proc, signal.SIGKILL)
+            proc.failed_checks = 0
 
     def _schedule_restart(self, proc: RunningProcess, code: int, now: float) -> None:
         if now - proc.started_at >= self.restart.stable_s:
@@ -167,6 +203,7 @@ class Supervisor:
                     f"last lines of {proc.log_path}:\n{tail(proc.log_path)}"
                 )
             if self._is_ready(proc.spec):
+                proc.was_ready = True
                 return
             time.sleep(0.25)
         raise StartupFailed(
@@ -175,12 +212,12 @@ class Supervisor:
         )
 
     @staticmethod
-    def _is_ready(spec: ProcessSpec) -> bool:
+    def _is_ready(spec: ProcessSpec, timeout_s: float = 2.0) -> bool:
         if spec.ready_file is not None:
             return spec.ready_file.is_file()
         if spec.health_url:
             try:
-                with urllib.request.urlopen(spec.health_url, timeout=2) as response:
+                with urllib.request.urlopen(spec.health_url, timeout=timeout_s) as response:
                     return bool(response.status == 200)
             except OSError:
                 return False

@@ -144,6 +144,7 @@ def plan(
                 ],
                 env,
                 health_url=f"http://127.0.0.1:{ports.upstream}/health",
+                liveness_failures=12,  # a minute without an answer: wedged, restart it
                 description=f"stand-in 'large' model: {DEFAULT_MODEL_NAME} behind vllm serve "
                 f":{ports.upstream}",
             )
