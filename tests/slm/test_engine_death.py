@@ -71,16 +71,16 @@ def test_killed_engine_turns_health_not_serving_and_the_process_exits(
 
         os.kill(_engine_core(popen.pid), signal.SIGKILL)  # kill -9 of VLLM::EngineCore
         killed = time.monotonic()
-        not_serving_after: float | None = None
+        not_serving_after: float | None = None  # NOT_SERVING, or the port already closed
         ready_after_kill: list[bool] = []
-        while time.monotonic() - killed < 10 and popen.poll() is None:
+        while time.monotonic() - killed < 10:
             try:
                 status = health.Check(request, timeout=1).status
                 ready_after_kill.append(
                     info.GetModelInfo(inference_pb2.GetModelInfoRequest(), timeout=1).ready
                 )
             except grpc.RpcError:
-                break  # the port closed: the process is exiting
+                status = health_pb2.HealthCheckResponse.UNKNOWN  # exiting: the port closed
             if status != health_pb2.HealthCheckResponse.SERVING:
                 not_serving_after = time.monotonic() - killed
                 break
@@ -88,8 +88,8 @@ def test_killed_engine_turns_health_not_serving_and_the_process_exits(
         channel.close()
         code = popen.wait(timeout=30)
         exited_after = time.monotonic() - killed
-        assert not_serving_after is not None or exited_after < 5, log.read_text()[-3000:]
-        assert (not_serving_after or exited_after) < 5.0
+        assert not_serving_after is not None and not_serving_after < 5.0, log.read_text()[-3000:]
+        assert exited_after < 10.0, f"took {exited_after:.1f} s to exit"
         assert code == EXIT_SERVICE_FAILED, log.read_text()[-3000:]
         assert "can no longer serve" in log.read_text()
     finally:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -23,7 +25,7 @@ def _serve(argv: Sequence[str]) -> int:
     except ServiceNotAvailable as exc:
         print(f"gearshift serve: {exc}", file=sys.stderr)
         return 2
-    from gearshift.runtime.server import run_service
+    from gearshift.runtime.server import EXIT_SERVICE_FAILED, run_service
 
     parser = argparse.ArgumentParser(
         prog=f"gearshift serve {name}",
@@ -47,7 +49,15 @@ def _serve(argv: Sequence[str]) -> int:
             return 2
         return await run_service(app, settings)
 
-    return asyncio.run(build_and_run())
+    code = asyncio.run(build_and_run())
+    if code == EXIT_SERVICE_FAILED:
+        # The service already drained and said why. Exit now: a dead engine's clean-up
+        # hooks (vLLM's) took 25 s here, all of it time the service is down for.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
