@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 
@@ -38,6 +37,11 @@ def _serve(argv: Sequence[str]) -> int:
         print(f"gearshift serve {name}: invalid settings: {exc}", file=sys.stderr)
         return 2
 
+    if getattr(settings, "workers", 1) > 1:
+        from gearshift.runtime.workers import run_workers
+
+        return run_workers(name, rest, settings)
+
     async def build_and_run() -> int:
         # Built inside the running loop: apps open grpc.aio channels, which bind to it.
         try:
@@ -48,7 +52,9 @@ def _serve(argv: Sequence[str]) -> int:
         await run_service(app, settings)
         return 0
 
-    return asyncio.run(build_and_run())
+    from gearshift.runtime.eventloop import run
+
+    return run(build_and_run())
 
 
 def build_parser() -> argparse.ArgumentParser:

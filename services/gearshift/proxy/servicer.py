@@ -231,14 +231,17 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
         outcome = "error"
         # Not made current: an async generator may be closed in another context.
         span = _tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT)
-        span.set_attribute("gen_ai.operation.name", "chat")
-        span.set_attribute("gen_ai.provider.name", PROVIDER)
-        span.set_attribute("gen_ai.request.model", model)
+        recording = span.is_recording()
+        if recording:
+            span.set_attribute("gen_ai.operation.name", "chat")
+            span.set_attribute("gen_ai.provider.name", PROVIDER)
+            span.set_attribute("gen_ai.request.model", model)
         try:
             try:
                 async with _bounded(deadline):
                     route, (events, first) = await backend.dispatch(attempt, deadline)
-                span.set_attribute("server.address", route.name)
+                if recording:
+                    span.set_attribute("server.address", route.name)
             except TimeoutError:
                 outcome = "deadline"
                 raise DeadlineExceeded(

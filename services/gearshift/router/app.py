@@ -23,13 +23,13 @@ from gearshift.router.pipeline import Pipeline, PipelineConfig
 from gearshift.router.routing_table import RoutesFileWatcher, RoutingTable
 from gearshift.router.scoring import DifficultyScorer, load_scorer
 from gearshift.router.servicer import RouterServicer
-from gearshift.runtime.settings import ServiceSettings
+from gearshift.runtime.settings import MultiWorkerSettings
 from gearshift.v1 import router_pb2, router_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
-class Settings(ServiceSettings):
+class Settings(MultiWorkerSettings):
     """Router settings (env prefix `GEARSHIFT_ROUTER_`, flags `--http-port` etc.)."""
 
     model_config = SettingsConfigDict(env_prefix="GEARSHIFT_ROUTER_", extra="ignore")
@@ -152,6 +152,7 @@ class RouterApp:
                 settings.host,
                 settings.http_port,
                 drop_unsupported_params=settings.drop_unsupported_params,
+                reuse_port=settings.reuse_port,
             )
             if settings.http_port >= 0
             else None

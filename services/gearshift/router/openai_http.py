@@ -21,6 +21,7 @@ from opentelemetry import propagate, trace
 from gearshift.router.auth import KeyTable
 from gearshift.router.pipeline import Pipeline
 from gearshift.runtime.errors import FieldViolation, GearshiftError, InvalidArgument
+from gearshift.runtime.telemetry import tracing_enabled
 from gearshift.v1 import common_pb2, router_pb2
 
 log = logging.getLogger(__name__)
@@ -260,8 +261,10 @@ class OpenAIHttpApi:
         host: str,
         port: int,
         drop_unsupported_params: bool = False,
+        reuse_port: bool = False,
     ) -> None:
         self.pipeline = pipeline
+        self.reuse_port = reuse_port
         self.keys = keys
         self.host = host
         self.requested_port = port
@@ -281,7 +284,7 @@ class OpenAIHttpApi:
         # cancels the backend call (and the generation) through the pipeline.
         self._runner = web.AppRunner(self.application(), handler_cancellation=True, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_port=False)
+        site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_port=self.reuse_port)
         await site.start()
         server = site._server  # aiohttp exposes the bound port only here
         sockets = getattr(server, "sockets", None) or []
@@ -311,12 +314,14 @@ class OpenAIHttpApi:
         return web.json_response({"object": "list", "data": data})
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        parent = propagate.extract(dict(request.headers))
+        parent = propagate.extract(request.headers) if tracing_enabled() else None
         with tracer.start_as_current_span(
             "POST /v1/chat/completions", context=parent, kind=trace.SpanKind.SERVER
         ) as span:
-            span.set_attribute("http.request.method", "POST")
-            span.set_attribute("url.path", "/v1/chat/completions")
+            recording = span.is_recording()
+            if recording:
+                span.set_attribute("http.request.method", "POST")
+                span.set_attribute("url.path", "/v1/chat/completions")
             try:
                 tenant = self.keys.authenticate(request.headers.get("authorization"))
                 try:
@@ -331,9 +336,11 @@ class OpenAIHttpApi:
                     return await self._stream(request, chat, tenant, include_usage)
                 response = await self.pipeline.chat(chat, tenant, None)
             except GearshiftError as exc:
-                span.set_attribute("http.response.status_code", HTTP_STATUS.get(exc.code, 500))
+                if recording:
+                    span.set_attribute("http.response.status_code", HTTP_STATUS.get(exc.code, 500))
                 return error_response(exc)
-            span.set_attribute("http.response.status_code", 200)
+            if recording:
+                span.set_attribute("http.response.status_code", 200)
             return web.json_response(
                 {
                     "id": f"chatcmpl-{response.request_id}",

@@ -37,6 +37,9 @@ def model_span(
 ) -> Iterator[Span]:
     """Opens a `chat {model}` span carrying the request-side GenAI attributes."""
     with _tracer.start_as_current_span(f"chat {model}", kind=kind) as span:
+        if not span.is_recording():
+            yield span
+            return
         span.set_attribute("gen_ai.operation.name", "chat")
         span.set_attribute("gen_ai.provider.name", provider)
         span.set_attribute("gen_ai.system", provider)
@@ -64,6 +67,8 @@ def record_response(
     response_id: str = "",
 ) -> None:
     """Adds the response-side GenAI attributes once the answer is complete."""
+    if not span.is_recording():
+        return
     span.set_attribute("gen_ai.response.model", model)
     span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
     span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
