@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, MutableSequence, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from gearshift.runtime.errors import (
     Unavailable,
 )
 from gearshift.runtime.genai import model_span, record_response
+from gearshift.runtime.ids import new_request_id
 from gearshift.runtime.telemetry import current_trace_id
 from gearshift.runtime.validation import require_valid_chat
 from gearshift.v1 import cache_pb2, common_pb2, inference_pb2, router_pb2
@@ -156,7 +156,7 @@ class Pipeline:
             budget = min(budget, time_remaining)
         snapshot = self.table.snapshot
         plan = Plan(
-            request_id=request.request_id or uuid.uuid4().hex,
+            request_id=request.request_id or new_request_id(),
             tenant=tenant,
             messages=messages,
             sampling=request.sampling,
