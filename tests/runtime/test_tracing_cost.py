@@ -1,0 +1,94 @@
+"""Tracing costs nothing when off and keeps whole traces when sampled.
+
+A service process exporting to a real OTLP receiver with `trace_sample_ratio` 0 must
+record exactly the calls whose caller said "sampled" (W3C `traceparent` flag 01), with
+the caller's span as parent; a process with nowhere to export installs no SDK at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+
+from gearshift.v1 import common_pb2, inference_pb2, inference_pb2_grpc
+from tests.fixtures.otlp import OtlpReceiver
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _start_echo(tmp: Path, *flags: str) -> tuple[subprocess.Popen[bytes], str]:
+    ready = tmp / "ready.json"
+    log = (tmp / "service.log").open("wb")
+    popen = subprocess.Popen(
+        [
+            sys.executable, "-m", "tests.runtime.echo_service", "--grpc-port", "0",
+            "--metrics-port", "-1", "--ready-file", str(ready), *flags,
+        ],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert popen.poll() is None, (tmp / "service.log").read_text()
+        assert time.monotonic() < deadline, "service did not become ready"
+        time.sleep(0.05)
+    return popen, f"127.0.0.1:{json.loads(ready.read_text())['grpc_port']}"
+
+
+async def test_ratio_zero_records_only_what_the_caller_sampled(
+    tmp_path: Path, otlp_receiver: OtlpReceiver
+) -> None:
+    service = f"echo-{uuid.uuid4().hex[:8]}"
+    popen, address = _start_echo(
+        tmp_path,
+        "--otlp-endpoint", otlp_receiver.address, "--trace-sample-ratio", "0",
+        "--service-name", service,
+    )  # fmt: skip
+    sampled, unsampled = uuid.uuid4().hex, uuid.uuid4().hex
+    parent = uuid.uuid4().hex[:16]
+    request = inference_pb2.GenerateRequest(
+        messages=[common_pb2.ChatMessage(role="user", content="hi")]
+    )
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            for metadata in (
+                [("traceparent", f"00-{sampled}-{parent}-01")],
+                [("traceparent", f"00-{unsampled}-{parent}-00")],
+                [],
+            ):
+                reply = await stub.Generate(request, metadata=metadata, timeout=10)
+                assert reply.text == "hi"
+        spans = await otlp_receiver.wait_for(sampled, min_spans=1, timeout_s=15)
+        assert [s.parent_span_id for s in spans] == [parent], spans
+        await asyncio.sleep(1.5)  # the batch exporter's delay is 0.5 s
+        mine = [s for s in otlp_receiver.spans if s.service == service]
+        assert {s.trace_id for s in mine} == {sampled}, "a span nobody sampled was exported"
+    finally:
+        popen.terminate()
+        popen.wait(30)
+
+
+def test_without_an_exporter_no_sdk_and_no_interceptors_are_installed() -> None:
+    probe = (
+        "from opentelemetry import trace\n"
+        "from gearshift.runtime import telemetry\n"
+        "telemetry.setup_telemetry('probe')\n"
+        "span = trace.get_tracer('t').start_span('s')\n"
+        "print(telemetry.tracing_enabled(), telemetry.server_interceptors(),"
+        " telemetry.client_interceptors(), span.is_recording(),"
+        " type(trace.get_tracer_provider()).__name__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "[]", "[]", "False", "ProxyTracerProvider"]
