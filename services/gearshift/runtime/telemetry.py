@@ -115,7 +115,9 @@ def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
         return []
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    return [aio_server_interceptor()]  # type: ignore[no-untyped-call]
+    from gearshift.runtime.tracing_server import TracingServerInterceptor
+
+    return [TracingServerInterceptor(aio_server_interceptor())]  # type: ignore[no-untyped-call]
 
 
 def client_interceptors() -> list[Any]:
