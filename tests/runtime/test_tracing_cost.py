@@ -17,7 +17,11 @@ import uuid
 from pathlib import Path
 
 import grpc
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
+from gearshift.runtime.telemetry import insecure_channel
 from gearshift.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 from tests.fixtures.otlp import OtlpReceiver
 
@@ -92,3 +96,49 @@ def test_without_an_exporter_no_sdk_and_no_interceptors_are_installed() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "[]", "[]", "False", "ProxyTracerProvider"]
+
+
+async def test_client_spans_only_when_sampled_and_the_callee_follows(
+    tmp_path: Path, otlp_receiver: OtlpReceiver, span_exporter: InMemorySpanExporter
+) -> None:
+    service = f"echo-{uuid.uuid4().hex[:8]}"
+    popen, address = _start_echo(
+        tmp_path, "--otlp-endpoint", otlp_receiver.address, "--service-name", service
+    )
+    request = inference_pb2.GenerateRequest(
+        messages=[common_pb2.ChatMessage(role="user", content="hi")]
+    )
+    tracer = trace.get_tracer("test")
+    unsampled = SpanContext(
+        trace_id=int(uuid.uuid4().hex, 16),
+        span_id=int(uuid.uuid4().hex[:16], 16),
+        is_remote=True,
+        trace_flags=TraceFlags(0),
+    )
+    try:
+        channel = insecure_channel(address)  # the channel every Gearshift hop uses
+        stub = inference_pb2_grpc.InferenceServiceStub(channel)
+        with tracer.start_as_current_span("caller") as caller:
+            await stub.Generate(request, timeout=10)
+        with trace.use_span(NonRecordingSpan(unsampled)):
+            await stub.Generate(request, timeout=10)
+        await channel.close()
+        sampled_id = format(caller.get_span_context().trace_id, "032x")
+        (client,) = [
+            s
+            for s in span_exporter.get_finished_spans()
+            if s.kind == SpanKind.CLIENT and s.context.trace_id == int(sampled_id, 16)
+        ]
+        assert client.name.endswith("InferenceService/Generate")
+        assert client.parent is not None
+        assert client.parent.span_id == caller.get_span_context().span_id
+        (server,) = await otlp_receiver.wait_for(sampled_id, min_spans=1, timeout_s=15)
+        assert server.parent_span_id == format(client.context.span_id, "016x")
+        await asyncio.sleep(1.5)
+        mine = [s for s in otlp_receiver.spans if s.service == service]
+        assert {s.trace_id for s in mine} == {sampled_id}, "the unsampled call was recorded"
+        finished = span_exporter.get_finished_spans()
+        assert not [s for s in finished if s.context.trace_id == unsampled.trace_id]
+    finally:
+        popen.terminate()
+        popen.wait(30)

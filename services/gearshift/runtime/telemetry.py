@@ -126,7 +126,15 @@ def client_interceptors() -> list[Any]:
         return []
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-    return list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+    from gearshift.runtime.tracing_client import TracingClientInterceptor
+
+    unary_request = (grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor)
+    streaming = [
+        i
+        for i in aio_client_interceptors()  # type: ignore[no-untyped-call]
+        if not isinstance(i, unary_request)
+    ]
+    return [TracingClientInterceptor(), *streaming]
 
 
 def current_trace_id() -> str:
