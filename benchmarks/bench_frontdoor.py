@@ -9,8 +9,9 @@ upstream (canned completion) behind every path:
   -> proxy (gRPC) -> stub;
 - LiteLLM proxy (1 worker) -> stub, when the `litellm` command is installed.
 
-Each path runs in up to five set-ups: this tree with tracing off; this tree exporting
-traces at a 10% sample ratio to a local OTLP receiver; a baseline tree (`--baseline-tree`,
+Each path runs in up to six set-ups: this tree with tracing off; this tree exporting
+traces at a 10% sample ratio to a local OTLP receiver (over HTTP/protobuf, and over gRPC
+unless `--no-grpc-export`); a baseline tree (`--baseline-tree`,
 e.g. a checkout of main) as it runs today; and the proxy with `workers` 1 and 2 (not
 pinned: both cores). With `--pin` (default on 2+ cores) every single-worker service is
 pinned with taskset, routers to one core and proxies to the other, as "one core per
@@ -74,6 +75,18 @@ async def main():
     await server.start()
     await server.wait_for_termination()
 asyncio.run(main())
+"""
+
+OTLP_HTTP_RECEIVER = r"""
+import sys
+from aiohttp import web
+async def traces(request):
+    await request.read()
+    return web.Response(body=b"", content_type="application/x-protobuf")
+app = web.Application()
+app.router.add_post("/v1/traces", traces)
+app.router.add_post("/v1/metrics", traces)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
 
@@ -463,6 +476,9 @@ def main() -> None:
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--no-tracing", action="store_true", help="skip the 10%% set-up")
     parser.add_argument("--no-workers", action="store_true", help="skip the workers set-ups")
+    parser.add_argument(
+        "--no-grpc-export", action="store_true", help="skip the 10%% OTLP/gRPC set-up"
+    )
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     cores = os.cpu_count() or 1
@@ -493,11 +509,29 @@ def main() -> None:
                     spawn([sys.executable, "-c", OTLP_RECEIVER, str(otlp_port)], tmp / "otlp.log")
                 )
                 wait_until(lambda: port_open(otlp_port), "OTLP receiver", 30)
-                flags = ["--otlp-endpoint", f"127.0.0.1:{otlp_port}", "--trace-sample-ratio", "0.1"]
+                http_port = free_port()
+                procs.append(
+                    spawn(
+                        [sys.executable, "-c", OTLP_HTTP_RECEIVER, str(http_port)],
+                        tmp / "otlp-http.log",
+                    )
+                )
+                wait_until(lambda: port_open(http_port), "OTLP/HTTP receiver", 30)
+                ratio = ["--trace-sample-ratio", "0.1"]
+                http_flags = [
+                    "--otlp-endpoint", f"http://127.0.0.1:{http_port}",
+                    "--otlp-protocol", "http/protobuf", *ratio,
+                ]  # fmt: skip
+                grpc_flags = ["--otlp-endpoint", f"127.0.0.1:{otlp_port}", *ratio]
                 setups.append(
-                    Setup("tracing 10%", HERE, flags=flags, proxy_cpu=proxy_cpu,
+                    Setup("tracing 10%", HERE, flags=http_flags, proxy_cpu=proxy_cpu,
                           router_cpu=router_cpu),
                 )  # fmt: skip
+                if not args.no_grpc_export:
+                    setups.append(
+                        Setup("tracing 10%, OTLP/gRPC", HERE, flags=grpc_flags,
+                              proxy_cpu=proxy_cpu, router_cpu=router_cpu),
+                    )  # fmt: skip
             if not args.no_workers and cores >= 2:
                 setups.append(Setup("workers=1", HERE, with_router=False))
                 setups.append(Setup("workers=2", HERE, workers=2, with_router=False))

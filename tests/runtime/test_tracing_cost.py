@@ -17,7 +17,9 @@ import uuid
 from pathlib import Path
 
 import grpc
+from aiohttp import web
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
@@ -142,3 +144,46 @@ async def test_client_spans_only_when_sampled_and_the_callee_follows(
     finally:
         popen.terminate()
         popen.wait(30)
+
+
+async def test_spans_reach_an_otlp_http_collector(tmp_path: Path) -> None:
+    received: list[str] = []
+    got_one = asyncio.Event()
+
+    async def traces(request: web.Request) -> web.Response:
+        export = trace_service_pb2.ExportTraceServiceRequest.FromString(await request.read())
+        for resource_spans in export.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                received.extend(s.trace_id.hex() for s in scope_spans.spans)
+        got_one.set()
+        body = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        return web.Response(body=body, content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", traces)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    popen, address = await asyncio.to_thread(
+        _start_echo,
+        tmp_path,
+        "--otlp-endpoint", f"http://127.0.0.1:{port}", "--otlp-protocol", "http/protobuf",
+    )  # fmt: skip
+    sampled = uuid.uuid4().hex
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            await inference_pb2_grpc.InferenceServiceStub(channel).Generate(
+                inference_pb2.GenerateRequest(
+                    messages=[common_pb2.ChatMessage(role="user", content="hi")]
+                ),
+                metadata=[("traceparent", f"00-{sampled}-{uuid.uuid4().hex[:16]}-01")],
+                timeout=10,
+            )
+        await asyncio.wait_for(got_one.wait(), 15)
+        assert sampled in received
+    finally:
+        popen.terminate()
+        await asyncio.to_thread(popen.wait, 30)
+        await runner.cleanup()

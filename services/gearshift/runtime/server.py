@@ -123,7 +123,10 @@ async def run_service(app: ServiceApp, settings: ServiceSettings) -> None:
     """Runs a service until SIGTERM or SIGINT, then drains and exits."""
     setup_logging(app.name, settings.log_level, settings.log_format)
     setup_telemetry(
-        settings.service_name, settings.otlp_endpoint, sample_ratio=settings.trace_sample_ratio
+        settings.service_name,
+        settings.otlp_endpoint,
+        sample_ratio=settings.trace_sample_ratio,
+        protocol=settings.otlp_protocol,
     )
     host = GrpcServiceHost(app, settings)
     loop = asyncio.get_running_loop()

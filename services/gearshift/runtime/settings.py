@@ -31,6 +31,11 @@ class ServiceSettings(BaseSettings):
     otlp_endpoint: str = Field(
         "", description="OTLP/gRPC collector address (host:port); empty disables export."
     )
+    otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
+        "grpc",
+        description="OTLP transport: grpc (endpoint host:port, usually 4317) or "
+        "http/protobuf (endpoint http://host:4318; costs less CPU per exported span).",
+    )
     trace_sample_ratio: float = Field(
         1.0,
         ge=0.0,
