@@ -148,7 +148,8 @@ class Setup:
 def serve(
     setup: Setup, name: str, args: list[str], cpu: str, tmp: Path, wait_http: int = 0
 ) -> subprocess.Popen[bytes]:
-    ready = tmp / f"{setup.label}-{name}.ready".replace(" ", "_")
+    stem = "".join(ch if ch.isalnum() else "_" for ch in f"{setup.label}-{name}")
+    ready = tmp / f"{stem}.ready"
     argv = [
         sys.executable, "-m", "gearshift.cli.main", "serve", name, *args, *setup.flags,
         "--metrics-port", "-1", "--log-level", "WARNING", "--ready-file", str(ready),
@@ -161,7 +162,7 @@ def serve(
         "TOKENIZERS_PARALLELISM": "false",
         **setup.env,
     }
-    log = tmp / f"{setup.label}-{name}.log".replace(" ", "_")
+    log = tmp / f"{stem}.log"
     proc = spawn(argv, log, env)
     try:
         wait_until(lambda: ready.exists() or proc.poll() is not None, f"{setup.label} {name}", 300)
