@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+FRONTDOOR_SKIPS = ["--no-workers", "--no-grpc-export"]
 
 
 @pytest.mark.parametrize(
@@ -26,6 +27,11 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         ),
         ("bench_proxy.py", ["--requests", "20", "--concurrency", "1"], "| 1 | 20 |"),
         ("bench_router.py", ["--requests", "20", "--concurrency", "2"], "| router, cache hits |"),
+        (
+            "bench_frontdoor.py",
+            ["--rounds", "1", "--requests", "20", "--concurrency", "1,2", *FRONTDOOR_SKIPS],
+            "| tracing 10% | router |",
+        ),
     ],
 )
 def test_benchmark_prints_its_table(script: str, args: list[str], row: str) -> None:

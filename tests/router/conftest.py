@@ -2,7 +2,7 @@
 
 The SLM server (vLLM engine), the LLM proxy (over a real vLLM OpenAI server) and the
 cache come from the shared session fixtures; this file adds the router itself, its
-routes and keys files, and an in-memory span exporter for the one-trace test.
+routes and keys files (the in-memory span exporter is tests/fixtures/otlp.py's).
 """
 
 from __future__ import annotations
@@ -16,27 +16,17 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gearshift.router.app import RouterApp, Settings
 from gearshift.router.local import local_default_routes
 from gearshift.runtime.server import GrpcServiceHost
-from gearshift.runtime.telemetry import setup_telemetry
 from gearshift.v1 import router_pb2_grpc
 
 KEY_A = "test-key-tenant-a"
 KEY_B = "test-key-tenant-b"
 SLM_ROUTE = "local-slm"
 LLM_ROUTE = "local-llm"
-
-
-@pytest.fixture(scope="session")
-def span_exporter() -> InMemorySpanExporter:
-    """Every span of every in-process service lands here (one process, one provider)."""
-    exporter = InMemorySpanExporter()
-    setup_telemetry("gearshift-tests", extra_processors=[SimpleSpanProcessor(exporter)])
-    return exporter
 
 
 def dead_address() -> str:

@@ -296,3 +296,28 @@ imagePullSecrets:
       port: {{ .port }}
 {{- end }}
 {{- end }}
+
+{{/*
+A container's resources with the CPU request raised to one core per worker: with the
+`workers` setting above 1, requests.cpu is at least `workers` cores (a larger request
+given in `resources` is kept). Call with (dict "resources" $values.resources "settings" $settings).
+*/}}
+{{- define "gearshift.resources" -}}
+{{- $res := deepCopy (.resources | default dict) }}
+{{- $workers := int (index .settings "workers" | default 1) }}
+{{- if gt $workers 1 }}
+{{- $req := $res.requests | default dict }}
+{{- $cpu := toString (index $req "cpu" | default "0") }}
+{{- $milli := 0 }}
+{{- if hasSuffix "m" $cpu }}
+{{- $milli = int (trimSuffix "m" $cpu) }}
+{{- else }}
+{{- $milli = int (mulf (float64 $cpu) 1000) }}
+{{- end }}
+{{- if lt $milli (mul $workers 1000) }}
+{{- $_ := set $req "cpu" (toString $workers) }}
+{{- end }}
+{{- $_ := set $res "requests" $req }}
+{{- end }}
+{{- toYaml $res }}
+{{- end }}

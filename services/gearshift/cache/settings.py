@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from gearshift.runtime.settings import ServiceSettings
+from gearshift.runtime.settings import MultiWorkerSettings
 
 
-class Settings(ServiceSettings):
+class Settings(MultiWorkerSettings):
     """What a deployment tunes: backend, bounds, and how many wrong hits it accepts."""
 
     model_config = SettingsConfigDict(env_prefix="GEARSHIFT_CACHE_", extra="ignore")
@@ -78,3 +78,11 @@ class Settings(ServiceSettings):
     embed_max_wait_ms: float = Field(
         1.0, ge=0, description="How long a micro-batch waits for more requests."
     )
+
+    @model_validator(mode="after")
+    def _workers_share_a_backend(self) -> Settings:
+        if self.workers > 1 and self.backend != "pgvector":
+            raise ValueError(
+                "workers > 1 needs backend pgvector: the usearch index lives in one process"
+            )
+        return self

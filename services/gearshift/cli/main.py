@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -40,6 +39,11 @@ def _serve(argv: Sequence[str]) -> int:
         print(f"gearshift serve {name}: invalid settings: {exc}", file=sys.stderr)
         return 2
 
+    if getattr(settings, "workers", 1) > 1:
+        from gearshift.runtime.workers import run_workers
+
+        return run_workers(name, rest, settings)
+
     async def build_and_run() -> int:
         # Built inside the running loop: apps open grpc.aio channels, which bind to it.
         try:
@@ -49,7 +53,9 @@ def _serve(argv: Sequence[str]) -> int:
             return 2
         return await run_service(app, settings)
 
-    code = asyncio.run(build_and_run())
+    from gearshift.runtime.eventloop import run
+
+    code = run(build_and_run())
     if code == EXIT_SERVICE_FAILED:
         # The service already drained and said why. Exit now: a dead engine's clean-up
         # hooks (vLLM's) took 25 s here, all of it time the service is down for.

@@ -13,6 +13,7 @@ from collections import deque
 from prometheus_client import Counter, Gauge, Histogram
 
 from gearshift.proxy.config import PriceConfig
+from gearshift.runtime.metrics import child
 from gearshift.v1 import common_pb2
 
 TOKENS = Counter(
@@ -78,9 +79,9 @@ def make_usage(prompt: int, completion: int, price: PriceConfig) -> common_pb2.U
 
 
 def record_usage(tenant: str, model: str, usage: common_pb2.Usage) -> None:
-    TOKENS.labels(tenant, model, "prompt").inc(usage.prompt_tokens)
-    TOKENS.labels(tenant, model, "completion").inc(usage.completion_tokens)
-    COST.labels(tenant, model).inc(usage.cost_usd)
+    child(TOKENS, tenant, model, "prompt").inc(usage.prompt_tokens)
+    child(TOKENS, tenant, model, "completion").inc(usage.completion_tokens)
+    child(COST, tenant, model).inc(usage.cost_usd)
 
 
 class LoadTracker:

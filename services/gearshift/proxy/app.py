@@ -14,7 +14,7 @@ from gearshift.proxy.config import ProxyConfig, load_config
 from gearshift.proxy.keys import RedactingFilter
 from gearshift.proxy.servicer import ProxyServicer
 from gearshift.proxy.shared_limits import SharedUsage
-from gearshift.runtime.settings import ServiceSettings
+from gearshift.runtime.settings import MultiWorkerSettings
 from gearshift.v1 import inference_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 _SCRUBBED_LOGGERS = ("gearshift.proxy", "aiohttp")
 
 
-class Settings(ServiceSettings):
+class Settings(MultiWorkerSettings):
     """LLM proxy settings; the model/upstream structure lives in the YAML `config_file`."""
 
     model_config = SettingsConfigDict(env_prefix="GEARSHIFT_PROXY_", extra="ignore")

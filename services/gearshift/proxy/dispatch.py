@@ -29,6 +29,7 @@ from gearshift.proxy.breaker import OPEN, CircuitBreaker
 from gearshift.proxy.config import BreakerConfig, ModelConfig, RetryConfig, UpstreamConfig
 from gearshift.proxy.upstream import UpstreamClient, UpstreamError
 from gearshift.runtime.errors import DeadlineExceeded, FieldViolation, InvalidArgument, Unavailable
+from gearshift.runtime.metrics import child
 from gearshift.v1 import inference_pb2
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class Route:
         )
 
     def count(self, outcome: str) -> None:
-        UPSTREAM_ATTEMPTS.labels(self.model, self.config.name, outcome).inc()
+        child(UPSTREAM_ATTEMPTS, self.model, self.config.name, outcome).inc()
 
 
 def backoff_delay(attempt: int, retry: RetryConfig, rng: random.Random) -> float:
@@ -174,7 +175,7 @@ class ModelBackend:
                     route.breaker.release()
                     raise
                 else:
-                    UPSTREAM_LATENCY.labels(self.config.name, route.name).observe(
+                    child(UPSTREAM_LATENCY, self.config.name, route.name).observe(
                         loop.time() - started
                     )
                     return route, result

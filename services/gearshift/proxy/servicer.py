@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -36,6 +35,8 @@ from gearshift.runtime.errors import (
     grpc_errors,
 )
 from gearshift.runtime.genai import model_span, record_response
+from gearshift.runtime.ids import new_request_id
+from gearshift.runtime.metrics import child
 from gearshift.runtime.validation import require_valid_chat
 from gearshift.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
@@ -83,7 +84,7 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
         refusal = self.limiter.admit(tenant, estimate)
         if refusal is not None:
             RATE_LIMITED.labels(tenant, refusal.kind).inc()
-            REQUESTS.labels(tenant, model, "rate_limited").inc()
+            child(REQUESTS, tenant, model, "rate_limited").inc()
             raise ResourceExhausted(
                 f"tenant {tenant!r} is over its {refusal.kind}-per-minute limit; "
                 f"retry in {refusal.retry_after_s:.2f}s",
@@ -105,7 +106,7 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
         tenant = request.tenant or ANONYMOUS_TENANT
         estimate = estimate_tokens(sum(len(m.content) for m in request.messages))
         self._admit(tenant, backend.config.name, estimate)
-        return backend, tenant, request.request_id or uuid.uuid4().hex, estimate
+        return backend, tenant, request.request_id or new_request_id(), estimate
 
     def _finish(
         self,
@@ -121,12 +122,12 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.limiter.settle(tenant, estimate, result.total_tokens)
         record_usage(tenant, backend.config.name, result)
         backend.load.add_tokens(result.completion_tokens)
-        REQUESTS.labels(tenant, backend.config.name, "ok").inc()
+        child(REQUESTS, tenant, backend.config.name, "ok").inc()
         return result
 
     def _failed(self, backend: ModelBackend, tenant: str, estimate: int, outcome: str) -> None:
         self.limiter.settle(tenant, estimate, 0)  # give back the prompt estimate
-        REQUESTS.labels(tenant, backend.config.name, outcome).inc()
+        child(REQUESTS, tenant, backend.config.name, outcome).inc()
 
     # -- RPCs --------------------------------------------------------------------------
 
@@ -231,14 +232,17 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
         outcome = "error"
         # Not made current: an async generator may be closed in another context.
         span = _tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT)
-        span.set_attribute("gen_ai.operation.name", "chat")
-        span.set_attribute("gen_ai.provider.name", PROVIDER)
-        span.set_attribute("gen_ai.request.model", model)
+        recording = span.is_recording()
+        if recording:
+            span.set_attribute("gen_ai.operation.name", "chat")
+            span.set_attribute("gen_ai.provider.name", PROVIDER)
+            span.set_attribute("gen_ai.request.model", model)
         try:
             try:
                 async with _bounded(deadline):
                     route, (events, first) = await backend.dispatch(attempt, deadline)
-                span.set_attribute("server.address", route.name)
+                if recording:
+                    span.set_attribute("server.address", route.name)
             except TimeoutError:
                 outcome = "deadline"
                 raise DeadlineExceeded(

@@ -97,6 +97,8 @@ class UpstreamClient:
         self.keys = KeySource(config.api_key_file, config.api_key_env)
         self._url = config.base_url.rstrip("/") + "/chat/completions"
         self._http: aiohttp.ClientSession | None = None
+        self._no_deadline_timeout: aiohttp.ClientTimeout | None = None
+        self._headers_for: tuple[str, dict[str, str]] | None = None
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -116,6 +118,13 @@ class UpstreamClient:
             await self._http.close()
 
     def _timeout(self, remaining_s: float | None) -> aiohttp.ClientTimeout:
+        if remaining_s is None:  # no deadline: the same bounds every time, built once
+            if self._no_deadline_timeout is None:
+                c, r = self.config.connect_timeout_s, self.config.read_timeout_s
+                self._no_deadline_timeout = aiohttp.ClientTimeout(
+                    total=None, connect=c, sock_connect=c, sock_read=r
+                )
+            return self._no_deadline_timeout
         c, r = self.config.connect_timeout_s, self.config.read_timeout_s
         if remaining_s is not None:
             c, r = min(c, remaining_s), min(r, remaining_s)
@@ -129,9 +138,12 @@ class UpstreamClient:
             raise UpstreamError(
                 self.name, "missing_key", f"upstream {self.name!r}: {exc}"
             ) from None
+        if self._headers_for is not None and self._headers_for[0] == key:
+            return self._headers_for[1]  # aiohttp copies headers; this dict is never changed
         headers = {"Content-Type": "application/json"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        self._headers_for = (key, headers)
         return headers
 
     def _http_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:

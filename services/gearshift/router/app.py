@@ -24,13 +24,13 @@ from gearshift.router.pipeline import Pipeline, PipelineConfig
 from gearshift.router.routing_table import RoutesFileWatcher, RoutingTable
 from gearshift.router.scoring import DifficultyScorer, load_scorer
 from gearshift.router.servicer import RouterServicer
-from gearshift.runtime.settings import ServiceSettings
+from gearshift.runtime.settings import MultiWorkerSettings
 from gearshift.v1 import router_pb2, router_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
-class Settings(ServiceSettings):
+class Settings(MultiWorkerSettings):
     """Router settings (env prefix `GEARSHIFT_ROUTER_`, flags `--http-port` etc.)."""
 
     model_config = SettingsConfigDict(env_prefix="GEARSHIFT_ROUTER_", extra="ignore")
@@ -189,6 +189,7 @@ class RouterApp:
                 settings.http_port,
                 drop_unsupported_params=settings.drop_unsupported_params,
                 limits=settings.input_limits(),
+                reuse_port=settings.reuse_port,
             )
             if settings.http_port >= 0
             else None

@@ -10,6 +10,7 @@ import time
 
 from prometheus_client import Counter, Histogram
 
+from gearshift.runtime.metrics import child
 from gearshift.v1 import common_pb2
 
 REQUESTS = Counter(
@@ -74,13 +75,13 @@ def record_answer(
 ) -> None:
     """Counts one answered request and its latency (`started` is time.monotonic())."""
     name = tier_name(tier)
-    REQUESTS.labels(tenant, route, name, cache_name(cache)).inc()
-    LATENCY.labels(name, "true" if stream else "false").observe(time.monotonic() - started)
+    child(REQUESTS, tenant, route, name, cache_name(cache)).inc()
+    child(LATENCY, name, "true" if stream else "false").observe(time.monotonic() - started)
 
 
 def record_usage(tenant: str, tier: common_pb2.Tier.ValueType, usage: common_pb2.Usage) -> None:
     name = tier_name(tier)
-    TOKENS.labels(tenant, name, "prompt").inc(usage.prompt_tokens)
-    TOKENS.labels(tenant, name, "completion").inc(usage.completion_tokens)
+    child(TOKENS, tenant, name, "prompt").inc(usage.prompt_tokens)
+    child(TOKENS, tenant, name, "completion").inc(usage.completion_tokens)
     if usage.cost_usd:
-        COST.labels(tenant, name).inc(usage.cost_usd)
+        child(COST, tenant, name).inc(usage.cost_usd)

@@ -31,6 +31,7 @@ from gearshift.router.limits import (
 )
 from gearshift.router.pipeline import Pipeline
 from gearshift.runtime.errors import FieldViolation, GearshiftError, InvalidArgument
+from gearshift.runtime.telemetry import tracing_enabled
 from gearshift.v1 import common_pb2, router_pb2
 
 log = logging.getLogger(__name__)
@@ -309,9 +310,11 @@ class OpenAIHttpApi:
         port: int,
         drop_unsupported_params: bool = False,
         limits: InputLimits = DEFAULT_LIMITS,
+        reuse_port: bool = False,
     ) -> None:
         self.limits = limits
         self.pipeline = pipeline
+        self.reuse_port = reuse_port
         self.keys = keys
         self.host = host
         self.requested_port = port
@@ -338,7 +341,7 @@ class OpenAIHttpApi:
             max_headers=self.limits.max_headers,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_port=False)
+        site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_port=self.reuse_port)
         await site.start()
         server = site._server  # aiohttp exposes the bound port only here
         sockets = getattr(server, "sockets", None) or []
@@ -368,12 +371,14 @@ class OpenAIHttpApi:
         return web.json_response({"object": "list", "data": data})
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        parent = propagate.extract(dict(request.headers))
+        parent = propagate.extract(request.headers) if tracing_enabled() else None
         with tracer.start_as_current_span(
             "POST /v1/chat/completions", context=parent, kind=trace.SpanKind.SERVER
         ) as span:
-            span.set_attribute("http.request.method", "POST")
-            span.set_attribute("url.path", "/v1/chat/completions")
+            recording = span.is_recording()
+            if recording:
+                span.set_attribute("http.request.method", "POST")
+                span.set_attribute("url.path", "/v1/chat/completions")
             try:
                 tenant = self.keys.authenticate(request.headers.get("authorization"))
                 body = await self._admitted_body(request)
@@ -391,9 +396,11 @@ class OpenAIHttpApi:
                 response_error = error_response(exc)
                 if response_error.status < 500:
                     log_refusal("OpenAI API", exc)
-                span.set_attribute("http.response.status_code", response_error.status)
+                if recording:
+                    span.set_attribute("http.response.status_code", response_error.status)
                 return response_error
-            span.set_attribute("http.response.status_code", 200)
+            if recording:
+                span.set_attribute("http.response.status_code", 200)
             return web.json_response(
                 {
                     "id": f"chatcmpl-{response.request_id}",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, MutableSequence, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from gearshift.runtime.errors import (
     Unavailable,
 )
 from gearshift.runtime.genai import model_span, record_response
+from gearshift.runtime.ids import new_request_id
 from gearshift.runtime.telemetry import current_trace_id
 from gearshift.runtime.validation import require_valid_chat
 from gearshift.v1 import cache_pb2, common_pb2, inference_pb2, router_pb2
@@ -156,7 +156,7 @@ class Pipeline:
             budget = min(budget, time_remaining)
         snapshot = self.table.snapshot
         plan = Plan(
-            request_id=request.request_id or uuid.uuid4().hex,
+            request_id=request.request_id or new_request_id(),
             tenant=tenant,
             messages=messages,
             sampling=request.sampling,
@@ -165,10 +165,11 @@ class Pipeline:
             question=question_text(messages),
         )
         span = trace.get_current_span()
-        span.set_attribute("gearshift.tenant", tenant)
-        span.set_attribute("gearshift.request_id", plan.request_id)
-        if self.config.expose_prompts_in_traces:
-            span.set_attribute("gearshift.question", plan.question)
+        if span.is_recording():
+            span.set_attribute("gearshift.tenant", tenant)
+            span.set_attribute("gearshift.request_id", plan.request_id)
+            if self.config.expose_prompts_in_traces:
+                span.set_attribute("gearshift.question", plan.question)
 
         pinned_route: Route | None = None
         if request.model not in AUTO_MODELS:
@@ -382,6 +383,8 @@ class Pipeline:
 
     @staticmethod
     def _annotate(span: trace.Span, plan: Plan) -> None:
+        if not span.is_recording():
+            return
         d = plan.decision
         span.set_attribute("gearshift.route", d.route)
         span.set_attribute("gearshift.tier", common_pb2.Tier.Name(d.tier))
@@ -631,7 +634,8 @@ class Pipeline:
     def _answered(self, plan: Plan, route: Route) -> None:
         self._set_route(plan.decision, route)
         span = trace.get_current_span()
-        span.set_attribute("gearshift.answered_by", route.name)
+        if span.is_recording():
+            span.set_attribute("gearshift.answered_by", route.name)
         metrics.record_answer(
             tenant=plan.tenant,
             route=route.name,
@@ -659,8 +663,9 @@ class Pipeline:
     def _model_span(route: Route, plan: Plan) -> Iterator[trace.Span]:
         """A GenAI span around one backend call (parent of the gRPC client span)."""
         with model_span(provider="gearshift", model=route.model, sampling=plan.sampling) as span:
-            span.set_attribute("gearshift.route", route.name)
-            span.set_attribute("gearshift.tier", route.tier)
+            if span.is_recording():
+                span.set_attribute("gearshift.route", route.name)
+                span.set_attribute("gearshift.tier", route.tier)
             yield span
 
     def _store(

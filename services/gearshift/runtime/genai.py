@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 
+from gearshift.runtime.telemetry import tracing_enabled
 from gearshift.v1 import common_pb2
 
 _tracer = trace.get_tracer("gearshift.genai")
@@ -35,8 +36,18 @@ def model_span(
     server_address: str = "",
     kind: SpanKind = SpanKind.INTERNAL,
 ) -> Iterator[Span]:
-    """Opens a `chat {model}` span carrying the request-side GenAI attributes."""
+    """Opens a `chat {model}` span carrying the request-side GenAI attributes.
+
+    A process that does not trace gets the invalid span at once (no tracer call, no
+    context switch): this wraps every model call on the hot path.
+    """
+    if not tracing_enabled():
+        yield INVALID_SPAN
+        return
     with _tracer.start_as_current_span(f"chat {model}", kind=kind) as span:
+        if not span.is_recording():
+            yield span
+            return
         span.set_attribute("gen_ai.operation.name", "chat")
         span.set_attribute("gen_ai.provider.name", provider)
         span.set_attribute("gen_ai.system", provider)
@@ -64,6 +75,8 @@ def record_response(
     response_id: str = "",
 ) -> None:
     """Adds the response-side GenAI attributes once the answer is complete."""
+    if not span.is_recording():
+        return
     span.set_attribute("gen_ai.response.model", model)
     span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
     span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)

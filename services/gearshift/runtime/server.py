@@ -65,7 +65,8 @@ class GrpcServiceHost:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
+                # Off unless this is one of several workers sharing the port on purpose.
+                ("grpc.so_reuseport", int(settings.reuse_port)),
             ],
         )
         self.health = health.aio.HealthServicer()
@@ -143,7 +144,12 @@ async def run_service(app: ServiceApp, settings: ServiceSettings) -> int:
     supervisor or the kubelet replaces the process instead of it reporting healthy.
     """
     setup_logging(app.name, settings.log_level, settings.log_format)
-    setup_telemetry(settings.service_name, settings.otlp_endpoint)
+    setup_telemetry(
+        settings.service_name,
+        settings.otlp_endpoint,
+        sample_ratio=settings.trace_sample_ratio,
+        protocol=settings.otlp_protocol,
+    )
     host = GrpcServiceHost(app, settings)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()

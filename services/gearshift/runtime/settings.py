@@ -31,11 +31,29 @@ class ServiceSettings(BaseSettings):
     otlp_endpoint: str = Field(
         "", description="OTLP/gRPC collector address (host:port); empty disables export."
     )
+    otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
+        "grpc",
+        description="OTLP transport: grpc (endpoint host:port, usually 4317) or "
+        "http/protobuf (endpoint http://host:4318; costs less CPU per exported span).",
+    )
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces recorded when exporting; a caller's sampled flag "
+        "decides for traces it continues.",
+    )
     service_name: str = Field("gearshift", description="OpenTelemetry service.name.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = Field("json", description="Log line format.")
     ready_file: str = Field(
         "", description="When set, the bound addresses are written here as JSON once serving."
+    )
+
+    reuse_port: bool = Field(
+        False,
+        description="Bind with SO_REUSEPORT so several processes share the ports (the "
+        "workers of one service set it; off, a port in use is an error).",
     )
 
     @classmethod
@@ -60,3 +78,14 @@ class ServiceSettings(BaseSettings):
             if (value := getattr(args, name, None)) is not None
         }
         return cls(**overrides)
+
+
+class MultiWorkerSettings(ServiceSettings):
+    """Settings of a service that can run several worker processes on the same ports."""
+
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes sharing the ports (SO_REUSEPORT); one per core to use.",
+    )

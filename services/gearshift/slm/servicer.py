@@ -204,10 +204,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             received=received,
         )
         span = trace.get_current_span()
-        span.set_attribute("gen_ai.system", BACKEND)
-        span.set_attribute("gen_ai.request.model", engine.served_name)
-        span.set_attribute("gen_ai.request.max_tokens", budget.max_tokens)
-        span.set_attribute("gen_ai.usage.input_tokens", len(ids))
+        if span.is_recording():
+            span.set_attribute("gen_ai.system", BACKEND)
+            span.set_attribute("gen_ai.request.model", engine.served_name)
+            span.set_attribute("gen_ai.request.max_tokens", budget.max_tokens)
+            span.set_attribute("gen_ai.usage.input_tokens", len(ids))
         try:
             params = to_vllm(sampling, budget.max_tokens)
         except Exception as exc:
