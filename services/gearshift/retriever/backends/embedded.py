@@ -482,7 +482,8 @@ class EmbeddedBackend:
         match = " OR ".join('"' + w.replace('"', "") + '"' for w in words)
         rows = self.db.execute(
             f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts, 2.0, 1.0) AS rank "
-            f"FROM chunks_fts JOIN {_HIT_JOIN} ON c.id = chunks_fts.rowid "
+            "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d "
+            "ON d.tenant = c.tenant AND d.source = c.source AND d.document_id = c.document_id "
             "WHERE chunks_fts MATCH ? AND c.tenant = ? AND c.source = ? "
             "ORDER BY rank DESC LIMIT ?",
             (match, tenant, source, k),
