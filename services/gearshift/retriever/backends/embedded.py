@@ -333,6 +333,11 @@ class EmbeddedBackend:
             )
             new_ids: list[int] = []
             for chunk in chunks:
+                if np.shape(chunk.vector) != (DIM,):
+                    raise RuntimeError(
+                        f"chunk {chunk.index} has a vector of shape {np.shape(chunk.vector)}, "
+                        f"not ({DIM},)"
+                    )
                 cursor = db.execute(
                     "INSERT INTO chunks (tenant, source, document_id, chunk_index, title, text, "
                     "vector) VALUES (?, ?, ?, ?, ?, ?, ?)",
