@@ -26,6 +26,11 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         ),
         ("bench_proxy.py", ["--requests", "20", "--concurrency", "1"], "| 1 | 20 |"),
         ("bench_router.py", ["--requests", "20", "--concurrency", "2"], "| router, cache hits |"),
+        (
+            "bench_retriever.py",
+            ["--chunks", "300", "--backends", "usearch", "--queries", "20", "--skip-recall"],
+            "| usearch+sqlite | 300 | hybrid |",
+        ),
     ],
 )
 def test_benchmark_prints_its_table(script: str, args: list[str], row: str) -> None:
