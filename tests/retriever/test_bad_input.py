@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 
 from gearshift.runtime.errors import field_violations
 from gearshift.v1 import retriever_pb2, retriever_pb2_grpc
+from tests.fixtures.retriever import RetrieverProcess
 from tests.retriever.helpers import CACHE_DOC, GPU_DOC, TIMEOUT, ingest
 
 
@@ -117,3 +119,23 @@ async def test_one_stream_ingests_into_one_source(usearch_stub: Stub, tenant: st
 
     code, _, fields = await _code(usearch_stub.Ingest(empty(), timeout=TIMEOUT))
     assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["documents"])
+
+
+async def test_limits_are_settings_and_errors_name_them(tmp_path: Path) -> None:
+    with RetrieverProcess(
+        tmp_path, "--max-documents-per-stream", "2", "--max-document-bytes", "200"
+    ) as retriever:
+        async with grpc.aio.insecure_channel(retriever.address) as channel:
+            stub = retriever_pb2_grpc.RetrieverServiceStub(channel)
+            response = await ingest(
+                stub,
+                "limits",
+                "docs",
+                {"a.md": GPU_DOC, "b.md": "x" * 201, "c.md": CACHE_DOC},
+            )
+    status = {r.document_id: (r.status, r.error) for r in response.results}
+    assert status["a.md"][0] == "created"
+    assert "max_document_bytes=200" in status["b.md"][1]
+    assert status["c.md"][0] == "failed"
+    assert "max_documents_per_stream=2" in status["c.md"][1]
+    assert "GEARSHIFT_RETRIEVER_MAX_DOCUMENTS_PER_STREAM" in status["c.md"][1]
