@@ -45,6 +45,15 @@ def test_crd_shape_and_columns() -> None:
     assert columns == ["Kind", "Documents", "Chunks", "Ready", "Age"]
 
 
+def test_every_field_explains_itself() -> None:
+    """`kubectl explain datasource.spec...` prints these descriptions."""
+    from tests.operator.test_crd import _walk
+
+    schema = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert "description" in schema
+    assert _walk(schema) == []
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_examples_are_accepted(path: Path) -> None:
     assert validate(yaml.safe_load(path.read_text()), CRD) == []
