@@ -16,13 +16,29 @@ from gearshift.retriever.records import Hit
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_WORDS = 64
+# Words nearly every English chunk contains: as OR terms they match (and make the index
+# score) almost the whole source while adding nothing to the ranking. PostgreSQL's
+# `english` configuration drops the same kind of words; dropping them here keeps the
+# embedded backend's keyword search proportional to the query's content words.
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been
+    before being below between both but by can could did do does doing down during each
+    few for from further had has have having he her here hers herself him himself his how
+    i if in into is it its itself just me more most my myself no nor not now of off on
+    once only or other our ours ourselves out over own same she should so some such than
+    that the their theirs them themselves then there these they this those through to too
+    under until up very was we were what when where which while who whom why will with
+    would you your yours yourself yourselves s t""".split()
+)
 
 
 def query_words(query: str) -> list[str]:
-    """The distinct words of a query, lower-cased, in order (at most MAX_QUERY_WORDS)."""
+    """The distinct content words of a query, lower-cased, in order (at most
+    MAX_QUERY_WORDS); stopwords are left out."""
     seen: dict[str, None] = {}
     for word in _WORD.findall(query.lower()):
-        seen.setdefault(word, None)
+        if word not in STOPWORDS:
+            seen.setdefault(word, None)
     return list(seen)[:MAX_QUERY_WORDS]
 
 
