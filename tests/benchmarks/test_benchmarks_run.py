@@ -32,6 +32,11 @@ FRONTDOOR_SKIPS = ["--no-workers", "--no-grpc-export"]
             ["--rounds", "1", "--requests", "20", "--concurrency", "1,2", *FRONTDOOR_SKIPS],
             "| tracing 10% | router |",
         ),
+        (
+            "bench_retriever.py",
+            ["--chunks", "300", "--backends", "usearch", "--queries", "20", "--skip-recall"],
+            "| usearch+sqlite | 300 | hybrid |",
+        ),
     ],
 )
 def test_benchmark_prints_its_table(script: str, args: list[str], row: str) -> None:

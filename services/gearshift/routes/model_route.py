@@ -311,6 +311,8 @@ def load_routes(text: str) -> list[ModelRoute]:
     routes: list[ModelRoute] = []
     for doc in yaml.safe_load_all(text):
         for obj in _documents(doc):
+            if obj.get("kind") == "DataSource":
+                continue  # sources sit beside routes in the same file; not ModelRoutes
             routes.append(ModelRoute.model_validate(dict(obj)))
     names = [(r.namespace, r.name) for r in routes]
     duplicates = {n for n in names if names.count(n) > 1}
