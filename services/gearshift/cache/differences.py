@@ -48,7 +48,6 @@ NUMBER_WORDS = {
     "quarter": "1/4",
     "twice": "x2",
     "double": "x2",
-    "both": "2",
 }
 # Units of time or size: "every hour" and "every day" differ when both sides name one.
 UNITS = {
@@ -73,6 +72,14 @@ UNITS = {
 }
 # Comparatives and superlatives whose opposite the antonym list does not name.
 _MORE_OPPOSITES = [
+    ("enable", "disable"),
+    ("enabled", "disabled"),
+    ("allow", "forbid"),
+    ("show", "hide"),
+    ("lock", "unlock"),
+    ("install", "uninstall"),
+    ("mount", "unmount"),
+    ("connect", "disconnect"),
     ("older", "newer"),
     ("oldest", "newest"),
     ("higher", "lower"),
@@ -99,7 +106,9 @@ _MORE_OPPOSITES = [
     ("serialize", "deserialize"),
     ("compress", "decompress"),
 ]
-_EXTRA_OPPOSITES = frozenset(frozenset(p) for p in _MORE_OPPOSITES)
+_EXTRA_OPPOSITES = frozenset(frozenset(p) for p in _MORE_OPPOSITES) | frozenset(
+    frozenset((_stem(a), _stem(b))) for a, b in _MORE_OPPOSITES
+)
 # A name: a capitalised word not at the start of a sentence, or a word with a digit,
 # a dot or an inner capital (PostgreSQL, nvidia.com, utcnow3, IPv4).
 _NAME = re.compile(r"(?<![.?!:]\s)(?<!^)\b([A-Z][\w.-]*[\w])|\b(\w*[a-z][A-Z0-9][\w.]*)")
@@ -131,15 +140,43 @@ def _content_roots(words: list[str]) -> list[str]:
     return [_root(w) for w in words if w not in STOPWORDS]
 
 
-def _is_rotation(a: list[str], b: list[str]) -> bool:
-    """b is a with its two halves exchanged ("After X, do Y" / "Do Y after X")."""
-    n = len(a)
-    return len(b) == n and any(a[i:] + a[:i] == b for i in range(n))
+def _swapped(rq: list[str], rc: list[str]) -> tuple[str, str] | None:
+    """Two words that trade places, all else in order ("from English into French").
+
+    Only an exact exchange of two words counts: moved clauses, passives and dative
+    shifts ("send the team the report") reorder more than two words and keep the
+    meaning.
+    """
+    if len(rq) != len(rc):
+        return None
+    diff = [i for i, (x, y) in enumerate(zip(rq, rc, strict=True)) if x != y]
+    if len(diff) == 2:
+        i, j = diff
+        if rq[i] == rc[j] and rq[j] == rc[i]:
+            return rq[i], rq[j]
+    return None
 
 
-def _swapped(rq: list[str], rc: list[str]) -> bool:
-    """The same words in another order that is not just a moved clause."""
-    return sorted(rq) == sorted(rc) and rq != rc and not _is_rotation(rq, rc)
+# Words that order two things: what stands on which side of them matters.
+ORDER_MARKERS = ("before", "after", "than", "to", "into", "from", "over", "instead", "vs", "versus")
+
+
+def _sides(words: list[str], marker: str) -> tuple[set[str], set[str]]:
+    at = words.index(marker)
+    return set(_content_roots(words[:at])), set(_content_roots(words[at + 1 :]))
+
+
+def _crossed(wq: list[str], wc: list[str]) -> str | None:
+    """Things that change sides around an ordering word ("save before validating" /
+    "validate before saving", "euros to dollars" / "dollars to euros")."""
+    for marker in ORDER_MARKERS:
+        if wq.count(marker) != 1 or wc.count(marker) != 1:
+            continue
+        lq, rq = _sides(wq, marker)
+        lc, rc = _sides(wc, marker)
+        if (lq & rc) - lc and (rq & lc) - rc:
+            return marker
+    return None
 
 
 def _substituted(rq: list[str], rc: list[str]) -> tuple[str, str] | None:
@@ -189,8 +226,12 @@ def real_difference(q: str, c: str) -> str:
     if pair is not None:
         return f"opposite words ({pair[0]} / {pair[1]})"
     rq, rc = _content_roots(wq), _content_roots(wc)
-    if _swapped(rq, rc):
-        return "the same words in another order (swapped roles)"
+    swap = _swapped(rq, rc)
+    if swap is not None:
+        return f"two words trade places ({swap[0]} / {swap[1]})"
+    marker = _crossed(wq, wc)
+    if marker is not None:
+        return f"the two sides of '{marker}' are exchanged"
     substitution = _substituted(rq, rc)
     if substitution is not None:
         return f"one word replaced ({substitution[0]} / {substitution[1]})"
