@@ -243,7 +243,10 @@ def compare(other: Path, args: argparse.Namespace) -> None:
             ).stdout
             results[name] += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     print(f"Machine: {describe_machine()}; this tree {here}, other tree {other}\n")
-    print("| backend | entries | hit p50 ms, other | hit p50 ms, this | this / other | hits |")
+    print(
+        "| backend | entries | hit p50 ms, other | hit p50 ms, this | this / other "
+        "| hits (other / this) |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for backend in args.backends.split(","):
         for n in (int(s) for s in args.sizes.split(",")):
@@ -252,10 +255,13 @@ def compare(other: Path, args: argparse.Namespace) -> None:
                 rows = [r for r in results[name] if r["backend"] == backend and r["n"] == n]
                 return float(statistics.median(r["hit_p50_ms"] for r in rows))
 
-            hits = [int(r["hits"]) for r in results["this"] if r["backend"] == backend]
+            def hits(name: str, backend: str = backend, n: int = n) -> int:
+                rows = [r for r in results[name] if r["backend"] == backend and r["n"] == n]
+                return int(statistics.median(r["hits"] for r in rows))
+
             print(
                 f"| {backend} | {n:,} | {p50('other'):.2f} | {p50('this'):.2f} | "
-                f"{p50('this') / p50('other'):.2f} | {hits[0] if hits else 0} |"
+                f"{p50('this') / p50('other'):.2f} | {hits('other')} / {hits('this')} |"
             )
 
 
