@@ -8,17 +8,31 @@ case for search. Lookups go through gRPC over loopback with a precomputed
 embedding (as the router sends them), so the numbers are the cache's own cost:
 exact path, ANN search, verifier. The baseline is an exact brute-force numpy scan
 of the same vectors measured in the same run. pgvector runs on a private pgserver.
+
+    python benchmarks/bench_cache.py --against /tmp/gs-17-baseline --sizes 10000
+
+compares this tree with another checkout of the project (e.g. a worktree of main):
+each tree runs the same benchmark in a child process (its own `services/` first on
+PYTHONPATH), alternating, `--rounds` times. The table gives the p50 of the lookups
+that were semantic hits in each tree (median over rounds) and the ratio, this tree
+over the other, so a slower hit decision shows whatever the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -30,7 +44,7 @@ from gearshift.cache.keys import exact_key, scope_key
 from gearshift.dev.machine import describe_machine
 from gearshift.embeddings import DIM
 from gearshift.runtime.server import GrpcServiceHost
-from gearshift.v1 import cache_pb2, cache_pb2_grpc
+from gearshift.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
 SCOPE = cache_pb2.CacheScope(tenant="bench", scope="smollm2", context_digest="")
 
@@ -114,13 +128,21 @@ async def load(app: CacheApp, items: list[Entry]) -> float:
     return time.monotonic() - started
 
 
+@dataclass
+class Measured:
+    p50_ms: float
+    p99_ms: float
+    hit_p50_ms: float  # p50 of the lookups answered HIT_SEMANTIC (nan when none)
+    hits: int
+
+
 async def measure(
     stub: cache_pb2_grpc.CacheServiceAsyncStub,
     queries: list[tuple[str, list[float]]],
     concurrency: int,
-) -> tuple[float, float, dict[int, int]]:
+) -> Measured:
     latencies: list[float] = []
-    outcomes: dict[int, int] = {}
+    hit_latencies: list[float] = []
     position = 0
 
     async def worker() -> None:
@@ -133,12 +155,14 @@ async def measure(
                 cache_pb2.LookupRequest(scope=SCOPE, text=text, embedding=vector), timeout=10
             )
             latencies.append(time.perf_counter() - started)
-            outcomes[reply.outcome] = outcomes.get(reply.outcome, 0) + 1
+            if reply.outcome == common_pb2.CACHE_OUTCOME_HIT_SEMANTIC:
+                hit_latencies.append(latencies[-1])
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-    return statistics.median(latencies) * 1000, p99 * 1000, outcomes
+    hit_p50 = statistics.median(hit_latencies) * 1000 if hit_latencies else float("nan")
+    return Measured(statistics.median(latencies) * 1000, p99 * 1000, hit_p50, len(hit_latencies))
 
 
 def brute_force_ms(vectors: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]) -> float:
@@ -149,7 +173,9 @@ def brute_force_ms(vectors: npt.NDArray[np.float32], queries: npt.NDArray[np.flo
     return (time.perf_counter() - started) / len(queries) * 1000
 
 
-async def run_one(backend: str, n: int, postgres_url: str, tmp: str, n_queries: int) -> list[str]:
+async def run_one(
+    backend: str, n: int, postgres_url: str, tmp: str, n_queries: int, as_json: bool = False
+) -> list[str]:
     texts, vectors = corpus(n)
     settings = Settings(
         grpc_port=0,
@@ -167,22 +193,32 @@ async def run_one(backend: str, n: int, postgres_url: str, tmp: str, n_queries: 
     await host.start()
     rng = np.random.default_rng(1)
     pick = rng.integers(0, n, n_queries)
-    # Queries: perturbed stored questions (semantic path) with their own text.
+    # Queries: perturbed stored questions (semantic path) with their own text, half
+    # of them asked as questions and half as requests ("Tell me: ..."), so both
+    # operating points of the hit decision are timed.
     qv = vectors[pick] + rng.normal(0, 0.02, (n_queries, DIM)).astype(np.float32)
     qv /= np.linalg.norm(qv, axis=1, keepdims=True)
-    queries = [(texts[i] + " please", qv[j].tolist()) for j, i in enumerate(pick)]
+    queries = [
+        (texts[i] + " please" if j % 2 else "Tell me: " + texts[i].rstrip("?"), qv[j].tolist())
+        for j, i in enumerate(pick)
+    ]
     baseline = brute_force_ms(vectors, qv[:200])
     rows = []
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
             stub = cache_pb2_grpc.CacheServiceStub(channel)
             await measure(stub, queries[:20], 1)  # warm up
-            for concurrency in (1, 32):
-                p50, p99, _ = await measure(stub, queries, concurrency)
-                rows.append(
-                    f"| {backend} | {n:,} | {concurrency} | {p50:.2f} | {p99:.2f} | "
-                    f"{baseline:.2f} | {p50 / baseline:.1f}x | {build_s:.0f} |"
-                )
+            for concurrency in (1,) if as_json else (1, 32):
+                m = await measure(stub, queries, concurrency)
+                if as_json:
+                    row = {"backend": backend, "n": n, "hit_p50_ms": m.hit_p50_ms, "hits": m.hits}
+                    rows.append(json.dumps(row))
+                else:
+                    rows.append(
+                        f"| {backend} | {n:,} | {concurrency} | {m.p50_ms:.2f} | {m.p99_ms:.2f} | "
+                        f"{m.hit_p50_ms:.2f} ({m.hits}) | {baseline:.2f} | "
+                        f"{m.p50_ms / baseline:.1f}x | {build_s:.0f} |"
+                    )
                 print(rows[-1], flush=True)
     finally:
         if backend == "pgvector":
@@ -192,18 +228,62 @@ async def run_one(backend: str, n: int, postgres_url: str, tmp: str, n_queries: 
     return rows
 
 
+def compare(other: Path, args: argparse.Namespace) -> None:
+    """Alternating child runs of this tree and `other`; hit p50 per tree and the ratio."""
+    here = Path(__file__).resolve().parents[1]
+    results: dict[str, list[dict[str, Any]]] = {"this": [], "other": []}
+    for _ in range(args.rounds):
+        for name, tree in (("other", other), ("this", here)):
+            env = dict(os.environ, PYTHONPATH=f"{tree}/services:{tree}/operator")
+            command = [sys.executable, str(Path(__file__).resolve()), "--json"]
+            command += ["--sizes", args.sizes, "--backends", args.backends]
+            command += ["--queries", str(args.queries)]
+            out = subprocess.run(
+                command, env=env, capture_output=True, text=True, check=True, timeout=1800
+            ).stdout
+            results[name] += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    print(f"Machine: {describe_machine()}; this tree {here}, other tree {other}\n")
+    print(
+        "| backend | entries | hit p50 ms, other | hit p50 ms, this | this / other "
+        "| hits (other / this) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for backend in args.backends.split(","):
+        for n in (int(s) for s in args.sizes.split(",")):
+
+            def p50(name: str, backend: str = backend, n: int = n) -> float:
+                rows = [r for r in results[name] if r["backend"] == backend and r["n"] == n]
+                return float(statistics.median(r["hit_p50_ms"] for r in rows))
+
+            def hits(name: str, backend: str = backend, n: int = n) -> int:
+                rows = [r for r in results[name] if r["backend"] == backend and r["n"] == n]
+                return int(statistics.median(r["hits"] for r in rows))
+
+            print(
+                f"| {backend} | {n:,} | {p50('other'):.2f} | {p50('this'):.2f} | "
+                f"{p50('this') / p50('other'):.2f} | {hits('other')} / {hits('this')} |"
+            )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--backends", default="usearch,pgvector")
     parser.add_argument("--queries", type=int, default=400)
+    parser.add_argument("--against", type=Path, help="another checkout to compare with")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per tree")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(f"Machine: {describe_machine()}\n")
-    print(
-        "| backend | entries | callers | p50 ms | p99 ms | brute-force scan ms "
-        "(baseline) | p50 / baseline | load s |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    if args.against is not None:
+        compare(args.against, args)
+        return
+    if not args.json:
+        print(f"Machine: {describe_machine()}\n")
+        print(
+            "| backend | entries | callers | p50 ms | p99 ms | hit p50 ms (hits) | "
+            "brute-force scan ms (baseline) | p50 / baseline | load s |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="gearshift-bench-cache-") as tmp:
         server = None
         url = ""
@@ -218,7 +298,7 @@ async def main() -> None:
         try:
             for backend in args.backends.split(","):
                 for n in (int(s) for s in args.sizes.split(",")):
-                    await run_one(backend, n, url, tmp, args.queries)
+                    await run_one(backend, n, url, tmp, args.queries, args.json)
         finally:
             if server is not None:
                 server.cleanup()

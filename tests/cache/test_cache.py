@@ -236,3 +236,81 @@ async def test_stats_count_outcomes(cache: RunningCache, tenant: str) -> None:
     assert after.backend == cache.backend
     assert after.exact_hits == before.exact_hits + 1
     assert after.misses == before.misses + 1
+
+
+# Statements and instructions (not in statement_pairs.json): the cache serves their
+# paraphrases and refuses near-duplicates with a real difference.
+STATEMENT = (
+    "The service listens on port 8080 for HTTP traffic.",
+    "HTTP traffic is served on port 8080 by the service.",
+)
+INSTRUCTION = (
+    "Restart the gateway after you rotate the certificates.",
+    "After rotating the certificates, restart the gateway.",
+)
+REAL_DIFFERENCES = [
+    ("Restart the gateway after you rotate the certificates.", "negation"),
+    ("The proxy retries a failed upstream call up to three times.", "numbers"),
+    ("Send the weekly report to the finance team on Monday.", "replaced"),
+]
+NEAR_DUPLICATES = {
+    "Restart the gateway after you rotate the certificates.": (
+        "Do not restart the gateway after you rotate the certificates."
+    ),
+    "The proxy retries a failed upstream call up to three times.": (
+        "The proxy retries a failed upstream call up to five times."
+    ),
+    "Send the weekly report to the finance team on Monday.": (
+        "Send the weekly report to the finance team on Friday."
+    ),
+}
+
+
+@pytest.mark.parametrize("pair", [STATEMENT, INSTRUCTION], ids=["statement", "instruction"])
+async def test_paraphrase_of_statement_or_instruction_hits(
+    cache: RunningCache, tenant: str, pair: tuple[str, str]
+) -> None:
+    where = scope(tenant)
+    entry_id = await _store(cache, where, pair[0], "Noted.")
+    reply = await cache.stub.Lookup(lookup_request(where, pair[1]))
+    assert reply.outcome == HIT_SEMANTIC, reply.reason
+    assert reply.entry.id == entry_id
+    assert reply.reason.startswith("statement: cosine")
+
+
+@pytest.mark.parametrize(("stored", "kind"), REAL_DIFFERENCES, ids=[k for _, k in REAL_DIFFERENCES])
+async def test_near_duplicate_with_a_real_difference_misses(
+    cache: RunningCache, tenant: str, stored: str, kind: str
+) -> None:
+    where = scope(tenant)
+    await _store(cache, where, stored, "Noted.")
+    reply = await cache.stub.Lookup(lookup_request(where, NEAR_DUPLICATES[stored]))
+    assert reply.outcome == MISS
+    assert reply.similarity > 0.9  # close enough that cosine alone would have served it
+    assert kind in reply.reason
+
+
+async def test_nearest_entry_is_served_and_nearer_ones_passed_over_are_named(
+    cache: RunningCache, tenant: str
+) -> None:
+    where = scope(tenant)
+    question = "The proxy retries a failed upstream call up to five times."
+    texts = [
+        "The proxy retries a failed upstream call up to three times.",  # cosine 0.97
+        "A failed upstream call is retried up to five times by the proxy.",  # 0.94
+        "Up to five times, the proxy retries a failed upstream call.",  # 0.97
+    ]
+    cosines = shared_embedder().embed([question, *texts]) @ shared_embedder().embed([question])[0]
+    assert cosines[1] > cosines[2]  # the wrong number is nearer than the passive paraphrase
+    three = await _store(cache, where, texts[0], "3")
+    passive = await _store(cache, where, texts[1], "5")
+    reply = await cache.stub.Lookup(lookup_request(where, question))
+    assert reply.outcome == HIT_SEMANTIC, reply.reason
+    assert reply.entry.id == passive
+    assert "passed over" in reply.reason and "different numbers (5 / 3)" in reply.reason
+    # Two stored paraphrases of the question: the nearer one is served.
+    moved = await _store(cache, where, texts[2], "5 again")
+    reply = await cache.stub.Lookup(lookup_request(where, question))
+    assert reply.outcome == HIT_SEMANTIC, reply.reason
+    assert reply.entry.id == (moved if cosines[3] > cosines[2] else passive)
+    assert reply.entry.id != three

@@ -69,10 +69,12 @@ class CacheApp:
         await self.backend.open()
         self._purge_task = asyncio.get_running_loop().create_task(self._purge_loop())
         log.info(
-            "cache ready: backend %s, verifier threshold %.3f for max_false_hit_rate %.3f",
+            "cache ready: backend %s; for max_false_hit_rate %.3f: question verifier >= %.3f, "
+            "statement cosine >= %.3f",
             self.backend.name,
-            self.servicer.threshold if self.servicer else float("nan"),
             self.settings.max_false_hit_rate,
+            self.servicer.decider.threshold("question") if self.servicer else float("nan"),
+            self.servicer.decider.threshold("statement") if self.servicer else float("nan"),
         )
 
     async def _purge_loop(self) -> None:

@@ -3,8 +3,9 @@
 A lookup tries the exact-match path (normalised text in the same scope) first, so
 repeated questions cost one indexed read and no embedding. Otherwise it embeds
 (or takes the caller's embedding), asks the backend for the nearest entries of the
-same scope and lets the verifier decide. Questions longer than `max_semantic_words`
-take the exact path only: the verifier was never calibrated on them. Any backend
+same scope and lets `HitDecider` pick (nearest first; see `gearshift.cache.decision`).
+Questions longer than `max_semantic_words` take the exact path only: the verifier was
+never calibrated on them. Any backend
 failure is a miss with outcome ERROR: the cache never fails a caller because its
 storage is down.
 """
@@ -24,6 +25,7 @@ import numpy.typing as npt
 
 from gearshift.cache import metrics
 from gearshift.cache.backends import Backend, BackendError
+from gearshift.cache.decision import Candidate, HitDecider
 from gearshift.cache.entry import Entry, InvalidateFilter
 from gearshift.cache.keys import exact_key, scope_key
 from gearshift.cache.settings import Settings
@@ -98,7 +100,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         self.backend = backend
         self.batcher = batcher
         self.verifier = verifier
-        self.threshold = verifier.threshold_for(settings.max_false_hit_rate).threshold
+        self.decider = HitDecider(verifier, settings.max_false_hit_rate, settings.min_similarity)
         self.counters = Counters()
         self._backend_down_until = 0.0
 
@@ -175,27 +177,22 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
         except BackendError as exc:
             self._record_backend_error("lookup", exc)
             return cache_pb2.LookupResponse(outcome=common_pb2.CACHE_OUTCOME_ERROR)
-        found = [(e, s) for e, s in found if s >= self.settings.min_similarity]
-        if not found:
-            return cache_pb2.LookupResponse(outcome=common_pb2.CACHE_OUTCOME_MISS)
-        probs = self.verifier.predict(
-            [request.text] * len(found),
-            [e.question for e, _ in found],
-            np.repeat(vector[None, :], len(found), axis=0),
-            np.stack([e.vector for e, _ in found]),
-        )
-        best = int(np.argmax(probs))
-        entry, similarity = found[best]
-        confidence = float(probs[best])
-        if confidence >= self.threshold:
+        candidates = [Candidate(e.question, e.vector, s) for e, s in found]
+        decision = self.decider.decide(request.text, vector, candidates)
+        reason = "; ".join([*(f"passed over {s}" for s in decision.skipped), decision.reason])
+        if decision.served is not None:
             return cache_pb2.LookupResponse(
                 outcome=common_pb2.CACHE_OUTCOME_HIT_SEMANTIC,
-                entry=entry.to_proto(),
-                similarity=similarity,
-                confidence=confidence,
+                entry=found[decision.served][0].to_proto(),
+                similarity=decision.similarity,
+                confidence=decision.confidence,
+                reason=reason,
             )
         return cache_pb2.LookupResponse(
-            outcome=common_pb2.CACHE_OUTCOME_MISS, similarity=similarity, confidence=confidence
+            outcome=common_pb2.CACHE_OUTCOME_MISS,
+            similarity=decision.similarity,
+            confidence=decision.confidence,
+            reason=reason,
         )
 
     # -- Store --------------------------------------------------------------------

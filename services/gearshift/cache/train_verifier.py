@@ -1,6 +1,7 @@
 """Trains the verifier on the QQP dev file and writes `verifier_weights.npz`.
 
     python -m gearshift.cache.train_verifier [--dev FILE] [--trees 300] [--leaves 15]
+    python -m gearshift.cache.train_verifier --calibrate-only   # keep the trees, redo the table
 
 Splits by question-graph component (see `gearshift.cache.qqp`): the model is
 fitted on "train", its calibration table is measured on "calib", and "heldout" is
@@ -72,6 +73,36 @@ def wilson_upper(errors: int, n: int, z: float = 1.645) -> float:
     return float(min(1.0, (centre + margin) / denom))
 
 
+def decision_probs(
+    verifier: Any, a: list[str], b: list[str], u: FloatArray, v: FloatArray
+) -> FloatArray:
+    """The verifier's probabilities as the hit decision sees them: 0 for a pair with a
+    named real difference (`gearshift.cache.differences`), which is never served."""
+    from gearshift.cache.differences import real_difference
+
+    probs: FloatArray = verifier.predict(b, a, v, u)
+    differs = np.array([bool(real_difference(q, c)) for q, c in zip(b, a, strict=True)])
+    probs[differs] = 0.0
+    return probs
+
+
+def recalibrate(dev: Path, out: Path) -> None:
+    """Rewrites only the calibration table of `out`, with the decision's vetoes."""
+    from gearshift.cache.verifier import Verifier
+
+    pairs = load_pairs(dev)
+    vectors = embed_questions(pairs.a + pairs.b)
+    calib = pairs.subset("calib")
+    u = np.stack([vectors[q] for q in calib.a])
+    v = np.stack([vectors[q] for q in calib.b])
+    probs = decision_probs(Verifier(out), calib.a, calib.b, u, v)
+    thresholds, fhr, recall = calibration_table(probs, calib.label)
+    with np.load(out, allow_pickle=False) as data:
+        weights = {k: data[k] for k in data.files}
+    weights.update(cal_threshold=thresholds, cal_false_hit_rate=fhr, cal_recall=recall)
+    np.savez_compressed(out, **weights)
+
+
 def calibration_table(
     probs: FloatArray, labels: npt.NDArray[np.bool_], points: int = 400
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -92,13 +123,31 @@ def calibration_table(
     )
 
 
+def print_operating_points(path: Path) -> None:
+    from gearshift.cache.verifier import Verifier
+
+    for bound in (0.02, 0.05, 0.1, 0.15, 0.2):
+        point = Verifier(path).threshold_for(bound)
+        print(
+            f"max_false_hit_rate {bound:.2f}: threshold {point.threshold:.3f} "
+            f"(calib false-hit bound {point.false_hit_rate:.3f}, recall {point.recall:.3f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dev", type=Path, default=DEFAULT_DEV_FILE)
     parser.add_argument("--trees", type=int, default=300, help="boosting iterations at most")
     parser.add_argument("--leaves", type=int, default=15, help="leaves per tree")
     parser.add_argument("--out", type=Path, default=WEIGHTS_FILE)
+    parser.add_argument(
+        "--calibrate-only", action="store_true", help="keep the trees; recompute the table"
+    )
     args = parser.parse_args()
+    if args.calibrate_only:
+        recalibrate(args.dev, args.out)
+        print_operating_points(args.out)
+        return
 
     from sklearn.ensemble import HistGradientBoostingClassifier  # type: ignore[import-untyped]
 
@@ -137,15 +186,11 @@ def main() -> None:
     vetoed = probs == 0.0
     if not np.allclose(probs[~vetoed], reference[~vetoed], atol=1e-4):
         raise SystemExit("exported trees disagree with scikit-learn; not writing weights")
+    probs = decision_probs(verifier, calib.a, calib.b, u, v)
     thresholds, fhr, recall = calibration_table(probs, calib.label)
     weights.update(cal_threshold=thresholds, cal_false_hit_rate=fhr, cal_recall=recall)
     np.savez_compressed(args.out, **weights)
-    for bound in (0.02, 0.05, 0.1, 0.15, 0.2):
-        point = Verifier(args.out).threshold_for(bound)
-        print(
-            f"max_false_hit_rate {bound:.2f}: threshold {point.threshold:.3f} "
-            f"(calib false-hit bound {point.false_hit_rate:.3f}, recall {point.recall:.3f})"
-        )
+    print_operating_points(args.out)
     print(
         f"{model.n_iter_} trees; wrote {args.out} ({args.out.stat().st_size} bytes) "
         f"in {time.monotonic() - started:.0f}s"

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from gearshift.v1 import common_pb2 as gearshift_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gearshift/v1/cache.proto\x12\x0cgearshift.v1\x1a\x19gearshift/v1/common.proto\"C\n\nCacheScope\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_digest\x18\x03 \x01(\t\"Y\n\rLookupRequest\x12\'\n\x05scope\x18\x01 \x01(\x0b\x32\x18.gearshift.v1.CacheScope\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\tembedding\x18\x03 \x03(\x02\"\x8e\x01\n\x0eLookupResponse\x12+\n\x07outcome\x18\x01 \x01(\x0e\x32\x1a.gearshift.v1.CacheOutcome\x12\'\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x18.gearshift.v1.CacheEntry\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\x12\x12\n\nconfidence\x18\x04 \x01(\x01\"\xbe\x01\n\nCacheEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\'\n\x05scope\x18\x02 \x01(\x0b\x32\x18.gearshift.v1.CacheScope\x12\x10\n\x08question\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\"\n\x05usage\x18\x06 \x01(\x0b\x32\x13.gearshift.v1.Usage\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x12\n\nexpires_at\x18\x08 \x01(\x01\"\xe3\x01\n\x0cStoreRequest\x12\'\n\x05scope\x18\x01 \x01(\x0b\x32\x18.gearshift.v1.CacheScope\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\tembedding\x18\x03 \x03(\x02\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x31\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x1a.gearshift.v1.FinishReason\x12\"\n\x05usage\x18\x07 \x01(\x0b\x32\x13.gearshift.v1.Usage\x12\x13\n\x0bttl_seconds\x18\x08 \x01(\r\";\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"d\n\x11InvalidateRequest\x12\'\n\x05scope\x18\x01 \x01(\x0b\x32\x18.gearshift.v1.CacheScope\x12\n\n\x02id\x18\x02 \x01(\t\x12\x1a\n\x12older_than_seconds\x18\x03 \x01(\x01\"%\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\x97\x01\n\rStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\x12\n\nexact_hits\x18\x02 \x01(\x04\x12\x15\n\rsemantic_hits\x18\x03 \x01(\x04\x12\x0e\n\x06misses\x18\x04 \x01(\x04\x12\x16\n\x0e\x62\x61\x63kend_errors\x18\x05 \x01(\x04\x12\x11\n\tevictions\x18\x06 \x01(\x04\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t2\xa8\x02\n\x0c\x43\x61\x63heService\x12\x43\n\x06Lookup\x12\x1b.gearshift.v1.LookupRequest\x1a\x1c.gearshift.v1.LookupResponse\x12@\n\x05Store\x12\x1a.gearshift.v1.StoreRequest\x1a\x1b.gearshift.v1.StoreResponse\x12O\n\nInvalidate\x12\x1f.gearshift.v1.InvalidateRequest\x1a .gearshift.v1.InvalidateResponse\x12@\n\x05Stats\x12\x1a.gearshift.v1.StatsRequest\x1a\x1b.gearshift.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gearshift/v1/cache.proto\x12\x0cgearshift.v1\x1a\x19gearshift/v1/common.proto\"C\n\nCacheScope\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05scope\x18\x02 \x01(\t\x12\x16\n\x0e\x63ontext_digest\x18\x03 \x01(\t\"Y\n\rLookupRequest\x12\'\n\x05scope\x18\x01 \x01(\x0b\x32\x18.gearshift.v1.CacheScope\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\tembedding\x18\x03 \x03(\x02\"\x9e\x01\n\x0eLookupResponse\x12+\n\x07outcome\x18\x01 \x01(\x0e\x32\x1a.gearshift.v1.CacheOutcome\x12\'\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x18.gearshift.v1.CacheEntry\x12\x12\n\nsimilarity\x18\x03 \x01(\x01\x12\x12\n\nconfidence\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x46 \x01(\t\"\xbe\x01\n\nCacheEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\'\n\x05scope\x18\x02 \x01(\x0b\x32\x18.gearshift.v1.CacheScope\x12\x10\n\x08question\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\"\n\x05usage\x18\x06 \x01(\x0b\x32\x13.gearshift.v1.Usage\x12\x12\n\ncreated_at\x18\x07 \x01(\x01\x12\x12\n\nexpires_at\x18\x08 \x01(\x01\"\xe3\x01\n\x0cStoreRequest\x12\'\n\x05scope\x18\x01 \x01(\x0b\x32\x18.gearshift.v1.CacheScope\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\tembedding\x18\x03 \x03(\x02\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x31\n\rfinish_reason\x18\x06 \x01(\x0e\x32\x1a.gearshift.v1.FinishReason\x12\"\n\x05usage\x18\x07 \x01(\x0b\x32\x13.gearshift.v1.Usage\x12\x13\n\x0bttl_seconds\x18\x08 \x01(\r\";\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"d\n\x11InvalidateRequest\x12\'\n\x05scope\x18\x01 \x01(\x0b\x32\x18.gearshift.v1.CacheScope\x12\n\n\x02id\x18\x02 \x01(\t\x12\x1a\n\x12older_than_seconds\x18\x03 \x01(\x01\"%\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\x97\x01\n\rStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\x12\n\nexact_hits\x18\x02 \x01(\x04\x12\x15\n\rsemantic_hits\x18\x03 \x01(\x04\x12\x0e\n\x06misses\x18\x04 \x01(\x04\x12\x16\n\x0e\x62\x61\x63kend_errors\x18\x05 \x01(\x04\x12\x11\n\tevictions\x18\x06 \x01(\x04\x12\x0f\n\x07\x62\x61\x63kend\x18\x07 \x01(\t2\xa8\x02\n\x0c\x43\x61\x63heService\x12\x43\n\x06Lookup\x12\x1b.gearshift.v1.LookupRequest\x1a\x1c.gearshift.v1.LookupResponse\x12@\n\x05Store\x12\x1a.gearshift.v1.StoreRequest\x1a\x1b.gearshift.v1.StoreResponse\x12O\n\nInvalidate\x12\x1f.gearshift.v1.InvalidateRequest\x1a .gearshift.v1.InvalidateResponse\x12@\n\x05Stats\x12\x1a.gearshift.v1.StatsRequest\x1a\x1b.gearshift.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,21 +37,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKUPREQUEST']._serialized_start=138
   _globals['_LOOKUPREQUEST']._serialized_end=227
   _globals['_LOOKUPRESPONSE']._serialized_start=230
-  _globals['_LOOKUPRESPONSE']._serialized_end=372
-  _globals['_CACHEENTRY']._serialized_start=375
-  _globals['_CACHEENTRY']._serialized_end=565
-  _globals['_STOREREQUEST']._serialized_start=568
-  _globals['_STOREREQUEST']._serialized_end=795
-  _globals['_STORERESPONSE']._serialized_start=797
-  _globals['_STORERESPONSE']._serialized_end=856
-  _globals['_INVALIDATEREQUEST']._serialized_start=858
-  _globals['_INVALIDATEREQUEST']._serialized_end=958
-  _globals['_INVALIDATERESPONSE']._serialized_start=960
-  _globals['_INVALIDATERESPONSE']._serialized_end=997
-  _globals['_STATSREQUEST']._serialized_start=999
-  _globals['_STATSREQUEST']._serialized_end=1029
-  _globals['_STATSRESPONSE']._serialized_start=1032
-  _globals['_STATSRESPONSE']._serialized_end=1183
-  _globals['_CACHESERVICE']._serialized_start=1186
-  _globals['_CACHESERVICE']._serialized_end=1482
+  _globals['_LOOKUPRESPONSE']._serialized_end=388
+  _globals['_CACHEENTRY']._serialized_start=391
+  _globals['_CACHEENTRY']._serialized_end=581
+  _globals['_STOREREQUEST']._serialized_start=584
+  _globals['_STOREREQUEST']._serialized_end=811
+  _globals['_STORERESPONSE']._serialized_start=813
+  _globals['_STORERESPONSE']._serialized_end=872
+  _globals['_INVALIDATEREQUEST']._serialized_start=874
+  _globals['_INVALIDATEREQUEST']._serialized_end=974
+  _globals['_INVALIDATERESPONSE']._serialized_start=976
+  _globals['_INVALIDATERESPONSE']._serialized_end=1013
+  _globals['_STATSREQUEST']._serialized_start=1015
+  _globals['_STATSREQUEST']._serialized_end=1045
+  _globals['_STATSRESPONSE']._serialized_start=1048
+  _globals['_STATSRESPONSE']._serialized_end=1199
+  _globals['_CACHESERVICE']._serialized_start=1202
+  _globals['_CACHESERVICE']._serialized_end=1498
 # @@protoc_insertion_point(module_scope)

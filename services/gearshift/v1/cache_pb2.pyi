@@ -101,12 +101,20 @@ class LookupResponse(_message.Message):
     ENTRY_FIELD_NUMBER: _builtins.int
     SIMILARITY_FIELD_NUMBER: _builtins.int
     CONFIDENCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     outcome: _common_pb2.CacheOutcome.ValueType
     """HIT_EXACT, HIT_SEMANTIC, MISS or ERROR."""
     similarity: _builtins.float
     """Cosine similarity between the question and the entry's question."""
     confidence: _builtins.float
-    """The verifier's probability that both questions ask the same thing."""
+    """The score the hit was decided by: for two questions, the verifier's probability
+    that both ask the same thing; for statements and instructions, the cosine.
+    """
+    reason: _builtins.str
+    """Why the lookup was served or missed, in words: the operating point it was judged
+    by ("statement: cosine 0.934 >= 0.911") and every nearer candidate passed over with
+    its real difference ("passed over cosine 0.981: different numbers (3 / 5)").
+    """
     @_builtins.property
     def entry(self) -> Global___CacheEntry:
         """The cached entry on a hit."""
@@ -118,10 +126,11 @@ class LookupResponse(_message.Message):
         entry: Global___CacheEntry | None = ...,
         similarity: _builtins.float = ...,
         confidence: _builtins.float = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "entry", b"entry", "outcome", b"outcome", "similarity", b"similarity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["confidence", b"confidence", "entry", b"entry", "outcome", b"outcome", "reason", b"reason", "similarity", b"similarity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,243 @@
+"""Real differences between two texts that make a cached answer wrong, with a name each.
+
+An embedding puts "Retry up to three times" and "Retry up to five times" at cosine
+0.98: whatever the similarity, a different number, a negation on one side only,
+opposite words or a different name is a different request. These checks are the
+stated reasons the cache gives when it refuses a near candidate (and the only
+reasons it may pass over a nearer candidate for a farther one). They look at words
+only, so they hold for questions, statements and instructions alike.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gearshift.cache.features import (
+    ANTONYMS,
+    NEGATIONS,
+    STOPWORDS,
+    _is_opposite,
+    _numbers,
+    _stem,
+    _words,
+)
+
+# Spelled-out numbers are numbers: "three times" and "3 times" are the same, "five"
+# differs. "one" is left out: "one orbit" and "an orbit" say the same.
+NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        "zero _ two three four five six seven eight nine ten eleven twelve".split()
+    )
+    if w != "_"
+} | {
+    "twenty": "20",
+    "thirty": "30",
+    "forty": "40",
+    "fifty": "50",
+    "sixty": "60",
+    "seventy": "70",
+    "eighty": "80",
+    "ninety": "90",
+    "hundred": "100",
+    "thousand": "1000",
+    "million": "1000000",
+    "billion": "1000000000",
+    "half": "1/2",
+    "third": "1/3",
+    "quarter": "1/4",
+    "twice": "x2",
+    "double": "x2",
+}
+# Units of time or size: "every hour" and "every day" differ when both sides name one.
+UNITS = {
+    "second": "second",
+    "minute": "minute",
+    "hour": "hour",
+    "day": "day",
+    "daily": "day",
+    "night": "day",
+    "nightly": "day",
+    "week": "week",
+    "weekly": "week",
+    "month": "month",
+    "monthly": "month",
+    "year": "year",
+    "yearly": "year",
+    "annual": "year",
+    "kb": "kb",
+    "mb": "mb",
+    "gb": "gb",
+    "tb": "tb",
+}
+# Comparatives and superlatives whose opposite the antonym list does not name.
+_MORE_OPPOSITES = [
+    ("enable", "disable"),
+    ("enabled", "disabled"),
+    ("allow", "forbid"),
+    ("show", "hide"),
+    ("lock", "unlock"),
+    ("install", "uninstall"),
+    ("mount", "unmount"),
+    ("connect", "disconnect"),
+    ("older", "newer"),
+    ("oldest", "newest"),
+    ("higher", "lower"),
+    ("highest", "lowest"),
+    ("raise", "lower"),
+    ("raises", "lowers"),
+    ("warmer", "colder"),
+    ("warmest", "coldest"),
+    ("hottest", "coldest"),
+    ("larger", "smaller"),
+    ("largest", "smallest"),
+    ("bigger", "smaller"),
+    ("biggest", "smallest"),
+    ("longer", "shorter"),
+    ("faster", "slower"),
+    ("earlier", "later"),
+    ("more", "fewer"),
+    ("accept", "decline"),
+    ("ascending", "descending"),
+    ("input", "output"),
+    ("request", "response"),
+    ("into", "out"),
+    ("to", "from"),
+    ("serialize", "deserialize"),
+    ("compress", "decompress"),
+]
+_EXTRA_OPPOSITES = frozenset(frozenset(p) for p in _MORE_OPPOSITES) | frozenset(
+    frozenset((_stem(a), _stem(b))) for a, b in _MORE_OPPOSITES
+)
+# A name: a capitalised word not at the start of a sentence, or a word with a digit,
+# a dot or an inner capital (PostgreSQL, nvidia.com, utcnow3, IPv4).
+_NAME = re.compile(r"(?<![.?!:]\s)(?<!^)\b([A-Z][\w.-]*[\w])|\b(\w*[a-z][A-Z0-9][\w.]*)")
+
+
+def _root(word: str) -> str:
+    """A rough word root: "validating" / "validate" / "validated" all give "validat"."""
+    root = word
+    for suffix in ("ing", "ed", "es", "s", "ly"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            root = word[: -len(suffix)]
+            break
+    if len(root) > 3 and root[-1] == root[-2]:
+        root = root[:-1]  # "running" -> "runn" -> "run"
+    return root.rstrip("e") or root
+
+
+def _quantities(words: list[str], text: str) -> set[str]:
+    return _numbers(text) | {NUMBER_WORDS[w] for w in words if w in NUMBER_WORDS}
+
+
+def _units(words: list[str]) -> set[str]:
+    return {UNITS[_stem(w)] for w in words if _stem(w) in UNITS} | {
+        UNITS[w] for w in words if w in UNITS
+    }
+
+
+def _content_roots(words: list[str]) -> list[str]:
+    return [_root(w) for w in words if w not in STOPWORDS]
+
+
+def _swapped(rq: list[str], rc: list[str]) -> tuple[str, str] | None:
+    """Two words that trade places, all else in order ("from English into French").
+
+    Only an exact exchange of two words counts: moved clauses, passives and dative
+    shifts ("send the team the report") reorder more than two words and keep the
+    meaning.
+    """
+    if len(rq) != len(rc):
+        return None
+    diff = [i for i, (x, y) in enumerate(zip(rq, rc, strict=True)) if x != y]
+    if len(diff) == 2:
+        i, j = diff
+        if rq[i] == rc[j] and rq[j] == rc[i]:
+            return rq[i], rq[j]
+    return None
+
+
+# Words that order two things: what stands on which side of them matters.
+ORDER_MARKERS = ("before", "after", "than", "to", "into", "from", "over", "instead", "vs", "versus")
+
+
+def _sides(words: list[str], marker: str) -> tuple[set[str], set[str]]:
+    at = words.index(marker)
+    return set(_content_roots(words[:at])), set(_content_roots(words[at + 1 :]))
+
+
+def _crossed(wq: list[str], wc: list[str]) -> str | None:
+    """Things that change sides around an ordering word ("save before validating" /
+    "validate before saving", "euros to dollars" / "dollars to euros")."""
+    for marker in ORDER_MARKERS:
+        if wq.count(marker) != 1 or wc.count(marker) != 1:
+            continue
+        lq, rq = _sides(wq, marker)
+        lc, rc = _sides(wc, marker)
+        if (lq & rc) - lc and (rq & lc) - rc:
+            return marker
+    return None
+
+
+def _substituted(rq: list[str], rc: list[str]) -> tuple[str, str] | None:
+    """Two texts identical but for one word in the same place ("pie chart" / "bar chart")."""
+    if len(rq) != len(rc) or len(rq) < 3:
+        return None
+    diff = [(x, y) for x, y in zip(rq, rc, strict=True) if x != y]
+    if len(diff) == 1:
+        return diff[0]
+    return None
+
+
+def _names(text: str) -> set[str]:
+    found = set()
+    for a, b in _NAME.findall(text.strip()):
+        found.add((a or b).lower())
+    return found
+
+
+def _opposite(only_q: set[str], only_c: set[str]) -> tuple[str, str] | None:
+    for x in only_q:
+        for y in only_c:
+            stems = frozenset((_stem(x), _stem(y)))
+            if stems in _EXTRA_OPPOSITES or stems in ANTONYMS or _is_opposite(x, y):
+                return x, y
+    return None
+
+
+def real_difference(q: str, c: str) -> str:
+    """Why `c` cannot stand for `q` ("" when no such difference is seen).
+
+    Each check needs the difference on both sides or a one-sided negation, so a
+    paraphrase that merely adds a word is not refused for it.
+    """
+    wq, wc = _words(q), _words(c)
+    sq, sc = set(wq), set(wc)
+    nq, nc = _quantities(wq, q), _quantities(wc, c)
+    if nq != nc:
+        shown = " / ".join(", ".join(sorted(s)) or "none" for s in (nq, nc))
+        return f"different numbers ({shown})"
+    uq, uc = _units(wq), _units(wc)
+    if uq and uc and uq != uc:
+        return f"different units ({', '.join(sorted(uq))} / {', '.join(sorted(uc))})"
+    if bool(sq & NEGATIONS) != bool(sc & NEGATIONS):
+        return "a negation on one side only"
+    pair = _opposite(sq - sc, sc - sq)
+    if pair is not None:
+        return f"opposite words ({pair[0]} / {pair[1]})"
+    rq, rc = _content_roots(wq), _content_roots(wc)
+    swap = _swapped(rq, rc)
+    if swap is not None:
+        return f"two words trade places ({swap[0]} / {swap[1]})"
+    marker = _crossed(wq, wc)
+    if marker is not None:
+        return f"the two sides of '{marker}' are exchanged"
+    substitution = _substituted(rq, rc)
+    if substitution is not None:
+        return f"one word replaced ({substitution[0]} / {substitution[1]})"
+    # A name on each side that the other side does not mention: a changed entity.
+    only_q = {n for n in _names(q) - STOPWORDS if n not in c.lower()}
+    only_c = {n for n in _names(c) - STOPWORDS if n not in q.lower()}
+    if only_q and only_c:
+        return f"different names ({', '.join(sorted(only_q))} / {', '.join(sorted(only_c))})"
+    return ""
