@@ -1,4 +1,7 @@
-"""`gearshift chat` and `gearshift route explain`: talk to a running router."""
+"""`gearshift chat` and `gearshift route explain`: talk to a running router.
+
+`gearshift route eval` (offline) lives in `gearshift.cli.route_eval`.
+"""
 
 from __future__ import annotations
 
@@ -54,6 +57,9 @@ def add_route_parser(sub: Any) -> None:
     explain = rsub.add_parser("explain", help="show where a query would go, without generating")
     _common(explain)
     explain.set_defaults(func=lambda a: asyncio.run(_explain(a)))
+    from gearshift.cli.route_eval import add_eval_parser
+
+    add_eval_parser(rsub)
 
 
 def _request(args: argparse.Namespace) -> router_pb2.ChatRequest:

@@ -95,6 +95,7 @@ class Executor:
                 finish_reason=common_pb2.FINISH_REASON_STOP,
                 usage=common_pb2.Usage(),
                 trace_id=trace_id,
+                citations=plan.citations,
             )
             return
         usage = common_pb2.Usage()
@@ -141,6 +142,8 @@ class Executor:
                         if attempt.finish:
                             out.finish_reason = attempt.finish
                             out.usage.CopyFrom(usage)
+                            if attempt.finish != common_pb2.FINISH_REASON_ERROR:
+                                out.citations.extend(plan.citations)
                         attempt.parts.append(chunk.text_delta)
                         yield out
                 except grpc.aio.AioRpcError as exc:

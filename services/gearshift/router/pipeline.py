@@ -17,8 +17,10 @@ from gearshift.router.embedding import QueryEmbedder
 from gearshift.router.executor import ESCALATE_ON, BackendError, Executor, add_usage
 from gearshift.router.plan import AUTO_MODELS, AUTO_SCOPE, PipelineConfig, Plan
 from gearshift.router.planner import TIER_ENUM, Planner
+from gearshift.router.retriever_client import RetrieverClient
 from gearshift.router.routing_table import RoutingTable
 from gearshift.router.scoring import DifficultyScorer
+from gearshift.router.selector import Selector
 from gearshift.v1 import common_pb2, router_pb2
 
 __all__ = [
@@ -44,10 +46,12 @@ class Pipeline:
         embedder: QueryEmbedder,
         scorer: DifficultyScorer,
         cache: CacheClient | None,
+        selector: Selector | None = None,
+        retriever: RetrieverClient | None = None,
     ) -> None:
         self.table = table
         self.cache = cache
-        self.planner = Planner(config, table, embedder, scorer, cache)
+        self.planner = Planner(config, table, embedder, scorer, cache, selector, retriever)
         self.executor = Executor(config, table, cache)
 
     # The planner and the executor read one config; tests and tools swap parts at run time.
@@ -58,6 +62,9 @@ class Pipeline:
     @config.setter
     def config(self, config: PipelineConfig) -> None:
         self.planner.config = self.executor.config = config
+        if self.planner.selector is not None:
+            self.planner.selector.threshold = config.selection_threshold
+            self.planner.selector.margin = config.selection_margin
 
     @property
     def embedder(self) -> QueryEmbedder:
@@ -91,6 +98,7 @@ class Pipeline:
                 response.finish_reason = chunk.finish_reason
             if chunk.HasField("usage"):
                 response.usage.CopyFrom(chunk.usage)
+            response.citations.extend(chunk.citations)
         response.text = "".join(parts)
         if not response.HasField("usage"):
             response.usage.CopyFrom(common_pb2.Usage())

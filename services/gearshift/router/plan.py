@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from gearshift.router.routing_table import Route
-from gearshift.v1 import cache_pb2, common_pb2, router_pb2
+from gearshift.router.routing_table import Route, Source
+from gearshift.v1 import cache_pb2, common_pb2, retriever_pb2, router_pb2
 
 AUTO_MODELS = frozenset({"", "auto"})
 AUTO_SCOPE = "auto"
@@ -31,6 +31,10 @@ class PipelineConfig:
     on_scoring_failure: str = "slm"  # "slm", "llm" or "refuse"
     store_sampled: bool = False
     expose_prompts_in_traces: bool = False
+    selection_threshold: float = 0.35
+    selection_margin: float = 0.0
+    source_timeout_s: float = 2.0
+    source_context_chars: int = 3000
 
 
 @dataclass
@@ -53,6 +57,11 @@ class Plan:
     deadline: float = 0.0  # monotonic
     started: float = field(default_factory=time.monotonic)
     stream: bool = False
+    # Answering from a data source: the source, and the passages the prompt is grounded in.
+    source: Source | None = None
+    source_pinned: bool = False
+    passages: list[retriever_pb2.Passage] = field(default_factory=list)
+    citations: list[router_pb2.Citation] = field(default_factory=list)
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

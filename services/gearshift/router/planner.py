@@ -1,6 +1,7 @@
 """The planner: decides how one request is answered, before any backend is called.
 
-validate -> (pin check) -> embed once -> cache lookup -> score -> choose routes. The result
+validate -> (pin check) -> embed once -> select an option by metadata -> (a source: search
+it and ground the prompt) -> cache lookup -> score -> choose routes. The result
 is a `Plan`; the executor runs it. The planner never generates text.
 """
 
@@ -12,6 +13,7 @@ import time
 import uuid
 from collections.abc import MutableSequence, Sequence
 
+import grpc
 from opentelemetry import trace
 
 from gearshift.router import metrics
@@ -23,9 +25,12 @@ from gearshift.router.context_digest import (
     question_text,
 )
 from gearshift.router.embedding import QueryEmbedder
+from gearshift.router.grounding import citations, grounded_messages, used_passages
 from gearshift.router.plan import AUTO_MODELS, AUTO_SCOPE, PipelineConfig, Plan
-from gearshift.router.routing_table import Route, RoutingTable, Snapshot
+from gearshift.router.retriever_client import RetrieverClient
+from gearshift.router.routing_table import Route, RoutingTable, Snapshot, Source
 from gearshift.router.scoring import DifficultyScorer
+from gearshift.router.selector import Selector
 from gearshift.runtime.errors import FieldViolation, NotFound, Unavailable
 from gearshift.runtime.validation import require_valid_chat
 from gearshift.v1 import cache_pb2, common_pb2, router_pb2
@@ -51,12 +56,16 @@ class Planner:
         embedder: QueryEmbedder,
         scorer: DifficultyScorer,
         cache: CacheClient | None,
+        selector: Selector | None = None,
+        retriever: RetrieverClient | None = None,
     ) -> None:
         self.config = config
         self.table = table
         self.embedder = embedder
         self.scorer = scorer
         self.cache = cache
+        self.selector = selector
+        self.retriever = retriever
 
     async def plan(
         self,
@@ -96,20 +105,12 @@ class Planner:
             span.set_attribute("gearshift.question", plan.question)
 
         pinned_route: Route | None = None
+        pinned_source: Source | None = None
         if request.model not in AUTO_MODELS:
-            pinned_route = snapshot.find(request.model)
-            if pinned_route is None and self.table.wake(name=request.model):
-                raise Unavailable(
-                    f"route {request.model!r} is scaled to zero and is being started; "
-                    "retry shortly, or send the request with model 'auto'",
-                    reason="ROUTE_COLD",
-                )
-            if pinned_route is None:
-                known = ", ".join(["auto", *(r.name for r in snapshot.routes)])
-                raise NotFound(
-                    f"unknown model {request.model!r}; use one of: {known}", reason="UNKNOWN_MODEL"
-                )
-            plan.pinned = True
+            pinned_source = snapshot.source(request.model)
+            if pinned_source is None:
+                pinned_route = self._pinned_route(request.model, snapshot)
+                plan.pinned = True
 
         lookup, plan.store = self._cache_policy(request, plan)
         if lookup or plan.store or pinned_route is None:
@@ -119,10 +120,26 @@ class Planner:
                 self._scoring_failed(plan, "embedding", exc)
                 lookup = plan.store = False
                 plan.decision.cache = common_pb2.CACHE_OUTCOME_BYPASS
+        selected_route: Route | None = None
+        if pinned_source is not None:
+            plan.source, plan.source_pinned = pinned_source, True
+            plan.decision.reasons.append(f"source pinned by the request: {pinned_source.name}")
+        elif pinned_route is None:
+            plan.source, selected_route = await self._select(plan, snapshot)
+        if plan.source is not None:
+            if dry_run:
+                plan.decision.source = plan.source.name
+            else:
+                await self._retrieve(plan, plan.source)
+        scope = pinned_route.name if pinned_route else AUTO_SCOPE
+        if plan.source is not None and not dry_run:
+            # Answers drawn from a source are cached per content version of that source:
+            # re-ingesting changes the version and so invalidates them.
+            scope = f"source/{plan.source.name}@{plan.decision.source_content_version}"
         if lookup or plan.store:
             plan.scope = cache_pb2.CacheScope(
                 tenant=tenant,
-                scope=pinned_route.name if pinned_route else AUTO_SCOPE,
+                scope=scope,
                 context_digest=context_digest(messages, request.sampling),
             )
         if lookup and self.cache is not None and plan.scope is not None:
@@ -142,12 +159,117 @@ class Planner:
                 if not dry_run:
                     return plan
                 # A dry run still shows where the request would have gone on a miss.
-        self._choose(plan, snapshot, pinned_route)
+        if selected_route is not None:
+            plan.routes = self._escalation_chain(selected_route, snapshot)
+            set_route(plan.decision, selected_route)
+        else:
+            self._choose(plan, snapshot, pinned_route)
         if plan.hit is not None:  # dry run on a hit: the cache answers, the score is informative
             d = plan.decision
             d.route, d.tier, d.model = "cache", common_pb2.TIER_CACHE, plan.hit.entry.model
         self._annotate(span, plan)
         return plan
+
+    def _pinned_route(self, name: str, snapshot: Snapshot) -> Route:
+        """The route a request names, or NOT_FOUND / UNAVAILABLE (cold) saying why."""
+        route = snapshot.find(name)
+        if route is not None:
+            return route
+        if self.table.wake(name=name):
+            raise Unavailable(
+                f"route {name!r} is scaled to zero and is being started; "
+                "retry shortly, or send the request with model 'auto'",
+                reason="ROUTE_COLD",
+            )
+        known = ", ".join(
+            ["auto", *(r.name for r in snapshot.routes), *(s.name for s in snapshot.sources)]
+        )
+        raise NotFound(f"unknown model {name!r}; use one of: {known}", reason="UNKNOWN_MODEL")
+
+    async def _select(self, plan: Plan, snapshot: Snapshot) -> tuple[Source | None, Route | None]:
+        """The source (or described model route) the question's metadata match selects."""
+        d = plan.decision
+        if self.selector is None or not (
+            snapshot.sources or any(r.description for r in snapshot.routes)
+        ):
+            return None, None
+        if not plan.embedding:
+            d.selection_reason = "selection skipped: the question has no embedding"
+            return None, None
+        with tracer.start_as_current_span("router.select") as span:
+            selection = await self.selector.select(snapshot, plan.embedding)
+            span.set_attribute("gearshift.selection", selection.reason)
+        for c in selection.candidates:
+            d.candidates.add(
+                name=c.name,
+                kind=c.kind,
+                score=c.score,
+                similarity=c.similarity,
+                exclude_similarity=c.exclude_similarity,
+                matched=c.matched,
+            )
+        d.selection_reason = selection.reason
+        d.reasons.append(selection.reason)
+        chosen = selection.chosen
+        if chosen is None:
+            return None, None
+        if chosen.kind == "source":
+            source = snapshot.source(chosen.name)
+            if source is not None and not self.table.source_usable(source):
+                d.reasons.append(f"skipped source {source.name}: retriever breaker open")
+                return None, None
+            return source, None
+        route = snapshot.by_name.get(chosen.name)
+        if route is not None and not self.table.route_usable(route):
+            d.reasons.append(f"skipped {route.name}: {self.table.why_unusable(route)}")
+            return None, None
+        return None, route
+
+    async def _retrieve(self, plan: Plan, source: Source) -> None:
+        """Searches the source and grounds the prompt; a failure skips it (pinned: fails)."""
+        d = plan.decision
+        try:
+            with tracer.start_as_current_span("router.retrieve") as span:
+                span.set_attribute("gearshift.source", source.name)
+                if self.retriever is None:
+                    raise RuntimeError("no retriever client")
+                found = await self.retriever.search(
+                    source, plan.question, plan.embedding, plan.remaining()
+                )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            why = f"{code.name}: {exc.details() or ''}".rstrip(": ")
+            if code not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                self.table.record_source_result(source, why)
+            self._source_failed(plan, source, why)
+            return
+        self.table.record_source_result(source)
+        passages = used_passages(found.passages, self.config.source_context_chars)
+        if not passages:
+            self._source_failed(plan, source, "no passages found")
+            return
+        plan.passages = passages
+        plan.citations = citations(passages)
+        plan.messages = grounded_messages(
+            source.name, passages, plan.messages, self.config.source_context_chars
+        )
+        d.source = source.name
+        d.source_content_version = found.content_version
+        d.reasons.append(
+            f"answering from source {source.name}: {len(passages)} passages "
+            f"(best {passages[0].document_id}, score {passages[0].score:.3f})"
+        )
+
+    def _source_failed(self, plan: Plan, source: Source, why: str) -> None:
+        metrics.SOURCE_FAILURES.labels(source.name).inc()
+        if plan.source_pinned:
+            raise Unavailable(
+                f"data source {source.name!r} could not be searched ({why})",
+                reason="SOURCE_UNAVAILABLE",
+            )
+        log.warning("request %s: source %s skipped: %s", plan.request_id, source.name, why)
+        plan.decision.reasons.append(f"skipped source {source.name} ({why}): model routes decide")
+        plan.source = None
 
     def _cache_policy(self, request: router_pb2.ChatRequest, plan: Plan) -> tuple[bool, bool]:
         """(look up?, store?) from the caller's policy, the sampling settings and config."""
@@ -313,3 +435,11 @@ class Planner:
         span.set_attribute("gearshift.tier", common_pb2.Tier.Name(d.tier))
         span.set_attribute("gearshift.cache", common_pb2.CacheOutcome.Name(d.cache))
         span.set_attribute("gearshift.difficulty", d.difficulty)
+        if d.source:
+            span.set_attribute("gearshift.source", d.source)
+        if d.selection_reason:
+            span.set_attribute("gearshift.selection", d.selection_reason)
+        if d.candidates:
+            span.set_attribute(
+                "gearshift.candidates", [f"{c.name}={c.score:.3f}" for c in d.candidates]
+            )
