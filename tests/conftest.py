@@ -21,4 +21,5 @@ pytest_plugins = [
     "tests.fixtures.proxy",
     "tests.fixtures.postgres",
     "tests.fixtures.cache",
+    "tests.fixtures.retriever",
 ]

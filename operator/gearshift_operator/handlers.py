@@ -356,3 +356,7 @@ async def _autoscale(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> Non
         message=f"{current} -> {decision.replicas} replicas ({decision.reason}; "
         f"load {load} from {answered}/{len(targets)} replicas)",
     )
+
+
+# DataSource handlers live in their own module; importing it registers them.
+from gearshift_operator import datasources as datasources  # noqa: E402

@@ -111,6 +111,17 @@ class Settings(BaseSettings):
         9100, ge=-1, le=65535, description="Operator's own /metrics port; -1 disables."
     )
     service_account: str = Field("", description="Service account of model-server pods.")
+    retriever_endpoint: str = Field(
+        "",
+        description="host:port of the chart's retriever; DataSources with an empty "
+        "spec.retriever.endpoint use it.",
+    )
+    datasource_interval_s: float = Field(
+        30.0, gt=0, description="How often each DataSource's counts are re-read."
+    )
+    retriever_timeout_s: float = Field(
+        2.0, gt=0, description="Deadline of one retriever Stats call."
+    )
     log_level: str = Field("INFO", description="Log level.")
 
     def size_class_table(self) -> dict[str, SizeClass]:

@@ -107,6 +107,8 @@ def test_operator_rbac_is_exactly_what_it_uses() -> None:
     assert rules == {
         ("gearshift.dev", "modelroutes"): {"get", "list", "watch", "patch"},
         ("gearshift.dev", "modelroutes/status"): {"get", "patch"},
+        ("gearshift.dev", "datasources"): {"get", "list", "watch", "patch"},
+        ("gearshift.dev", "datasources/status"): {"get", "patch"},
         ("apps", "deployments"): crud,
         ("", "services"): crud,
         ("", "configmaps"): crud,

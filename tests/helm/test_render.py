@@ -97,7 +97,13 @@ def test_the_crd_is_a_valid_kubernetes_object() -> None:
     assert doc["metadata"]["name"] == "modelroutes.gearshift.dev"
     with Chart.load(CHART_DIR) as chart:
         # Helm installs it from crds/ before any template (and never deletes it).
-        assert [c["name"] for c in chart.crds] == ["crds/modelroutes.gearshift.dev.yaml"]
+        assert sorted(c["name"] for c in chart.crds) == [
+            "crds/datasource.yaml",
+            "crds/modelroutes.gearshift.dev.yaml",
+        ]
+    datasource = yaml.safe_load((CRD_FILE.parent / "datasource.yaml").read_text())
+    kubernetes_validate.validate(datasource, "1.33.0", strict=True)
+    assert datasource["metadata"]["name"] == "datasources.gearshift.dev"
 
 
 def test_kopf_peering_object_matches_the_rendered_crd() -> None:
@@ -216,7 +222,10 @@ def test_packaged_chart_keeps_crd_and_schema_and_renders_the_same(tmp_path: Path
     archive = package(CHART_DIR, destination=tmp_path)
     with Chart.load(archive) as packed:
         assert packed.metadata["appVersion"] == "0.1.0"
-        assert [c["name"] for c in packed.crds] == ["crds/modelroutes.gearshift.dev.yaml"]
+        assert sorted(c["name"] for c in packed.crds) == [
+            "crds/datasource.yaml",
+            "crds/modelroutes.gearshift.dev.yaml",
+        ]
         assert packed.schema is not None
         assert not any(f["name"].startswith("ci/") for f in packed.files)
         assert packed.render(values={}, name=RELEASE, namespace=NAMESPACE) == render_set("default")

@@ -36,6 +36,14 @@ RESOURCES: dict[str, ResourceInfo] = {
         verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
         subresources={"status", "scale"},
     ),
+    "gearshift.dev/v1alpha1/datasources": ResourceInfo(
+        kind="DataSource",
+        singular="datasource",
+        namespaced=True,
+        shortnames={"ds"},
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        subresources={"status"},
+    ),
     "apps/v1/deployments": ResourceInfo(
         kind="Deployment",
         namespaced=True,
@@ -65,7 +73,7 @@ RESOURCES: dict[str, ResourceInfo] = {
         verbs={"get", "list", "watch", "create", "patch", "delete"},
     ),
 }
-WITH_STATUS = {"modelroutes", "deployments"}
+WITH_STATUS = {"modelroutes", "datasources", "deployments"}
 
 
 @attrs.define(kw_only=True)

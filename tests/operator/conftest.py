@@ -17,6 +17,7 @@ import yaml
 os.environ.setdefault("GEARSHIFT_OPERATOR_OPERATOR_METRICS_PORT", "-1")
 os.environ.setdefault("GEARSHIFT_OPERATOR_AUTOSCALE_INTERVAL_S", "1")
 os.environ.setdefault("GEARSHIFT_OPERATOR_LIVENESS_ENDPOINT", "")
+os.environ.setdefault("GEARSHIFT_OPERATOR_DATASOURCE_INTERVAL_S", "1")
 
 from kmock import Server
 

@@ -129,6 +129,12 @@ these keys in `<component>.settings`. Returns YAML.
 {{- if eq $root.Values.cache.backend "inprocess" }}
 {{- $_ := set $w "data_dir" $root.Values.cache.inprocess.mountPath }}
 {{- end }}
+{{- else if eq .component "retriever" }}
+{{- /* The chart's `inprocess` is the retriever's embedded (usearch + SQLite) backend. */}}
+{{- $_ := set $w "backend" (eq $root.Values.retriever.backend "inprocess" | ternary "usearch" "pgvector") }}
+{{- if eq $root.Values.retriever.backend "inprocess" }}
+{{- $_ := set $w "data_dir" $root.Values.retriever.inprocess.mountPath }}
+{{- end }}
 {{- else if eq .component "proxy" }}
 {{- $_ := set $w "config_file" "/etc/gearshift/proxy/config.yaml" }}
 {{- else if eq .component "operator" }}
@@ -146,6 +152,9 @@ these keys in `<component>.settings`. Returns YAML.
 {{- $_ := set $w "namespace" $root.Release.Namespace }}
 {{- end }}
 {{- $_ := set $w "peering_name" ($v.peering.enabled | ternary $v.peering.name "") }}
+{{- if $root.Values.retriever.enabled }}
+{{- $_ := set $w "retriever_endpoint" (printf "%s.%s.svc:%d" (include "gearshift.componentName" (dict "root" $root "component" "retriever")) $root.Release.Namespace (int $root.Values.retriever.settings.grpc_port)) }}
+{{- end }}
 {{- end }}
 {{- toYaml $w }}
 {{- end }}

@@ -27,6 +27,7 @@ SERVICES: dict[str, ServiceEntry] = {
         ServiceEntry("cache", "gearshift.cache.app", "semantic cache"),
         ServiceEntry("slm", "gearshift.slm.app", "small model on vLLM"),
         ServiceEntry("proxy", "gearshift.proxy.app", "LLM proxy to OpenAI-compatible upstreams"),
+        ServiceEntry("retriever", "gearshift.retriever.app", "document sources: hybrid search"),
     )
 }
 

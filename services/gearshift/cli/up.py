@@ -36,6 +36,7 @@ class Ports:
     proxy: int = 50054
     upstream: int = 8001
     http: int = 8080
+    retriever: int = 50055
 
 
 def add_parser(sub: Any) -> None:
@@ -168,6 +169,23 @@ def plan(
                 description=f"LLM proxy -> stand-in upstream :{ports.proxy}",
             )
         )
+    if "retriever" in services:
+        specs.append(
+            ProcessSpec(
+                "retriever",
+                _gearshift(
+                    "serve",
+                    "retriever",
+                    *_common("retriever", home, ports.retriever, otlp_endpoint),
+                    "--data-dir",
+                    str(home / "retriever"),
+                ),
+                env,
+                ready_file=home / "run" / "retriever.ready",
+                description=f"retriever (usearch + SQLite, {home / 'retriever'}) "
+                f":{ports.retriever}",
+            )
+        )
     if "router" in services:
         from gearshift.router.local import local_default_routes
 
@@ -177,6 +195,10 @@ def plan(
             proxy_address=f"127.0.0.1:{ports.proxy}",
             llm_model=STANDIN_MODEL,
         )
+        if "retriever" in services:
+            from gearshift.cli.local_sources import datasource_document
+
+            routes.append(datasource_document(f"127.0.0.1:{ports.retriever}"))
         routes_file = home / "routes.yaml"
         routes_file.write_text(yaml.safe_dump_all(routes, sort_keys=False))
         local_state.local_api_key(create=True)
@@ -208,6 +230,9 @@ def _banner(home: Path, ports: Ports, services: list[str]) -> None:
         print(f"  gRPC router      127.0.0.1:{ports.router}")
         print(f"  OpenAI API       http://127.0.0.1:{ports.http}/v1  (api key {key})")
         print('  try              gearshift chat "Why is the sky blue?"')
+    if "retriever" in services:
+        print(f"  retriever        127.0.0.1:{ports.retriever}  (source gearshift-docs)")
+        print(f"  sources          gearshift sources list --retriever 127.0.0.1:{ports.retriever}")
     print(f"  logs             {home / 'logs'}")
     print("Press Ctrl-C to stop.")
 
@@ -224,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     home = local_state.home()
     (home / "run").mkdir(parents=True, exist_ok=True)
     base = args.base_port
-    ports = Ports(base, base + 1, base + 2, base + 3, args.upstream_port, args.http_port)
+    ports = Ports(base, base + 1, base + 2, base + 3, args.upstream_port, args.http_port, base + 4)
     services = available_services()
     if args.only:
         wanted = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -232,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
     supervisor = Supervisor(home / "logs")
     try:
         supervisor.start_all(plan(home, ports, services, args.otlp_endpoint))
+        if "retriever" in services:
+            _ingest_docs(ports)
         _banner(home, ports, services)
         if "router" in services and not args.no_demo:
             _demo(ports)
@@ -256,3 +283,24 @@ def _demo(ports: Ports) -> None:
     print(f"\n> {DEMO_QUESTION}")
     asyncio.run(_chat(chat_arguments([DEMO_QUESTION, "--router", f"127.0.0.1:{ports.router}"])))
     print(f'\nask again, now from the cache:  gearshift chat "{DEMO_QUESTION}"', flush=True)
+
+
+def _ingest_docs(ports: Ports) -> None:
+    """Ingests the project's docs/ as gearshift-docs (unchanged files are no-ops)."""
+    from gearshift.cli.local_sources import DOCS_SOURCE, docs_folder, ingest_docs
+
+    folder = docs_folder()
+    if folder is None:
+        print(f"no docs/ folder beside this install; {DOCS_SOURCE} stays empty", flush=True)
+        return
+    print(f"ingesting {folder} as source {DOCS_SOURCE}…", flush=True)
+    results = ingest_docs(f"127.0.0.1:{ports.retriever}", folder)
+    counts = {s: sum(r.status == s for r in results) for s in ("created", "updated", "unchanged")}
+    failed = [r for r in results if r.status == "failed"]
+    print(
+        f"{DOCS_SOURCE}: {counts['created']} created, {counts['updated']} updated, "
+        f"{counts['unchanged']} unchanged, {len(failed)} failed",
+        flush=True,
+    )
+    for r in failed:
+        print(f"  failed {r.document_id}: {r.error}", file=sys.stderr)

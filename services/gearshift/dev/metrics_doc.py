@@ -19,6 +19,7 @@ MODULES = {
     "every service": ["gearshift.runtime.metrics"],
     "router": ["gearshift.router.metrics"],
     "cache": ["gearshift.cache.metrics"],
+    "retriever": ["gearshift.retriever.metrics"],
     "proxy": ["gearshift.proxy.accounting"],
     "operator": ["gearshift_operator.metrics"],
 }

@@ -1,0 +1,1 @@
+"""The retrieval service: document collections ("sources") searched by meaning and words."""

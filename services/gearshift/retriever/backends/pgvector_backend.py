@@ -1,0 +1,417 @@
+"""The shared backend: PostgreSQL with pgvector (HNSW) and full-text search (tsvector).
+
+Every replica of the retriever sees the same sources. A document's chunks are
+replaced in one transaction that also locks its source's row, so concurrent ingests
+of one source serialise their content-version updates and a reader sees either the
+old chunks or the new ones. Every call runs under a timeout (client side with
+`asyncio.wait_for`, server side with `statement_timeout`) and the pool opens lazily,
+so a dead database means quick `BackendError`s (UNAVAILABLE), never a hung call.
+
+The HNSW index spans every source, and pgvector before 0.8 filters after the index
+scan: a small source beside a large one can come back short. A vector search that
+returns fewer than k rows is therefore repeated as an exact scan of the source alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import psycopg
+from pgvector.psycopg import register_vector_async
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from gearshift.embeddings import DIM
+from gearshift.retriever.backends.base import BackendError
+from gearshift.retriever.records import (
+    EMPTY_VERSION,
+    ChunkRecord,
+    Hit,
+    SourceInfo,
+    StoredDocument,
+    WriteOutcome,
+    metadata_from_json,
+    metadata_json,
+    toggle_version,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA = f"""
+CREATE EXTENSION IF NOT EXISTS vector;
+CREATE TABLE IF NOT EXISTS gearshift_retriever_sources (
+    tenant TEXT NOT NULL,
+    source TEXT NOT NULL,
+    content_version TEXT NOT NULL,
+    last_ingested_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, source)
+);
+CREATE TABLE IF NOT EXISTS gearshift_retriever_documents (
+    tenant TEXT NOT NULL,
+    source TEXT NOT NULL,
+    document_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    chunks INTEGER NOT NULL,
+    PRIMARY KEY (tenant, source, document_id)
+);
+CREATE TABLE IF NOT EXISTS gearshift_retriever_chunks (
+    id BIGSERIAL PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    source TEXT NOT NULL,
+    document_id TEXT NOT NULL,
+    chunk_index INTEGER NOT NULL,
+    title TEXT NOT NULL,
+    text TEXT NOT NULL,
+    embedding vector({DIM}) NOT NULL,
+    tsv tsvector GENERATED ALWAYS AS (
+        setweight(to_tsvector('english', title), 'A') || to_tsvector('english', text)
+    ) STORED
+);
+CREATE INDEX IF NOT EXISTS gearshift_retriever_chunks_document
+    ON gearshift_retriever_chunks (tenant, source, document_id);
+CREATE INDEX IF NOT EXISTS gearshift_retriever_chunks_hnsw
+    ON gearshift_retriever_chunks USING hnsw (embedding vector_cosine_ops);
+CREATE INDEX IF NOT EXISTS gearshift_retriever_chunks_tsv
+    ON gearshift_retriever_chunks USING gin (tsv);
+"""
+
+_HIT_COLUMNS = "c.id, c.document_id, d.title, c.title, c.chunk_index, c.text, d.metadata"
+_HIT_JOIN = (
+    "gearshift_retriever_chunks c JOIN gearshift_retriever_documents d "
+    "ON d.tenant = c.tenant AND d.source = c.source AND d.document_id = c.document_id"
+)
+
+
+def _hit(row: tuple[Any, ...], score: float, similarity: float = 0.0) -> Hit:
+    return Hit(
+        chunk_id=int(row[0]),
+        document_id=row[1],
+        document_title=row[2],
+        chunk_title=row[3],
+        chunk_index=int(row[4]),
+        text=row[5],
+        metadata=metadata_from_json(row[6]),
+        score=score,
+        vector_similarity=similarity,
+    )
+
+
+class PgvectorBackend:
+    """Sources in three PostgreSQL tables; HNSW on embeddings, GIN on tsvectors."""
+
+    name = "pgvector"
+
+    def __init__(
+        self, url: str, timeout_s: float = 5.0, pool_size: int = 4, ef_search: int = 100
+    ) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.ef_search = ef_search
+        self._schema_ready = False
+        self._schema_lock = asyncio.Lock()
+        self.pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            timeout=timeout_s,
+            kwargs={
+                "connect_timeout": max(1, round(timeout_s)),
+                "options": f"-c statement_timeout={int(timeout_s * 1000)}",
+                "autocommit": True,
+            },
+            configure=self._configure,
+            reconnect_timeout=0,
+        )
+
+    async def _configure(self, conn: AsyncConnection[Any]) -> None:
+        cur = await conn.execute("SELECT 1 FROM pg_type WHERE typname = 'vector'")
+        if await cur.fetchone() is None:
+            try:
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            except psycopg.errors.UniqueViolation:
+                pass  # another connection created it at the same moment
+        await register_vector_async(conn)
+        await conn.execute(f"SET hnsw.ef_search = {int(self.ef_search)}")
+
+    async def open(self) -> None:
+        """Opens the pool without waiting: a down database must not stop the service."""
+        await self.pool.open(wait=False)
+        try:
+            await self._ensure_schema()
+        except BackendError:
+            log.warning("pgvector backend not reachable at start; will retry on use")
+
+    async def close(self) -> None:
+        await self.pool.close(timeout=1.0)
+
+    async def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        async with self._schema_lock:
+            if self._schema_ready:
+                return
+
+            async def create(conn: AsyncConnection[Any]) -> None:
+                await conn.execute("SELECT pg_advisory_lock(7461627)")
+                try:
+                    await conn.execute(SCHEMA)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock(7461627)")
+
+            await self._with_conn(create, timeout_s=max(self.timeout_s, 30.0), setup=True)
+            self._schema_ready = True
+
+    async def _with_conn(
+        self,
+        fn: Callable[[AsyncConnection[Any]], Awaitable[T]],
+        timeout_s: float | None = None,
+        setup: bool = False,
+    ) -> T:
+        if not setup:
+            await self._ensure_schema()
+        timeout = timeout_s or self.timeout_s
+
+        async def run() -> T:
+            async with self.pool.connection(timeout=self.timeout_s) as conn:
+                if setup:
+                    await conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
+                return await fn(conn)
+
+        try:
+            return await asyncio.wait_for(run(), timeout)
+        except BackendError:
+            raise
+        except (TimeoutError, Exception) as exc:
+            raise BackendError(f"pgvector backend: {type(exc).__name__}: {exc}") from exc
+
+    # -- writes -----------------------------------------------------------------
+
+    async def ensure_source(self, tenant: str, source: str, now: float) -> None:
+        async def q(conn: AsyncConnection[Any]) -> None:
+            await conn.execute(
+                "INSERT INTO gearshift_retriever_sources VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (tenant, source, EMPTY_VERSION, now),
+            )
+
+        await self._with_conn(q)
+
+    async def content_hashes(
+        self, tenant: str, source: str, document_ids: list[str]
+    ) -> dict[str, tuple[str, int]]:
+        async def q(conn: AsyncConnection[Any]) -> dict[str, tuple[str, int]]:
+            cur = await conn.execute(
+                "SELECT document_id, content_hash, chunks FROM gearshift_retriever_documents "
+                "WHERE tenant = %s AND source = %s AND document_id = ANY(%s)",
+                (tenant, source, document_ids),
+            )
+            return {row[0]: (row[1], int(row[2])) for row in await cur.fetchall()}
+
+        return await self._with_conn(q)
+
+    async def _locked_version(self, conn: AsyncConnection[Any], tenant: str, source: str) -> Any:
+        cur = await conn.execute(
+            "SELECT content_version FROM gearshift_retriever_sources "
+            "WHERE tenant = %s AND source = %s FOR UPDATE",
+            (tenant, source),
+        )
+        return await cur.fetchone()
+
+    async def _remove_document(
+        self, conn: AsyncConnection[Any], tenant: str, source: str, document_id: str
+    ) -> tuple[str, int] | None:
+        """Deletes a document and its chunks; its old hash and chunk count (None: absent)."""
+        cur = await conn.execute(
+            "DELETE FROM gearshift_retriever_documents WHERE tenant = %s AND source = %s "
+            "AND document_id = %s RETURNING content_hash",
+            (tenant, source, document_id),
+        )
+        old = await cur.fetchone()
+        cur = await conn.execute(
+            "DELETE FROM gearshift_retriever_chunks WHERE tenant = %s AND source = %s "
+            "AND document_id = %s",
+            (tenant, source, document_id),
+        )
+        if old is None:
+            return None
+        return str(old[0]), cur.rowcount
+
+    async def replace_document(
+        self, document: StoredDocument, chunks: list[ChunkRecord], now: float
+    ) -> WriteOutcome:
+        doc = document
+
+        async def q(conn: AsyncConnection[Any]) -> WriteOutcome:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO gearshift_retriever_sources VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (doc.tenant, doc.source, EMPTY_VERSION, now),
+                )
+                row = await self._locked_version(conn, doc.tenant, doc.source)
+                version = str(row[0])
+                removed = await self._remove_document(conn, doc.tenant, doc.source, doc.document_id)
+                if removed is not None:
+                    version = toggle_version(version, doc.document_id, removed[0])
+                version = toggle_version(version, doc.document_id, doc.content_hash)
+                await conn.execute(
+                    "INSERT INTO gearshift_retriever_documents VALUES "
+                    "(%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        doc.tenant,
+                        doc.source,
+                        doc.document_id,
+                        doc.title,
+                        doc.media_type,
+                        metadata_json(doc.metadata),
+                        doc.content_hash,
+                        len(chunks),
+                    ),
+                )
+                if chunks:
+                    async with conn.cursor() as cur:
+                        await cur.executemany(
+                            "INSERT INTO gearshift_retriever_chunks (tenant, source, "
+                            "document_id, chunk_index, title, text, embedding) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                            [
+                                (
+                                    doc.tenant,
+                                    doc.source,
+                                    doc.document_id,
+                                    c.index,
+                                    c.title,
+                                    c.text,
+                                    np.asarray(c.vector, dtype=np.float32),
+                                )
+                                for c in chunks
+                            ],
+                        )
+                await conn.execute(
+                    "UPDATE gearshift_retriever_sources SET content_version = %s, "
+                    "last_ingested_at = %s WHERE tenant = %s AND source = %s",
+                    (version, now, doc.tenant, doc.source),
+                )
+            return WriteOutcome(documents=1, chunks=len(chunks), content_version=version)
+
+        return await self._with_conn(q)
+
+    async def delete(
+        self, tenant: str, source: str, document_ids: list[str] | None, now: float
+    ) -> WriteOutcome | None:
+        async def q(conn: AsyncConnection[Any]) -> WriteOutcome | None:
+            async with conn.transaction():
+                row = await self._locked_version(conn, tenant, source)
+                if row is None:
+                    return None
+                version = str(row[0])
+                ids = document_ids
+                if ids is None:
+                    cur = await conn.execute(
+                        "SELECT document_id FROM gearshift_retriever_documents "
+                        "WHERE tenant = %s AND source = %s",
+                        (tenant, source),
+                    )
+                    ids = [r[0] for r in await cur.fetchall()]
+                documents = chunks = 0
+                for document_id in ids:
+                    removed = await self._remove_document(conn, tenant, source, document_id)
+                    if removed is None:
+                        continue
+                    version = toggle_version(version, document_id, removed[0])
+                    documents += 1
+                    chunks += removed[1]
+                if document_ids is None:
+                    await conn.execute(
+                        "DELETE FROM gearshift_retriever_sources WHERE tenant = %s AND source = %s",
+                        (tenant, source),
+                    )
+                    return WriteOutcome(documents, chunks, "")
+                await conn.execute(
+                    "UPDATE gearshift_retriever_sources SET content_version = %s, "
+                    "last_ingested_at = %s WHERE tenant = %s AND source = %s",
+                    (version, now, tenant, source),
+                )
+                return WriteOutcome(documents, chunks, version)
+
+        return await self._with_conn(q)
+
+    # -- reads ------------------------------------------------------------------
+
+    async def vector_search(
+        self, tenant: str, source: str, vector: npt.NDArray[np.float32], k: int
+    ) -> list[Hit]:
+        query = np.asarray(vector, dtype=np.float32)
+
+        async def q(conn: AsyncConnection[Any]) -> list[Hit]:
+            cur = await conn.execute(
+                f"SELECT {_HIT_COLUMNS}, 1 - (c.embedding <=> %s) FROM {_HIT_JOIN} "
+                "WHERE c.tenant = %s AND c.source = %s ORDER BY c.embedding <=> %s LIMIT %s",
+                (query, tenant, source, query, k),
+            )
+            rows = await cur.fetchall()
+            if len(rows) < k:
+                # Exact scan of this source alone (the CTE keeps the planner off HNSW).
+                cur = await conn.execute(
+                    "WITH s AS MATERIALIZED (SELECT id, embedding <=> %s AS distance "
+                    "FROM gearshift_retriever_chunks WHERE tenant = %s AND source = %s) "
+                    f"SELECT {_HIT_COLUMNS}, 1 - s.distance FROM s JOIN {_HIT_JOIN} "
+                    "ON c.id = s.id ORDER BY s.distance LIMIT %s",
+                    (query, tenant, source, k),
+                )
+                rows = await cur.fetchall()
+            return [_hit(row[:7], float(row[7]), float(row[7])) for row in rows]
+
+        return await self._with_conn(q)
+
+    async def keyword_search(self, tenant: str, source: str, words: list[str], k: int) -> list[Hit]:
+        if not words:
+            return []
+        tsquery = " | ".join(words)
+
+        async def q(conn: AsyncConnection[Any]) -> list[Hit]:
+            cur = await conn.execute(
+                f"SELECT {_HIT_COLUMNS}, ts_rank_cd(c.tsv, query) AS rank "
+                f"FROM {_HIT_JOIN}, to_tsquery('english', %s) query "
+                "WHERE c.tenant = %s AND c.source = %s AND c.tsv @@ query "
+                "ORDER BY rank DESC, c.id LIMIT %s",
+                (tsquery, tenant, source, k),
+            )
+            return [_hit(row[:7], float(row[7])) for row in await cur.fetchall()]
+
+        return await self._with_conn(q)
+
+    async def sources(self, tenant: str, source: str | None) -> list[SourceInfo]:
+        async def q(conn: AsyncConnection[Any]) -> list[SourceInfo]:
+            cur = await conn.execute(
+                "SELECT s.source, s.content_version, s.last_ingested_at, "
+                "COUNT(d.document_id), COALESCE(SUM(d.chunks), 0) "
+                "FROM gearshift_retriever_sources s LEFT JOIN gearshift_retriever_documents d "
+                "ON d.tenant = s.tenant AND d.source = s.source "
+                "WHERE s.tenant = %s AND (%s::text IS NULL OR s.source = %s) "
+                "GROUP BY s.source, s.content_version, s.last_ingested_at ORDER BY s.source",
+                (tenant, source, source),
+            )
+            return [
+                SourceInfo(
+                    source=row[0],
+                    documents=int(row[3]),
+                    chunks=int(row[4]),
+                    content_version=row[1],
+                    last_ingested_at=float(row[2]),
+                )
+                for row in await cur.fetchall()
+            ]
+
+        return await self._with_conn(q)
