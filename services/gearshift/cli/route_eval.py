@@ -83,6 +83,14 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"threshold {args.threshold:.2f}  margin {args.margin:.2f}")
     print(report.table())
     if args.calibrate:
+        for step in range(10, 45, 5):
+            sweep = evaluate(scored, step / 100, args.margin)
+            print(
+                f"  threshold {step / 100:.2f}: top-1 {sweep.top1_accuracy:.3f} "
+                f"top-2 {sweep.top2_accuracy:.3f} "
+                f"none kept {sweep.confusion[('none', 'none')]}/"
+                f"{sum(v for (lab, _), v in sweep.confusion.items() if lab == 'none')}"
+            )
         threshold, accuracy = best_threshold(scored, args.margin)
         print(f"best threshold on this data: {threshold:.2f} (top-1 {accuracy:.3f})")
     print(f"accuracy: {report.top1_accuracy:.3f} top2: {report.top2_accuracy:.3f} n: {report.n}")
