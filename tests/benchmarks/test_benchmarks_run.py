@@ -26,6 +26,11 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         ),
         ("bench_proxy.py", ["--requests", "20", "--concurrency", "1"], "| 1 | 20 |"),
         ("bench_router.py", ["--requests", "20", "--concurrency", "2"], "| router, cache hits |"),
+        (
+            "bench_selection.py",
+            ["--options", "10", "--calls", "50", "--baseline-calls", "1"],
+            "| 10 | 60 |",
+        ),
     ],
 )
 def test_benchmark_prints_its_table(script: str, args: list[str], row: str) -> None:

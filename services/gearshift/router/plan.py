@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from gearshift.router.routing_table import Route, Source
+from gearshift.router.selector import DEFAULT_MARGIN, DEFAULT_THRESHOLD
 from gearshift.v1 import cache_pb2, common_pb2, retriever_pb2, router_pb2
 
 AUTO_MODELS = frozenset({"", "auto"})
@@ -31,8 +32,8 @@ class PipelineConfig:
     on_scoring_failure: str = "slm"  # "slm", "llm" or "refuse"
     store_sampled: bool = False
     expose_prompts_in_traces: bool = False
-    selection_threshold: float = 0.35
-    selection_margin: float = 0.0
+    selection_threshold: float = DEFAULT_THRESHOLD
+    selection_margin: float = DEFAULT_MARGIN
     source_timeout_s: float = 2.0
     source_context_chars: int = 3000
 

@@ -27,7 +27,7 @@ FloatArray = npt.NDArray[np.float32]
 OptionKind = Literal["source", "model"]
 # Defaults of the router's selection_threshold / selection_margin settings, calibrated with
 # `gearshift route eval` (docs/router.md has the figures).
-DEFAULT_THRESHOLD = 0.35
+DEFAULT_THRESHOLD = 0.25
 DEFAULT_MARGIN = 0.0
 # Subtracted from an excluded option's score: it can never reach a threshold in [0, 1].
 EXCLUDE_PENALTY = 1.0
