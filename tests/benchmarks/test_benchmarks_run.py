@@ -37,6 +37,11 @@ FRONTDOOR_SKIPS = ["--no-workers", "--no-grpc-export"]
             ["--chunks", "300", "--backends", "usearch", "--queries", "20", "--skip-recall"],
             "| usearch+sqlite | 300 | hybrid |",
         ),
+        (
+            "bench_selection.py",
+            ["--options", "10", "--calls", "50", "--baseline-calls", "1"],
+            "| 10 | 60 |",
+        ),
     ],
 )
 def test_benchmark_prints_its_table(script: str, args: list[str], row: str) -> None:

@@ -139,3 +139,67 @@ async def test_a_cold_route_is_woken_through_its_demand_annotation(tmp_path: Pat
         finally:
             await watcher.stop()
             await table.pool.close()
+
+
+SOURCES_PATH = f"/apis/gearshift.dev/v1alpha1/namespaces/{NS}/datasources"
+
+
+def _data_source(name: str, description: str, endpoint: str = "127.0.0.1:9") -> dict[str, Any]:
+    return {
+        "apiVersion": "gearshift.dev/v1alpha1",
+        "kind": "DataSource",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"description": description, "examples": ["How do I page on-call?"]},
+        "status": {"endpoint": endpoint, "contentVersion": "v1"},
+    }
+
+
+async def test_watch_hot_swaps_data_sources_beside_routes(tmp_path: Path) -> None:
+    """DataSources join the table from the watch, change and leave it without a restart."""
+    slm, _ = local_default_routes("127.0.0.1:9", "small", "127.0.0.1:9", "large")
+    slm["metadata"]["namespace"] = NS
+    verbs = {"get", "list", "watch", "create", "update", "patch", "delete"}
+    async with kmock.KubernetesEmulator() as api, kmock.Server(api):
+        api.resources["gearshift.dev/v1alpha1/modelroutes"] = ResourceInfo(
+            kind="ModelRoute", namespaced=True, verbs=verbs
+        )
+        api.resources["gearshift.dev/v1alpha1/datasources"] = ResourceInfo(
+            kind="DataSource", namespaced=True, verbs=verbs
+        )
+        await _send(api, "POST", PATH, slm)
+        await _send(api, "POST", SOURCES_PATH, _data_source("runbooks", "Platform runbooks"))
+        table = RoutingTable(BackendPool())
+        watcher = KubeRouteWatcher(
+            table, NS, watch_timeout_s=2, kubeconfig=_kubeconfig(str(api.url), tmp_path / "kc")
+        )
+        watcher.start()
+        try:
+            await _until(lambda: table.snapshot.source("runbooks") is not None, "listed source")
+            assert table.snapshot.find("local-slm") is not None  # routes are kept beside it
+            source = table.snapshot.source("runbooks")
+            assert source is not None and source.endpoint == "127.0.0.1:9"
+            assert source.examples == ("How do I page on-call?",)
+            # A source without a resolved endpoint is not routable yet.
+            pending = _data_source("wiki", "Team wiki", endpoint="")
+            await _send(api, "POST", SOURCES_PATH, pending)
+            await _send(
+                api,
+                "PATCH",
+                f"{SOURCES_PATH}/runbooks",
+                {"spec": {"description": "Runbooks of the platform team"}},
+            )
+
+            def changed() -> bool:
+                found = table.snapshot.source("runbooks")
+                return found is not None and found.description == "Runbooks of the platform team"
+
+            await _until(changed, "the changed description")
+            assert table.snapshot.source("wiki") is None
+            await _send(api, "PATCH", f"{SOURCES_PATH}/wiki", {"status": {"endpoint": "h:1"}})
+            await _until(lambda: table.snapshot.source("wiki") is not None, "resolved endpoint")
+            await _send(api, "DELETE", f"{SOURCES_PATH}/runbooks")
+            await _until(lambda: table.snapshot.source("runbooks") is None, "the deletion")
+            assert table.snapshot.find("local-slm") is not None
+        finally:
+            await watcher.stop()
+            await table.pool.close()

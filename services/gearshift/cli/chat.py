@@ -1,4 +1,7 @@
-"""`gearshift chat` and `gearshift route explain`: talk to a running router."""
+"""`gearshift chat` and `gearshift route explain`: talk to a running router.
+
+`gearshift route eval` (offline) lives in `gearshift.cli.route_eval`.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api-key", default=None, help="key (default: $GEARSHIFT_API_KEY or the local key)"
     )
-    parser.add_argument("--model", default="auto", help="'auto' or a route name to pin")
+    parser.add_argument(
+        "--model", default="auto", help="'auto', or a route or data source name to pin"
+    )
     parser.add_argument("--system", default="", help="system prompt")
     parser.add_argument("--max-tokens", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=0.0)
@@ -54,6 +59,9 @@ def add_route_parser(sub: Any) -> None:
     explain = rsub.add_parser("explain", help="show where a query would go, without generating")
     _common(explain)
     explain.set_defaults(func=lambda a: asyncio.run(_explain(a)))
+    from gearshift.cli.route_eval import add_eval_parser
+
+    add_eval_parser(rsub)
 
 
 def _request(args: argparse.Namespace) -> router_pb2.ChatRequest:
@@ -90,11 +98,30 @@ def _describe(decision: router_pb2.RouteDecision) -> str:
         f"cache:      {cache}"
         + (f" (similarity {decision.cache_similarity:.3f})" if decision.cache_similarity else ""),
     ]
+    if decision.source:
+        version = decision.source_content_version
+        lines.append(
+            f"source:     {decision.source}" + (f" (content {version})" if version else "")
+        )
+    if decision.selection_reason:
+        lines.append(f"selection:  {decision.selection_reason}")
+    for cand in decision.candidates:
+        note = f"  (excludes {cand.exclude_similarity:.3f})" if cand.exclude_similarity else ""
+        lines.append(f"  {cand.kind:<6} {cand.name:<24} score {cand.score:6.3f}{note}")
     if decision.escalated_from:
         lines.append(f"escalated:  from {', '.join(decision.escalated_from)}")
     if decision.reasons:
         lines.append("reasons:    " + "; ".join(decision.reasons))
     return "\n".join(lines)
+
+
+def describe_citations(citations: Sequence[router_pb2.Citation]) -> str:
+    """Numbered like the grounded prompt's passages, so [1] in the answer is line [1]."""
+    lines = []
+    for i, c in enumerate(citations, start=1):
+        title = " > ".join(t for t in (c.document_title, c.chunk_title) if t)
+        lines.append(f"  [{i}] {c.source}: {c.document_id} ({title}) score {c.score:.3f}")
+    return "\n".join(["citations:", *lines]) if lines else ""
 
 
 def _fail(exc: grpc.aio.AioRpcError, address: str) -> int:
@@ -107,6 +134,7 @@ def _fail(exc: grpc.aio.AioRpcError, address: str) -> int:
 async def _chat(args: argparse.Namespace) -> int:
     address = args.router or local_state.router_address()
     request = _request(args)
+    citations: list[router_pb2.Citation] = []
     start = time.perf_counter()
     async with grpc.aio.insecure_channel(address) as channel:
         stub = router_pb2_grpc.RouterServiceStub(channel)
@@ -118,17 +146,21 @@ async def _chat(args: argparse.Namespace) -> int:
                 ):
                     if chunk.HasField("decision"):
                         decision, trace_id = chunk.decision, chunk.trace_id
+                    citations.extend(chunk.citations)
                     print(chunk.text_delta, end="", flush=True)
                 print()
             else:
                 response = await stub.Chat(request, metadata=_metadata(args), timeout=args.timeout)
                 decision, trace_id = response.decision, response.trace_id
+                citations.extend(response.citations)
                 print(response.text.strip())
         except grpc.aio.AioRpcError as exc:
             return _fail(exc, address)
     elapsed = (time.perf_counter() - start) * 1000
     print("---")
     print(_describe(decision))
+    if citations:
+        print(describe_citations(citations))
     print(f"latency:    {elapsed:.0f} ms")
     print(f"trace id:   {trace_id or '-'}")
     return 0

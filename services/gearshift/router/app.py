@@ -21,8 +21,10 @@ from gearshift.router.kube_watch import KubeRouteWatcher
 from gearshift.router.limits import InputLimits
 from gearshift.router.openai_http import OpenAIHttpApi
 from gearshift.router.pipeline import Pipeline, PipelineConfig
+from gearshift.router.retriever_client import RetrieverClient
 from gearshift.router.routing_table import RoutesFileWatcher, RoutingTable
 from gearshift.router.scoring import DifficultyScorer, load_scorer
+from gearshift.router.selector import DEFAULT_MARGIN, DEFAULT_THRESHOLD, Selector
 from gearshift.router.servicer import RouterServicer
 from gearshift.runtime.settings import MultiWorkerSettings
 from gearshift.v1 import router_pb2, router_pb2_grpc
@@ -99,6 +101,28 @@ class Settings(MultiWorkerSettings):
         3, ge=1, description="Consecutive failures that open a backend's breaker."
     )
     breaker_cooldown_s: float = Field(5.0, gt=0, description="How long an open breaker stays open.")
+    selection_threshold: float = Field(
+        DEFAULT_THRESHOLD,
+        ge=0.0,
+        le=1.0,
+        description="Least similarity of a question to an option's description or examples "
+        "for the option (a data source) to be selected; below it, model routes decide.",
+    )
+    selection_margin: float = Field(
+        DEFAULT_MARGIN,
+        ge=0.0,
+        le=1.0,
+        description="Lead the best option needs over the runner-up; closer calls select nothing.",
+    )
+    source_timeout_s: float = Field(
+        2.0, gt=0, description="Deadline of one data source search; a slower source is skipped."
+    )
+    source_context_chars: int = Field(
+        3000,
+        ge=200,
+        le=100_000,
+        description="Characters of retrieved passages put into a grounded prompt.",
+    )
     # Input limits, checked before any work (docs/router.md "Limits").
     max_body_bytes: int = Field(
         InputLimits.max_body_bytes, ge=1024, description="Largest HTTP request body (413 above)."
@@ -164,6 +188,11 @@ class RouterApp:
             if settings.cache_address
             else None
         )
+        self.selector = Selector(
+            self.embedder.embed_many, settings.selection_threshold, settings.selection_margin
+        )
+        self.table.listeners.append(self.selector.warm)
+        self.retriever = RetrieverClient(settings.source_timeout_s)
         self.pipeline = Pipeline(
             PipelineConfig(
                 request_timeout_s=settings.request_timeout_s,
@@ -175,11 +204,17 @@ class RouterApp:
                 on_scoring_failure=settings.on_scoring_failure,
                 store_sampled=settings.store_sampled,
                 expose_prompts_in_traces=settings.expose_prompts_in_traces,
+                selection_threshold=settings.selection_threshold,
+                selection_margin=settings.selection_margin,
+                source_timeout_s=settings.source_timeout_s,
+                source_context_chars=settings.source_context_chars,
             ),
             self.table,
             self.embedder,
             scorer or load_scorer(),
             self.cache,
+            self.selector,
+            self.retriever,
         )
         self.http = (
             OpenAIHttpApi(
@@ -233,6 +268,7 @@ class RouterApp:
         if self.cache is not None:
             await self.cache.close()
         await self.pool.close()
+        await self.retriever.close()
         await self.embedder.close()
 
 

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from opentelemetry import trace
 
 from gearshift.embeddings import MicroBatcher, shared_embedder
+from gearshift.embeddings.model import FloatArray
 
 tracer = trace.get_tracer(__name__)
 
@@ -57,6 +58,13 @@ class QueryEmbedder:
         if len(self._lru) > self.lru_size:
             self._lru.popitem(last=False)
         return vector
+
+    async def embed_many(self, texts: list[str]) -> FloatArray:
+        """Unit vectors of several texts in one batch (option metadata; no LRU)."""
+        if self._batcher is None:
+            await self.start()
+        assert self._batcher is not None
+        return await self._batcher.embed_many(texts)
 
     async def close(self) -> None:
         if self._batcher is not None:

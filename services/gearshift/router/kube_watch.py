@@ -24,15 +24,22 @@ from gearshift.router.routing_table import (
     RoutingTable,
     cold_routes,
     routes_from_objects,
+    sources_from_objects,
 )
 from gearshift.routes import ModelRoute
+from gearshift.routes.data_source import PLURAL as SOURCES_PLURAL
+from gearshift.routes.data_source import DataSource
 from gearshift.routes.model_route import DEMAND_ANNOTATION, GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
 
 class KubeRouteWatcher:
-    """Watches ModelRoutes in one namespace (or all, when namespace is empty)."""
+    """Watches ModelRoutes and DataSources in one namespace (or all, when it is empty).
+
+    One thread per resource kind, each with its own list+watch loop; any change rebuilds
+    the table from both kinds' current objects.
+    """
 
     def __init__(
         self,
@@ -47,9 +54,11 @@ class KubeRouteWatcher:
         self.watch_timeout_s = watch_timeout_s
         self.request_timeout_s = request_timeout_s
         self.kubeconfig = kubeconfig
-        self._objects: dict[str, dict[str, Any]] = {}
+        self._objects: dict[str, dict[str, dict[str, Any]]] = {PLURAL: {}, SOURCES_PLURAL: {}}
+        self._synced: set[str] = set()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._api: Any = None
         self.demand_interval_s = 30.0
         self._demanded: dict[str, float] = {}
@@ -70,29 +79,41 @@ class KubeRouteWatcher:
             self._api = client.CustomObjectsApi(api_client)
         return self._api
 
-    def _list(self) -> tuple[list[dict[str, Any]], str]:
+    def _list(self, plural: str) -> tuple[list[dict[str, Any]], str]:
         api = self._client()
         kwargs = {"_request_timeout": self.request_timeout_s}
         if self.namespace:
             result = api.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, **kwargs
+                GROUP, VERSION, self.namespace, plural, **kwargs
             )
         else:
-            result = api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+            result = api.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs)
         version = (result.get("metadata") or {}).get("resourceVersion") or ""
         return list(result.get("items") or []), str(version)
 
     def _apply(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            raw_routes = list(self._objects[PLURAL].values())
+            raw_sources = list(self._objects[SOURCES_PLURAL].values())
+            # Until both kinds are listed once, keep the other kind's current table entries.
+            sources_known = SOURCES_PLURAL in self._synced
         objects = []
-        for raw in self._objects.values():
+        for raw in raw_routes:
             try:
                 objects.append(ModelRoute.model_validate(raw))
             except ValueError as exc:
                 log.error("ignoring invalid ModelRoute %s: %s", raw.get("metadata", {}), exc)
+        data_sources = []
+        for raw in raw_sources:
+            try:
+                data_sources.append(DataSource.model_validate(raw))
+            except ValueError as exc:
+                log.error("ignoring invalid DataSource %s: %s", raw.get("metadata", {}), exc)
         routes = routes_from_objects(objects)
+        sources = sources_from_objects(data_sources) if sources_known else None
         cold = cold_routes(objects)
         if not loop.is_closed():
-            loop.call_soon_threadsafe(self.table.replace, routes)
+            loop.call_soon_threadsafe(self.table.replace, routes, sources)
             loop.call_soon_threadsafe(self.table.set_cold, cold)
 
     def signal_demand(self, route: ColdRoute) -> None:
@@ -133,14 +154,18 @@ class KubeRouteWatcher:
         meta = obj.get("metadata", {})
         return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
-    def _run_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _run_blocking(self, loop: asyncio.AbstractEventLoop, plural: str) -> None:
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
+        objects = self._objects[plural]
         while not self._stop.is_set():
             try:
-                items, version = self._list()
-                self._objects = {self._key(o): o for o in items}
+                items, version = self._list(plural)
+                with self._lock:
+                    objects.clear()
+                    objects.update({self._key(o): o for o in items})
+                    self._synced.add(plural)
                 self._apply(loop)
                 while not self._stop.is_set():
                     w = watch.Watch()  # type: ignore[no-untyped-call]
@@ -158,12 +183,12 @@ class KubeRouteWatcher:
                             GROUP,
                             VERSION,
                             self.namespace,
-                            PLURAL,
+                            plural,
                             **args,
                         )
                     else:
                         stream = w.stream(  # type: ignore[no-untyped-call]
-                            api.list_cluster_custom_object, GROUP, VERSION, PLURAL, **args
+                            api.list_cluster_custom_object, GROUP, VERSION, plural, **args
                         )
                     for event in stream:
                         if self._stop.is_set():
@@ -173,26 +198,29 @@ class KubeRouteWatcher:
                         if event["type"] == "ERROR":
                             raise ApiException(status=obj.get("code", 500))
                         version = str(obj.get("metadata", {}).get("resourceVersion", version))
-                        if event["type"] == "DELETED":
-                            self._objects.pop(self._key(obj), None)
-                        else:
-                            self._objects[self._key(obj)] = obj
+                        with self._lock:
+                            if event["type"] == "DELETED":
+                                objects.pop(self._key(obj), None)
+                            else:
+                                objects[self._key(obj)] = obj
                         self._apply(loop)
             except Exception as exc:  # 410 Gone, network errors: re-list after a pause
-                log.warning("ModelRoute watch restarting: %s", exc)
+                log.warning("%s watch restarting: %s", plural, exc)
                 self._stop.wait(2.0)
 
     def start(self) -> None:
         # A daemon thread, not the default executor: a watch blocked in a read (up to its
         # timeout) must not hold up process exit.
         loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(
-            target=self._run_blocking, args=(loop,), name="modelroute-watch", daemon=True
-        )
-        self._thread.start()
+        for plural in (PLURAL, SOURCES_PLURAL):
+            thread = threading.Thread(
+                target=self._run_blocking, args=(loop, plural), name=f"{plural}-watch", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 1.0)
-            self._thread = None
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, 1.0)
+        self._threads = []

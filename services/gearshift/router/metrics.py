@@ -34,6 +34,12 @@ SCORING_FAILURES = Counter(
     "Queries that could not be embedded or scored (routed by on_scoring_failure), by stage.",
     ["stage"],
 )
+SOURCE_FAILURES = Counter(
+    "gearshift_router_source_failures_total",
+    "Data source searches that failed, timed out or found nothing (the source was skipped), "
+    "by source.",
+    ["source"],
+)
 FAILURES = Counter(
     "gearshift_router_failures_total",
     "Requests no route could answer, by reason.",

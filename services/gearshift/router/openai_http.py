@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -284,7 +284,34 @@ def decision_headers(
     }
     if decision.escalated_from:
         headers["x-gearshift-escalated-from"] = ",".join(decision.escalated_from)
+    if decision.source:
+        headers["x-gearshift-source"] = decision.source
     return headers
+
+
+def gearshift_extension(
+    source: str, citations: Sequence[router_pb2.Citation]
+) -> dict[str, Any] | None:
+    """The `gearshift` extension field of an answer drawn from a data source (else None).
+
+    OpenAI clients ignore unknown top-level fields; the SDKs keep them (`model_extra`).
+    """
+    if not citations:
+        return None
+    return {
+        "source": source,
+        "citations": [
+            {
+                "source": c.source,
+                "document": c.document_id,
+                "document_title": c.document_title,
+                "chunk_title": c.chunk_title,
+                "chunk_index": c.chunk_index,
+                "score": round(c.score, 6),
+            }
+            for c in citations
+        ],
+    }
 
 
 def _usage(usage: common_pb2.Usage) -> dict[str, int]:
@@ -363,10 +390,12 @@ class OpenAIHttpApi:
         except GearshiftError as exc:
             return error_response(exc)
         ids = ["auto"]
-        for route in self.pipeline.table.snapshot.routes:
+        snapshot = self.pipeline.table.snapshot
+        for route in snapshot.routes:
             for name in (route.name, route.model):
                 if name not in ids:
                     ids.append(name)
+        ids += [s.name for s in snapshot.sources if s.name not in ids]  # pinnable sources
         data = [{"id": i, "object": "model", "created": 0, "owned_by": "gearshift"} for i in ids]
         return web.json_response({"object": "list", "data": data})
 
@@ -401,22 +430,26 @@ class OpenAIHttpApi:
                 return response_error
             if recording:
                 span.set_attribute("http.response.status_code", 200)
+            answer: dict[str, Any] = {
+                "id": f"chatcmpl-{response.request_id}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": _model_name(response.decision),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": response.text},
+                        "finish_reason": FINISH.get(response.finish_reason, "stop"),
+                        "logprobs": None,
+                    }
+                ],
+                "usage": _usage(response.usage),
+            }
+            extension = gearshift_extension(response.decision.source, response.citations)
+            if extension is not None:
+                answer["gearshift"] = extension
             return web.json_response(
-                {
-                    "id": f"chatcmpl-{response.request_id}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": _model_name(response.decision),
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": response.text},
-                            "finish_reason": FINISH.get(response.finish_reason, "stop"),
-                            "logprobs": None,
-                        }
-                    ],
-                    "usage": _usage(response.usage),
-                },
+                answer,
                 headers=decision_headers(response.decision, response.trace_id, response.request_id),
             )
 
@@ -489,8 +522,14 @@ class OpenAIHttpApi:
         )
         await response.prepare(request)
 
-        def event(delta: dict[str, str], finish: str | None) -> bytes:
-            payload = {
+        source = first.decision.source
+
+        def event(
+            delta: dict[str, str],
+            finish: str | None,
+            citations: Sequence[router_pb2.Citation] = (),
+        ) -> bytes:
+            payload: dict[str, Any] = {
                 "id": f"chatcmpl-{request_id}",
                 "object": "chat.completion.chunk",
                 "created": created,
@@ -499,6 +538,9 @@ class OpenAIHttpApi:
                     {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
                 ],
             }
+            extension = gearshift_extension(source, citations)
+            if extension is not None:
+                payload["gearshift"] = extension
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
         usage = common_pb2.Usage()
@@ -513,7 +555,7 @@ class OpenAIHttpApi:
                 finish = FINISH.get(chunk.finish_reason) if chunk.finish_reason else None
                 if chunk.HasField("usage"):
                     usage.CopyFrom(chunk.usage)
-                await response.write(event(delta, finish))
+                await response.write(event(delta, finish, chunk.citations))
                 chunk = await anext(chunks, None)
             if include_usage:
                 tail = {

@@ -1,4 +1,5 @@
-"""The routing table: routes from `ModelRoute` objects, plus live health and load per backend.
+"""The routing table: routes from `ModelRoute` objects, data sources from `DataSource`
+objects, plus live health and load per backend.
 
 A table is an immutable snapshot; reloading builds a new one and swaps the reference, so a
 request keeps the snapshot it started with and nothing in flight is dropped. Health, load
@@ -22,7 +23,8 @@ from typing import Literal
 import grpc
 
 from gearshift.router.backends import BackendPool
-from gearshift.routes import ModelRoute, load_routes_file
+from gearshift.routes import ModelRoute, load_routes
+from gearshift.routes.data_source import DataSource, load_sources
 from gearshift.v1 import inference_pb2
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,9 @@ class Route:
     priority: int = 0
     fallback: str | None = None
     max_share: float | None = None
+    description: str = ""
+    examples: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
 
     def accepts(self, difficulty: float) -> bool:
         return self.difficulty_min <= difficulty <= self.difficulty_max
@@ -69,7 +74,51 @@ class Route:
             priority=routing.priority,
             fallback=routing.fallback,
             max_share=routing.max_share,
+            description=mr.spec.description,
+            examples=tuple(mr.spec.examples),
+            excludes=tuple(mr.spec.excludes),
         )
+
+
+@dataclass(frozen=True)
+class Source:
+    """What the router needs to know about one DataSource."""
+
+    name: str
+    description: str
+    endpoint: str
+    tenant: str = "default"
+    mode: str = "hybrid"
+    top_k: int = 5
+    examples: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_data_source(cls, ds: DataSource) -> Source | None:
+        """None while the source has no retriever endpoint (the operator has not resolved it)."""
+        if not ds.endpoint:
+            return None
+        return cls(
+            name=ds.name,
+            description=ds.spec.description,
+            endpoint=ds.endpoint,
+            tenant=ds.tenant,
+            mode=ds.spec.kind,
+            top_k=ds.spec.search.top_k,
+            examples=tuple(ds.spec.examples),
+            excludes=tuple(ds.spec.excludes),
+        )
+
+
+def sources_from_objects(objects: Iterable[DataSource]) -> list[Source]:
+    out = []
+    for ds in objects:
+        source = Source.from_data_source(ds)
+        if source is None:
+            log.info("data source %s has no retriever endpoint yet; not routed", ds.name)
+        else:
+            out.append(source)
+    return out
 
 
 @dataclass(frozen=True)
@@ -128,10 +177,15 @@ class Snapshot:
     routes: tuple[Route, ...] = ()
     version: int = 0
     by_name: dict[str, Route] = field(default_factory=dict)
+    sources: tuple[Source, ...] = ()
 
     @classmethod
-    def of(cls, routes: Sequence[Route], version: int) -> Snapshot:
-        return cls(tuple(routes), version, {r.name: r for r in routes})
+    def of(cls, routes: Sequence[Route], version: int, sources: Sequence[Source] = ()) -> Snapshot:
+        return cls(tuple(routes), version, {r.name: r for r in routes}, tuple(sources))
+
+    def source(self, name: str) -> Source | None:
+        """A data source by its name."""
+        return next((s for s in self.sources if s.name == name), None)
 
     def find(self, name: str) -> Route | None:
         """A route by its name, or by its served model name."""
@@ -161,11 +215,14 @@ class RoutingTable:
         self.poll_timeout_s = poll_timeout_s
         self.snapshot = Snapshot()
         self.endpoints: dict[str, EndpointState] = {}
+        self.retrievers: dict[str, EndpointState] = {}
         self._poller: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self.cold: dict[str, ColdRoute] = {}
         # Set by the cluster watcher: asks the operator to scale a cold route from zero.
         self.demand_signal: Callable[[ColdRoute], None] | None = None
+        # Called with every new snapshot (the selector re-embeds option metadata).
+        self.listeners: list[Callable[[Snapshot], None]] = []
 
     # --- table updates -------------------------------------------------------------------
     def set_cold(self, cold: Sequence[ColdRoute]) -> None:
@@ -184,10 +241,15 @@ class RoutingTable:
                 self.demand_signal(route)
         return [c.name for c in woken]
 
-    def replace(self, routes: Sequence[Route]) -> None:
-        """Swaps in a new snapshot; in-flight requests keep using the old one."""
-        names = [r.name for r in routes]
-        snapshot = Snapshot.of(routes, self.snapshot.version + 1)
+    def replace(self, routes: Sequence[Route], sources: Sequence[Source] | None = None) -> None:
+        """Swaps in a new snapshot; in-flight requests keep using the old one.
+
+        `sources=None` keeps the current data sources (a caller that only knows routes).
+        """
+        if sources is None:
+            sources = self.snapshot.sources
+        names = [r.name for r in routes] + [f"source {s.name}" for s in sources]
+        snapshot = Snapshot.of(routes, self.snapshot.version + 1, sources)
         live = {e for r in routes for e in r.endpoints}
         for endpoint in live:
             self.endpoints.setdefault(endpoint, EndpointState())
@@ -196,7 +258,28 @@ class RoutingTable:
         self.snapshot = snapshot
         self.pool.retain(live)
         self._changed.set()
+        for listener in self.listeners:
+            listener(snapshot)
         log.info("routing table v%d: %s", snapshot.version, ", ".join(names) or "(empty)")
+
+    # --- data sources: breaker only (a retriever has no GetModelInfo to poll) --------------
+    def retriever_state(self, endpoint: str) -> EndpointState:
+        return self.retrievers.setdefault(endpoint, EndpointState())
+
+    def source_usable(self, source: Source) -> bool:
+        return not self.retriever_state(source.endpoint).breaker_open(time.monotonic())
+
+    def record_source_result(self, source: Source, error: str = "") -> None:
+        """A search's outcome: a failure counts towards the retriever's breaker."""
+        state = self.retriever_state(source.endpoint)
+        if not error:
+            state.consecutive_failures = 0
+            state.open_until = 0.0
+            return
+        state.consecutive_failures += 1
+        state.last_error = error
+        if state.consecutive_failures >= self.breaker_failures:
+            state.open_until = time.monotonic() + self.breaker_cooldown_s
 
     # --- health --------------------------------------------------------------------------
     def state(self, endpoint: str) -> EndpointState:
@@ -330,11 +413,13 @@ class RoutesFileWatcher:
             log.error("routes file %s is missing; keeping the current table", self.path)
             return False
         try:
-            routes = routes_from_objects(load_routes_file(self.path))
+            text = self.path.read_text(encoding="utf-8")
+            routes = routes_from_objects(load_routes(text))
+            sources = sources_from_objects(load_sources(text))
         except (OSError, ValueError) as exc:
             log.error("routes file %s is invalid; keeping the current table: %s", self.path, exc)
             return False
-        self.table.replace(routes)
+        self.table.replace(routes, sources)
         return True
 
     async def _run(self) -> None:

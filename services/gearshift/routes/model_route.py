@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -142,7 +142,36 @@ class Autoscaling(_Model):
     scale_to_zero: bool = False
 
 
-class ModelRouteSpec(_Model):
+# Limits shared by ModelRoute and DataSource metadata (same numbers as the CRDs' schemas).
+MAX_DESCRIPTION = 500
+MAX_UTTERANCES = 20
+MAX_UTTERANCE = 500
+
+
+class OptionMetadata(_Model):
+    """What an option (a model route or a data source) is for: the selector reads this.
+
+    `description` says in one line what the option answers; `examples` are questions it
+    should catch and `excludes` questions it should not (the selector penalises an option
+    whose nearest text is an exclude).
+    """
+
+    description: str = Field(
+        "", max_length=MAX_DESCRIPTION, description="One line: what this option answers."
+    )
+    examples: list[Annotated[str, Field(min_length=1, max_length=MAX_UTTERANCE)]] = Field(
+        default_factory=list,
+        max_length=MAX_UTTERANCES,
+        description="Questions this option should catch.",
+    )
+    excludes: list[Annotated[str, Field(min_length=1, max_length=MAX_UTTERANCE)]] = Field(
+        default_factory=list,
+        max_length=MAX_UTTERANCES,
+        description="Questions this option should not catch.",
+    )
+
+
+class ModelRouteSpec(OptionMetadata):
     """What the route serves, how it is deployed and how the router uses it."""
 
     tier: Tier = "slm"
@@ -303,17 +332,25 @@ def _documents(data: Any) -> Iterable[Mapping[str, Any]]:
     yield data
 
 
+# Kinds a routes file may hold beside ModelRoutes (read by their own loaders).
+OTHER_KINDS = frozenset({"DataSource"})
+
+
+def documents(text: str) -> list[Mapping[str, Any]]:
+    """Every object of a routes YAML text, lists and `kind: List` flattened."""
+    return [obj for doc in yaml.safe_load_all(text) for obj in _documents(doc)]
+
+
 def load_routes(text: str) -> list[ModelRoute]:
     """Parses YAML holding routes: a list, a multi-document stream, a `kind: List`, or `routes:`.
 
     Raises `ValueError` (pydantic's ValidationError is one) naming the bad route.
     """
     routes: list[ModelRoute] = []
-    for doc in yaml.safe_load_all(text):
-        for obj in _documents(doc):
-            if obj.get("kind") == "DataSource":
-                continue  # sources sit beside routes in the same file; not ModelRoutes
-            routes.append(ModelRoute.model_validate(dict(obj)))
+    for obj in documents(text):
+        if obj.get("kind") in OTHER_KINDS:
+            continue  # a DataSource beside the routes: `gearshift.routes.data_source` reads it
+        routes.append(ModelRoute.model_validate(dict(obj)))
     names = [(r.namespace, r.name) for r in routes]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:

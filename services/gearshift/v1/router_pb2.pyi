@@ -64,8 +64,9 @@ class ChatRequest(_message.Message):
     request_id: _builtins.str
     """Caller-chosen id for logs; the router makes one when empty."""
     model: _builtins.str
-    """"auto" or empty lets the router choose; a route name pins that route
-    (unknown names are NOT_FOUND, never answered by another model).
+    """"auto" or empty lets the router choose; a route name pins that route, a
+    data source's name pins that source (unknown names are NOT_FOUND, never
+    answered by another model).
     """
     cache_policy: Global___CachePolicy.ValueType
     """Cache policy for this request."""
@@ -109,6 +110,10 @@ class RouteDecision(_message.Message):
     CACHE_FIELD_NUMBER: _builtins.int
     CACHE_SIMILARITY_FIELD_NUMBER: _builtins.int
     ESCALATED_FROM_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SELECTION_REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_CONTENT_VERSION_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """Name of the chosen route (a ModelRoute), or "cache" for a cache hit."""
     tier: _common_pb2.Tier.ValueType
@@ -123,6 +128,14 @@ class RouteDecision(_message.Message):
     """How the cache was used."""
     cache_similarity: _builtins.float
     """Similarity of the cached question that answered, on a hit."""
+    source: _builtins.str
+    """The data source the answer was drawn from ("" when none was selected or
+    pinned; then `route` names the model route as usual).
+    """
+    selection_reason: _builtins.str
+    """Why the selector chose `source` (or a model route), or why nothing fitted."""
+    source_content_version: _builtins.str
+    """Content version of `source` the passages came from."""
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Human-readable reasons, in order (for example "difficulty 0.31 < 0.52")."""
@@ -130,6 +143,12 @@ class RouteDecision(_message.Message):
     @_builtins.property
     def escalated_from(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Routes tried before the answering one (escalations after failures)."""
+
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteCandidate]:
+        """Every option (data source, or model route with a description) the selector
+        scored for this question, best first.
+        """
 
     def __init__(
         self,
@@ -143,14 +162,104 @@ class RouteDecision(_message.Message):
         cache: _common_pb2.CacheOutcome.ValueType = ...,
         cache_similarity: _builtins.float = ...,
         escalated_from: _abc.Iterable[_builtins.str] | None = ...,
+        candidates: _abc.Iterable[Global___RouteCandidate] | None = ...,
+        source: _builtins.str = ...,
+        selection_reason: _builtins.str = ...,
+        source_content_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "cache_similarity", b"cache_similarity", "difficulty", b"difficulty", "escalated_from", b"escalated_from", "model", b"model", "reasons", b"reasons", "route", b"route", "threshold", b"threshold", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "cache_similarity", b"cache_similarity", "candidates", b"candidates", "difficulty", b"difficulty", "escalated_from", b"escalated_from", "model", b"model", "reasons", b"reasons", "route", b"route", "selection_reason", b"selection_reason", "source", b"source", "source_content_version", b"source_content_version", "threshold", b"threshold", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RouteDecision: _TypeAlias = RouteDecision  # noqa: Y015
+
+@_typing.final
+class RouteCandidate(_message.Message):
+    """One option's score in selection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    SIMILARITY_FIELD_NUMBER: _builtins.int
+    EXCLUDE_SIMILARITY_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The option's name (a DataSource or ModelRoute)."""
+    kind: _builtins.str
+    """"source" or "model"."""
+    score: _builtins.float
+    """The score compared with the threshold: `similarity`, or far below it when
+    the question is nearer one of the option's excludes.
+    """
+    similarity: _builtins.float
+    """Best cosine similarity of the question to the description or an example."""
+    exclude_similarity: _builtins.float
+    """Best cosine similarity to an exclude (0 without excludes)."""
+    matched: _builtins.str
+    """The description or example that matched best."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        score: _builtins.float = ...,
+        similarity: _builtins.float = ...,
+        exclude_similarity: _builtins.float = ...,
+        matched: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exclude_similarity", b"exclude_similarity", "kind", b"kind", "matched", b"matched", "name", b"name", "score", b"score", "similarity", b"similarity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteCandidate: _TypeAlias = RouteCandidate  # noqa: Y015
+
+@_typing.final
+class Citation(_message.Message):
+    """A passage an answer drew on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    DOCUMENT_ID_FIELD_NUMBER: _builtins.int
+    DOCUMENT_TITLE_FIELD_NUMBER: _builtins.int
+    CHUNK_TITLE_FIELD_NUMBER: _builtins.int
+    CHUNK_INDEX_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The data source."""
+    document_id: _builtins.str
+    """The document's id within the source (usually its path)."""
+    document_title: _builtins.str
+    """The document's title."""
+    chunk_title: _builtins.str
+    """The chunk's heading path ("Cache > Settings")."""
+    chunk_index: _builtins.int
+    """Position of the chunk in its document, from 0."""
+    score: _builtins.float
+    """The retriever's relevance score (comparable within one answer only)."""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        document_id: _builtins.str = ...,
+        document_title: _builtins.str = ...,
+        chunk_title: _builtins.str = ...,
+        chunk_index: _builtins.int = ...,
+        score: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk_index", b"chunk_index", "chunk_title", b"chunk_title", "document_id", b"document_id", "document_title", b"document_title", "score", b"score", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Citation: _TypeAlias = Citation  # noqa: Y015
 
 @_typing.final
 class ChatResponse(_message.Message):
@@ -164,6 +273,7 @@ class ChatResponse(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request's id."""
     text: _builtins.str
@@ -180,6 +290,10 @@ class ChatResponse(_message.Message):
     def decision(self) -> Global___RouteDecision:
         """How the request was routed."""
 
+    @_builtins.property
+    def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
+        """The passages the answer was grounded in, when it came from a data source."""
+
     def __init__(
         self,
         *,
@@ -189,10 +303,11 @@ class ChatResponse(_message.Message):
         usage: _common_pb2.Usage | None = ...,
         decision: Global___RouteDecision | None = ...,
         trace_id: _builtins.str = ...,
+        citations: _abc.Iterable[Global___Citation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "finish_reason", b"finish_reason", "request_id", b"request_id", "text", b"text", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "decision", b"decision", "finish_reason", b"finish_reason", "request_id", b"request_id", "text", b"text", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -210,6 +325,7 @@ class ChatStreamChunk(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    CITATIONS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request's id."""
     text_delta: _builtins.str
@@ -226,6 +342,10 @@ class ChatStreamChunk(_message.Message):
     def usage(self) -> _common_pb2.Usage:
         """Set on the last chunk only."""
 
+    @_builtins.property
+    def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
+        """The passages the answer was grounded in; set on the last chunk only."""
+
     def __init__(
         self,
         *,
@@ -235,10 +355,11 @@ class ChatStreamChunk(_message.Message):
         finish_reason: _common_pb2.FinishReason.ValueType = ...,
         usage: _common_pb2.Usage | None = ...,
         trace_id: _builtins.str = ...,
+        citations: _abc.Iterable[Global___Citation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "finish_reason", b"finish_reason", "request_id", b"request_id", "text_delta", b"text_delta", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "decision", b"decision", "finish_reason", b"finish_reason", "request_id", b"request_id", "text_delta", b"text_delta", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
