@@ -58,13 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", help="run one service (the container entrypoint)", add_help=False)
 
-    from gearshift.cli import bench, chat, models, up
+    from gearshift.cli import bench, chat, models, scorer, up
 
     up.add_parser(sub)
     chat.add_chat_parser(sub)
     chat.add_route_parser(sub)
     models.add_parser(sub)
     bench.add_parser(sub)
+    scorer.add_parser(sub)
     return parser
 
 

@@ -29,6 +29,7 @@ from gearshift.router.context_digest import (
     question_text,
 )
 from gearshift.router.embedding import QueryEmbedder
+from gearshift.router.outcomes.events import AnsweredEvent, AnswerObserver
 from gearshift.router.routing_table import Route, RoutingTable, Snapshot
 from gearshift.router.scoring import DifficultyScorer
 from gearshift.runtime.errors import (
@@ -131,6 +132,7 @@ class Pipeline:
         self.embedder = embedder
         self.scorer = scorer
         self.cache = cache
+        self.observers: list[AnswerObserver] = []  # told of every generated answer
 
     # --- planning --------------------------------------------------------------------------
     async def plan(
@@ -218,6 +220,8 @@ class Pipeline:
                     return plan
                 # A dry run still shows where the request would have gone on a miss.
         self._choose(plan, snapshot, pinned_route)
+        if not dry_run:  # the id feedback refers to (only generated answers are recorded)
+            plan.decision.response_id = uuid.uuid4().hex
         if plan.hit is not None:  # dry run on a hit: the cache answers, the score is informative
             d = plan.decision
             d.route, d.tier, d.model = "cache", common_pb2.TIER_CACHE, plan.hit.entry.model
@@ -505,6 +509,9 @@ class Pipeline:
                 response.finish_reason,
                 response.usage,
             )
+            self._observe(
+                plan, response.text, response.model or route.model, response.finish_reason
+            )
             return router_pb2.ChatResponse(
                 request_id=plan.request_id,
                 text=response.text,
@@ -617,6 +624,7 @@ class Pipeline:
                 return
             metrics.record_usage(plan.tenant, plan.decision.tier, usage)
             self._store(plan, "".join(parts), model, finish, usage)
+            self._observe(plan, "".join(parts), model, finish)
             return
         raise self._fail_all(plan)
 
@@ -640,6 +648,32 @@ class Pipeline:
             started=plan.started,
             stream=plan.stream,
         )
+
+    def _observe(self, plan: Plan, answer: str, model: str, finish: int) -> None:
+        """Tells the observers (decision recording, shadow judging) about an answer."""
+        if not self.observers or not plan.decision.response_id:
+            return
+        d = plan.decision
+        event = AnsweredEvent(
+            tenant=plan.tenant,
+            response_id=d.response_id,
+            question=plan.question,
+            messages=plan.messages,
+            embedding=plan.embedding,
+            difficulty=d.difficulty,
+            threshold=d.threshold,
+            tier="llm" if d.tier == common_pb2.TIER_LLM else "slm",
+            route=d.route,
+            model=model,
+            answer=answer,
+            finish_reason=finish,
+            pinned=plan.pinned,
+        )
+        for observer in self.observers:
+            try:
+                observer.answered(event)
+            except Exception:  # bookkeeping must never fail an answer
+                log.exception("answer observer %r failed", observer)
 
     @staticmethod
     def _served_from_cache(plan: Plan) -> None:

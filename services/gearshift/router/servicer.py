@@ -1,4 +1,4 @@
-"""The gRPC RouterService: Chat, ChatStream and Route on top of the shared pipeline."""
+"""The gRPC RouterService: Chat, ChatStream and Route on the shared pipeline; Feedback."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 import grpc
 
 from gearshift.router.auth import KeyTable
+from gearshift.router.outcomes.feedback import OutcomeService
 from gearshift.router.pipeline import Pipeline
-from gearshift.runtime.errors import grpc_errors
+from gearshift.runtime.errors import FailedPrecondition, grpc_errors
 from gearshift.v1 import router_pb2, router_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -25,9 +26,12 @@ def _authorization(context: Context) -> str | None:
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     """Authenticates from `authorization: Bearer <key>` metadata, then runs the pipeline."""
 
-    def __init__(self, pipeline: Pipeline, keys: KeyTable) -> None:
+    def __init__(
+        self, pipeline: Pipeline, keys: KeyTable, outcomes: OutcomeService | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.keys = keys
+        self.outcomes = outcomes
 
     @grpc_errors
     async def Chat(
@@ -50,3 +54,15 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     ) -> router_pb2.RouteDecision:
         tenant = self.keys.authenticate(_authorization(context))
         return await self.pipeline.route(request, tenant, context.time_remaining())
+
+    @grpc_errors
+    async def Feedback(
+        self, request: router_pb2.FeedbackRequest, context: Context
+    ) -> router_pb2.FeedbackResponse:
+        tenant = self.keys.authenticate(_authorization(context))
+        if self.outcomes is None:
+            raise FailedPrecondition(
+                "outcome recording is off on this router (set outcomes_enabled)",
+                reason="OUTCOMES_DISABLED",
+            )
+        return await self.outcomes.feedback(tenant, request)
