@@ -157,6 +157,8 @@ async def test_postgres_store_is_shared_by_replicas(
     slm_server: Any, proxy_server: Any, postgres_url: str, tmp_path: Path
 ) -> None:
     routes = routes_of(slm_server, proxy_server)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
     one = await start_router(tmp_path / "one", routes, outcomes_postgres_url=postgres_url)
     two = await start_router(tmp_path / "two", routes, outcomes_postgres_url=postgres_url)
     try:
