@@ -150,11 +150,11 @@ def main() -> None:
     print(describe_machine())
     print()
     print(
-        "| seed | fed (slm/llm answers) | feedback p50 | retrain | APGR shipped "
+        "| seed | fed (slm/llm answers) | feedback p50 | retrained on, time | APGR shipped "
         "| APGR retrained | gain |"
     )
     print("|---|---|---|---|---|---|---|")
-    gains = []
+    gains: dict[str, list[float]] = {}
     for seed in range(args.seeds):
         order = np.random.default_rng(seed).permutation(len(rows))
         half = len(rows) // 2
@@ -162,28 +162,32 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="gearshift-loop-") as tmp_name:
             tmp = Path(tmp_name)
             tiers, feedback_p50 = asyncio.run(feed([rows[i] for i in fed], tmp))
-            out = tmp / "weights.npz"
-            start = time.perf_counter()
-            code = retrain.main(
-                [
-                    "--outcomes", str(tmp / "outcomes"),
-                    "--data", str(args.base_data),
-                    "--out", str(out),
-                    "--outcome-weight", str(args.outcome_weight),
-                ]
-            )  # fmt: skip
-            took = time.perf_counter() - start
             test_rows = [rows[i] for i in test]
             before = apgr(shipped, test_rows, embeddings[test])
-            after = apgr(Scorer.load(out), test_rows, embeddings[test]) if code == 0 else before
-            gains.append(after - before)
-            verdict = f"{took:.0f} s" if code == 0 else f"refused ({took:.0f} s)"
-            print(
-                f"| {seed} | {tiers['slm']}/{tiers['llm']} | {feedback_p50:.1f} ms | {verdict} "
-                f"| {before:.3f} | {after:.3f} | {after - before:+.3f} |",
-                flush=True,
-            )
-    print(f"\nmean gain over {args.seeds} splits: {statistics.mean(gains):+.3f}")
+            for variant, base in (
+                ("base data + outcomes", args.base_data),
+                ("outcomes only", None),
+            ):
+                out = tmp / f"weights-{len(gains)}.npz"
+                flags = ["--outcomes", str(tmp / "outcomes"), "--out", str(out)]
+                flags += ["--outcome-weight", str(args.outcome_weight)]
+                if base is not None:
+                    flags += ["--data", str(base)]
+                start = time.perf_counter()
+                code = retrain.main(flags)
+                took = time.perf_counter() - start
+                after = before
+                if code == 0:
+                    after = apgr(Scorer.load(out), test_rows, embeddings[test])
+                gains.setdefault(variant, []).append(after - before)
+                verdict = f"{took:.0f} s" if code == 0 else f"refused ({took:.0f} s)"
+                print(
+                    f"| {seed} | {tiers['slm']}/{tiers['llm']} | {feedback_p50:.1f} ms | {variant}"
+                    f", {verdict} | {before:.3f} | {after:.3f} | {after - before:+.3f} |",
+                    flush=True,
+                )
+    for variant, values in gains.items():
+        print(f"mean gain, {variant}, over {args.seeds} splits: {statistics.mean(values):+.3f}")
 
 
 if __name__ == "__main__":
