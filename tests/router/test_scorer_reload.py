@@ -53,16 +53,15 @@ async def test_weights_swap_while_requests_are_in_flight(
         assert before.threshold > 0.0
         loaded = reloads("loaded")
         bypass = router_pb2.CACHE_POLICY_BYPASS
-        in_flight = [
-            asyncio.create_task(
-                router.stub.Chat(
-                    chat_request(unique(EASY), max_tokens=24, policy=bypass),
-                    metadata=AUTH_A,
-                    timeout=120,
-                )
+
+        async def ask() -> router_pb2.ChatResponse:
+            request = chat_request(unique(EASY), max_tokens=24, policy=bypass)
+            reply: router_pb2.ChatResponse = await router.stub.Chat(
+                request, metadata=AUTH_A, timeout=120
             )
-            for _ in range(4)
-        ]
+            return reply
+
+        in_flight = [asyncio.create_task(ask()) for _ in range(4)]
         await asyncio.sleep(0.3)  # all four are planned and generating
         assert not any(task.done() for task in in_flight)
         # New weights whose calibration puts every query at or above the threshold.

@@ -75,11 +75,18 @@ class OutcomeService:
     """Stores outcomes (user feedback and judge grades) against recorded decisions."""
 
     def __init__(
-        self, store: OutcomeStore, recorder: DecisionRecorder, timeout_s: float = 2.0
+        self,
+        store: OutcomeStore,
+        recorder: DecisionRecorder,
+        timeout_s: float = 2.0,
+        settle_s: float = 0.0,
     ) -> None:
         self.store = store
         self.recorder = recorder
         self.timeout_s = timeout_s
+        # With a store shared by replicas, the answer may come from another replica
+        # whose queue is not written yet: look again once after its flush interval.
+        self.settle_s = settle_s
 
     async def decision(self, tenant: str, response_id: str) -> Decision:
         """The recorded decision (flushing queued ones first); NOT_FOUND otherwise."""
@@ -87,6 +94,9 @@ class OutcomeService:
             if self.recorder.pending:
                 await asyncio.wait_for(self.recorder.flush(), self.timeout_s)
             found = await self.store.get_decision(tenant, response_id)
+            if found is None and self.settle_s > 0:
+                await asyncio.sleep(self.settle_s)
+                found = await self.store.get_decision(tenant, response_id)
         if found is None:
             metrics.FEEDBACK.labels("not_found").inc()
             raise NotFound(

@@ -44,7 +44,13 @@ class Outcomes:
             unlabelled_ttl_s=settings.outcomes_unlabelled_ttl_h * 3600.0,
             labelled_retention_s=settings.outcomes_retention_days * 86400.0,
         )
-        service = OutcomeService(store, recorder, timeout_s=settings.outcomes_timeout_s)
+        shared = bool(settings.outcomes_postgres_url)
+        service = OutcomeService(
+            store,
+            recorder,
+            timeout_s=settings.outcomes_timeout_s,
+            settle_s=settings.outcomes_flush_interval_s + 0.25 if shared else 0.0,
+        )
         pipeline.observers.append(RecordDecisions(recorder))
         shadow = None
         if settings.shadow_share > 0:
