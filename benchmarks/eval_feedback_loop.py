@@ -141,6 +141,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--base-data", type=Path, default=shared_data_dir() / "routing_dev.jsonl")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--outcomes-only", action="store_true", help="skip retraining with the base data"
+    )
     parser.add_argument("--outcome-weight", type=int, default=5)
     args = parser.parse_args()
     rows = load_rows(args.data)
@@ -164,10 +167,10 @@ def main() -> None:
             tiers, feedback_p50 = asyncio.run(feed([rows[i] for i in fed], tmp))
             test_rows = [rows[i] for i in test]
             before = apgr(shipped, test_rows, embeddings[test])
-            for variant, base in (
-                ("base data + outcomes", args.base_data),
-                ("outcomes only", None),
-            ):
+            variants: list[tuple[str, Path | None]] = [("outcomes only", None)]
+            if not args.outcomes_only:
+                variants.insert(0, ("base data + outcomes", args.base_data))
+            for variant, base in variants:
                 out = tmp / f"weights-{len(gains)}.npz"
                 flags = ["--outcomes", str(tmp / "outcomes"), "--out", str(out)]
                 flags += ["--outcome-weight", str(args.outcome_weight)]
