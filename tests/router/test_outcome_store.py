@@ -6,6 +6,7 @@ Decisions are keyed per tenant, outcomes once per source, everything survives a 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -139,3 +140,27 @@ async def test_feedback_rules(store: OutcomeStore) -> None:
         with pytest.raises(GearshiftError) as caught:
             await service.feedback(tenant, request)
         assert caught.value.code == getattr(grpc.StatusCode, code), (request, caught.value)
+
+
+async def test_feedback_waits_for_a_batch_being_written(store: OutcomeStore) -> None:
+    """The answer's decision may be in a batch another task is writing right now."""
+    recorder = DecisionRecorder(store, flush_interval_s=60.0)
+    service = OutcomeService(store, recorder)
+    for i in range(200):
+        recorder.record(
+            tenant="tenant-a",
+            response_id=f"batch-{i}",
+            question="hi",
+            embedding=[0.0] * 384,
+            difficulty=0.1,
+            threshold=0.5,
+            tier="slm",
+            route="local-slm",
+            model="small",
+        )
+    writing = asyncio.create_task(recorder.flush())
+    await asyncio.sleep(0)  # the batch has left the queue; its write is in progress
+    assert recorder.pending == 0 and not writing.done()
+    found = await service.decision("tenant-a", "batch-199")
+    assert found.response_id == "batch-199"
+    await writing

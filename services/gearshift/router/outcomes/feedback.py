@@ -91,8 +91,9 @@ class OutcomeService:
     async def decision(self, tenant: str, response_id: str) -> Decision:
         """The recorded decision (flushing queued ones first); NOT_FOUND otherwise."""
         async with store_errors():
-            if self.recorder.pending:
-                await asyncio.wait_for(self.recorder.flush(), self.timeout_s)
+            # Always: a batch being written right now is no longer pending, and flush()
+            # waits for that write before returning.
+            await asyncio.wait_for(self.recorder.flush(), self.timeout_s)
             found = await self.store.get_decision(tenant, response_id)
             if found is None and self.settle_s > 0:
                 await asyncio.sleep(self.settle_s)
