@@ -150,7 +150,7 @@ def main() -> None:
     embeddings = cached_embeddings([r.prompt for r in rows])
     shipped = Scorer.load(DEFAULT_WEIGHTS)
     print(f"{args.data.name}: {len(rows)} prompts; base data {args.base_data.name}")
-    print(describe_machine())
+    print(f"machine: {describe_machine()}")
     print()
     print(
         "| seed | fed (slm/llm answers) | feedback p50 | retrained on, time | APGR shipped "

@@ -26,6 +26,11 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         ),
         ("bench_proxy.py", ["--requests", "20", "--concurrency", "1"], "| 1 | 20 |"),
         ("bench_router.py", ["--requests", "20", "--concurrency", "2"], "| router, cache hits |"),
+        (
+            "eval_feedback_loop.py",
+            ["--seeds", "1", "--outcomes-only"],
+            "| 0 | ",
+        ),
     ],
 )
 def test_benchmark_prints_its_table(script: str, args: list[str], row: str) -> None:
