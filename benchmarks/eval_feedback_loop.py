@@ -171,7 +171,7 @@ def main() -> None:
             if not args.outcomes_only:
                 variants.insert(0, ("base data + outcomes", args.base_data))
             for variant, base in variants:
-                out = tmp / f"weights-{len(gains)}.npz"
+                out = tmp / f"weights-{variant.replace(' ', '-')}.npz"  # new: vs shipped
                 flags = ["--outcomes", str(tmp / "outcomes"), "--out", str(out)]
                 flags += ["--outcome-weight", str(args.outcome_weight)]
                 if base is not None:
