@@ -160,6 +160,7 @@ async def main(n: int, concurrency: int) -> None:
         api_keys_file=keys_file,
         cache_address=f"127.0.0.1:{cache_port}",
         cache_timeout_s=1.0,
+        outcomes_dir=f"{tmp}/router",
     )
     router_app = RouterApp(settings)
     router_host = GrpcServiceHost(router_app, settings)

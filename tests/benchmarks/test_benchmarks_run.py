@@ -42,6 +42,11 @@ FRONTDOOR_SKIPS = ["--no-workers", "--no-grpc-export"]
             ["--options", "10", "--calls", "50", "--baseline-calls", "1"],
             "| 10 | 60 |",
         ),
+        (
+            "eval_feedback_loop.py",
+            ["--seeds", "1", "--outcomes-only"],
+            "| 0 | ",
+        ),
     ],
 )
 def test_benchmark_prints_its_table(script: str, args: list[str], row: str) -> None:

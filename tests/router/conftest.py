@@ -73,7 +73,7 @@ async def start_router(
         api_keys_file=str(keys_file),
         cache_address=cache_address,
         health_poll_interval_s=0.5,
-        **overrides,
+        **{"outcomes_dir": str(tmp / "outcomes"), **overrides},
     )
     app = RouterApp(settings)
     host = GrpcServiceHost(app, settings)

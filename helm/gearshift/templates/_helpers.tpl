@@ -123,6 +123,13 @@ these keys in `<component>.settings`. Returns YAML.
 {{- if $root.Values.router.apiKeys.existingSecret }}
 {{- $_ := set $w "api_keys_file" (printf "/etc/gearshift/api-keys/%s" $root.Values.router.apiKeys.key) }}
 {{- end }}
+{{- /* Without a PostgreSQL outcome store each replica keeps its own file in /tmp. */}}
+{{- $_ := set $w "outcomes_dir" "/tmp/gearshift/outcomes" }}
+{{- with $root.Values.router.scorerWeights }}
+{{- if or .configMap .persistentVolumeClaim }}
+{{- $_ := set $w "scorer_weights" (printf "/etc/gearshift/scorer/%s" .key) }}
+{{- end }}
+{{- end }}
 {{- else if eq .component "cache" }}
 {{- /* The chart's `inprocess` is the cache's usearch backend. */}}
 {{- $_ := set $w "backend" (eq $root.Values.cache.backend "inprocess" | ternary "usearch" "pgvector") }}

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", help="run one service (the container entrypoint)", add_help=False)
 
-    from gearshift.cli import bench, chat, models, sources, up
+    from gearshift.cli import bench, chat, models, scorer, sources, up
 
     up.add_parser(sub)
     chat.add_chat_parser(sub)
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parser(sub)
     bench.add_parser(sub)
     sources.add_parser(sub)
+    scorer.add_parser(sub)
     return parser
 
 

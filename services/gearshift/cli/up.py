@@ -208,6 +208,7 @@ def plan(
             "--http-port", str(ports.http),
             "--routes-file", str(routes_file),
             "--api-keys-file", str(home / local_state.KEYS_FILE),
+            "--outcomes-dir", str(home / "router"),
         ]  # fmt: skip
         if "cache" in services:
             args += ["--cache-address", f"127.0.0.1:{ports.cache}"]

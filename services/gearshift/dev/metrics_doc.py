@@ -17,7 +17,7 @@ from prometheus_client.metrics import MetricWrapperBase
 # Modules that define metrics at import time, by the service that exports them.
 MODULES = {
     "every service": ["gearshift.runtime.metrics"],
-    "router": ["gearshift.router.metrics"],
+    "router": ["gearshift.router.metrics", "gearshift.router.outcomes.metrics"],
     "cache": ["gearshift.cache.metrics"],
     "retriever": ["gearshift.retriever.metrics"],
     "proxy": ["gearshift.proxy.accounting"],

@@ -20,9 +20,11 @@ from gearshift.router.embedding import QueryEmbedder
 from gearshift.router.kube_watch import KubeRouteWatcher
 from gearshift.router.limits import InputLimits
 from gearshift.router.openai_http import OpenAIHttpApi
+from gearshift.router.outcomes.wiring import Outcomes
 from gearshift.router.pipeline import Pipeline, PipelineConfig
 from gearshift.router.retriever_client import RetrieverClient
 from gearshift.router.routing_table import RoutesFileWatcher, RoutingTable
+from gearshift.router.scorer_reload import ReloadingScorer, load_scorer_file
 from gearshift.router.scoring import DifficultyScorer, load_scorer
 from gearshift.router.selector import DEFAULT_MARGIN, DEFAULT_THRESHOLD, Selector
 from gearshift.router.servicer import RouterServicer
@@ -159,6 +161,63 @@ class Settings(MultiWorkerSettings):
             max_headers=self.max_headers,
         )
 
+    outcomes_enabled: bool = Field(
+        True, description="Record each answer's decision and accept feedback on it."
+    )
+    outcomes_dir: str = Field(
+        "~/.local/state/gearshift/router",
+        description="Where the embedded outcome store (outcomes.sqlite3) lives.",
+    )
+    outcomes_postgres_url: str = Field(
+        "",
+        description="Keep decisions and outcomes in PostgreSQL instead (shared by replicas).",
+    )
+    outcomes_keep_prompt_text: bool = Field(
+        True,
+        description="Store the question text with each decision (off: only its sha256; "
+        "retraining then learns from the embedding alone).",
+    )
+    outcomes_unlabelled_ttl_h: float = Field(
+        168.0, gt=0, description="Hours a decision without feedback is kept (feedback window)."
+    )
+    outcomes_retention_days: float = Field(
+        0.0, ge=0, description="Days decisions with outcomes are kept; 0 keeps them."
+    )
+    outcomes_queue_max: int = Field(
+        10_000, ge=1, description="Decisions queued for writing at most (more are dropped)."
+    )
+    outcomes_flush_interval_s: float = Field(
+        0.5, gt=0, description="How often queued decisions are written, in one batch."
+    )
+    outcomes_timeout_s: float = Field(2.0, gt=0, description="Deadline of one store call.")
+    scorer_weights: str = Field(
+        "",
+        description="Scorer weights file (.npz) to use instead of the shipped one; watched "
+        "and swapped in without a restart when it changes.",
+    )
+    scorer_reload_interval_s: float = Field(
+        2.0, gt=0, description="How often the scorer weights file is checked for changes."
+    )
+    shadow_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of small-model answers also answered and graded by the large "
+        "tier in the background (shadow judging); 0 turns it off.",
+    )
+    shadow_daily_token_budget: int = Field(
+        200_000, ge=0, description="Tokens shadow judging may spend per UTC day."
+    )
+    shadow_concurrency: int = Field(
+        2, ge=1, description="Shadow judgments running at once (more are skipped)."
+    )
+    shadow_timeout_s: float = Field(
+        60.0, gt=0, description="Deadline of each large-tier call shadow judging makes."
+    )
+    shadow_max_tokens: int = Field(
+        512, ge=16, description="Token cap of the large tier's reference answer."
+    )
+
     @model_validator(mode="after")
     def _one_source(self) -> Settings:
         if self.kubernetes and self.routes_file:
@@ -183,6 +242,16 @@ class RouterApp:
             poll_timeout_s=settings.health_poll_timeout_s,
         )
         self.embedder = QueryEmbedder()
+        self.scorer = ReloadingScorer(
+            scorer
+            or (
+                load_scorer_file(settings.scorer_weights)
+                if settings.scorer_weights
+                else load_scorer()
+            ),
+            settings.scorer_weights,
+            interval_s=settings.scorer_reload_interval_s,
+        )
         self.cache = (
             CacheClient(settings.cache_address, lookup_timeout_s=settings.cache_timeout_s)
             if settings.cache_address
@@ -211,11 +280,16 @@ class RouterApp:
             ),
             self.table,
             self.embedder,
-            scorer or load_scorer(),
+            self.scorer,
             self.cache,
             self.selector,
             self.retriever,
         )
+        self.outcomes = (
+            Outcomes.build(settings, self.pipeline) if settings.outcomes_enabled else None
+        )
+        if self.outcomes is None and settings.shadow_share > 0:
+            log.warning("shadow_share is set but outcomes_enabled is off: no shadow judging")
         self.http = (
             OpenAIHttpApi(
                 self.pipeline,
@@ -225,6 +299,7 @@ class RouterApp:
                 drop_unsupported_params=settings.drop_unsupported_params,
                 limits=settings.input_limits(),
                 reuse_port=settings.reuse_port,
+                outcomes=self.outcomes.service if self.outcomes else None,
             )
             if settings.http_port >= 0
             else None
@@ -242,7 +317,13 @@ class RouterApp:
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         router_pb2_grpc.add_RouterServiceServicer_to_server(
-            RouterServicer(self.pipeline, self.keys, self.settings.input_limits()), server
+            RouterServicer(
+                self.pipeline,
+                self.keys,
+                self.settings.input_limits(),
+                self.outcomes.service if self.outcomes else None,
+            ),
+            server,
         )
         return [router_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name]
 
@@ -253,6 +334,9 @@ class RouterApp:
         if self.kube_watcher is not None:
             self.kube_watcher.start()
         self.table.start()
+        self.scorer.start()
+        if self.outcomes is not None:
+            await self.outcomes.start()
         await self.embedder.start()
         if self.http is not None:
             await self.http.start()
@@ -265,6 +349,9 @@ class RouterApp:
         if self.kube_watcher is not None:
             await self.kube_watcher.stop()
         await self.table.stop()
+        await self.scorer.stop()
+        if self.outcomes is not None:
+            await self.outcomes.stop()
         if self.cache is not None:
             await self.cache.close()
         await self.pool.close()

@@ -24,6 +24,7 @@ from opentelemetry import trace
 
 from gearshift.router import metrics
 from gearshift.router.cache_client import CacheClient
+from gearshift.router.outcomes.events import AnsweredEvent, AnswerObserver
 from gearshift.router.plan import PipelineConfig, Plan
 from gearshift.router.planner import set_route
 from gearshift.router.routing_table import Route, RoutingTable
@@ -82,6 +83,7 @@ class Executor:
         self.config = config
         self.table = table
         self.cache = cache
+        self.observers: list[AnswerObserver] = []  # told of every generated answer
 
     async def run(self, plan: Plan) -> AsyncIterator[router_pb2.ChatStreamChunk]:
         """The chunks of the plan's answer; the first carries the decision and trace id."""
@@ -183,7 +185,9 @@ class Executor:
                 yield self._error_chunk(plan, usage)
                 return
             metrics.record_usage(plan.tenant, plan.decision.tier, usage)
-            self._store(plan, "".join(attempt.parts), attempt.model, attempt.finish, usage)
+            answer = "".join(attempt.parts)
+            self._store(plan, answer, attempt.model, attempt.finish, usage)
+            self._observe(plan, answer, attempt.model or route.model, attempt.finish)
             return
         raise self._fail_all(plan)
 
@@ -333,6 +337,32 @@ class Executor:
                 span.set_attribute("gearshift.route", route.name)
                 span.set_attribute("gearshift.tier", route.tier)
             yield span
+
+    def _observe(self, plan: Plan, answer: str, model: str, finish: int) -> None:
+        """Tells the observers (decision recording, shadow judging) about an answer."""
+        if not self.observers or not plan.decision.response_id:
+            return
+        d = plan.decision
+        event = AnsweredEvent(
+            tenant=plan.tenant,
+            response_id=d.response_id,
+            question=plan.question,
+            messages=plan.messages,
+            embedding=plan.embedding,
+            difficulty=d.difficulty,
+            threshold=d.threshold,
+            tier="llm" if d.tier == common_pb2.TIER_LLM else "slm",
+            route=d.route,
+            model=model,
+            answer=answer,
+            finish_reason=finish,
+            pinned=plan.pinned,
+        )
+        for observer in self.observers:
+            try:
+                observer.answered(event)
+            except Exception:  # bookkeeping must never fail an answer
+                log.exception("answer observer %r failed", observer)
 
     def _store(
         self,

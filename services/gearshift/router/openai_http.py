@@ -29,8 +29,14 @@ from gearshift.router.limits import (
     integer_violation,
     log_refusal,
 )
+from gearshift.router.outcomes.feedback import OutcomeService
 from gearshift.router.pipeline import Pipeline
-from gearshift.runtime.errors import FieldViolation, GearshiftError, InvalidArgument
+from gearshift.runtime.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    GearshiftError,
+    InvalidArgument,
+)
 from gearshift.runtime.telemetry import tracing_enabled
 from gearshift.v1 import common_pb2, router_pb2
 
@@ -44,6 +50,7 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.CANCELLED: 499,
     grpc.StatusCode.UNIMPLEMENTED: 501,
@@ -57,6 +64,7 @@ ERROR_TYPE = {
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",
+    409: "invalid_request_error",
     429: "rate_limit_error",
 }
 FINISH = {
@@ -282,6 +290,8 @@ def decision_headers(
         "x-gearshift-trace-id": trace_id,
         "x-request-id": request_id,
     }
+    if decision.response_id:
+        headers["x-gearshift-response-id"] = decision.response_id
     if decision.escalated_from:
         headers["x-gearshift-escalated-from"] = ",".join(decision.escalated_from)
     if decision.source:
@@ -322,6 +332,55 @@ def _usage(usage: common_pb2.Usage) -> dict[str, int]:
     }
 
 
+def completion_id(decision: router_pb2.RouteDecision, request_id: str) -> str:
+    """The OpenAI `id`: `chatcmpl-` + the response id that feedback refers to."""
+    return f"chatcmpl-{decision.response_id or request_id}"
+
+
+def parse_feedback(body: Any) -> router_pb2.FeedbackRequest:
+    """A `POST /v1/feedback` body as a FeedbackRequest (types checked, range checked later).
+
+    `{"id": "chatcmpl-...", "score": 0.8}` or `{"id": ..., "rating": "good"|"bad"}`
+    (or `"good": true`), optional `other_tier_better` and `comment`.
+    """
+    if not isinstance(body, Mapping):
+        raise InvalidArgument([FieldViolation("body", "must be a JSON object")])
+    violations: list[FieldViolation] = []
+    request = router_pb2.FeedbackRequest()
+    response_id = body.get("id", body.get("response_id"))
+    if not isinstance(response_id, str) or not response_id:
+        violations.append(FieldViolation("id", "the answer's id (chatcmpl-...) is required"))
+    else:
+        request.response_id = response_id
+    score = body.get("score")
+    if score is not None:
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            violations.append(FieldViolation("score", "must be a number in [0, 1]"))
+        else:
+            request.score = float(score)
+    rating = body.get("rating", body.get("good"))
+    if rating is not None:
+        if rating in ("good", "bad"):
+            request.good = rating == "good"
+        elif isinstance(rating, bool):
+            request.good = rating
+        else:
+            violations.append(FieldViolation("rating", "must be 'good' or 'bad'"))
+    other = body.get("other_tier_better")
+    if isinstance(other, bool):
+        request.other_tier_better = other
+    elif other is not None:
+        violations.append(FieldViolation("other_tier_better", "must be true or false"))
+    comment = body.get("comment", "")
+    if not isinstance(comment, str):
+        violations.append(FieldViolation("comment", "must be a string"))
+    else:
+        request.comment = comment
+    if violations:
+        raise InvalidArgument(violations)
+    return request
+
+
 def _model_name(decision: router_pb2.RouteDecision) -> str:
     return decision.model or decision.route
 
@@ -338,8 +397,10 @@ class OpenAIHttpApi:
         drop_unsupported_params: bool = False,
         limits: InputLimits = DEFAULT_LIMITS,
         reuse_port: bool = False,
+        outcomes: OutcomeService | None = None,
     ) -> None:
         self.limits = limits
+        self.outcomes = outcomes
         self.pipeline = pipeline
         self.reuse_port = reuse_port
         self.keys = keys
@@ -353,6 +414,7 @@ class OpenAIHttpApi:
         app = web.Application(client_max_size=self.limits.max_body_bytes)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/feedback", self.feedback)
         app.router.add_get("/healthz", self.healthz)
         return app
 
@@ -399,6 +461,32 @@ class OpenAIHttpApi:
         data = [{"id": i, "object": "model", "created": 0, "owned_by": "gearshift"} for i in ids]
         return web.json_response({"object": "list", "data": data})
 
+    async def feedback(self, request: web.Request) -> web.Response:
+        """Stores how an answer went (see `RouterService.Feedback`)."""
+        try:
+            tenant = self.keys.authenticate(request.headers.get("authorization"))
+            if self.outcomes is None:
+                raise FailedPrecondition(
+                    "outcome recording is off on this router (set outcomes_enabled)",
+                    reason="OUTCOMES_DISABLED",
+                )
+            body = await self._admitted_body(request)
+            stored = await self.outcomes.feedback(tenant, parse_feedback(body))
+        except GearshiftError as exc:
+            response_error = error_response(exc)
+            if response_error.status < 500:
+                log_refusal("OpenAI API", exc)
+            return response_error
+        return web.json_response(
+            {
+                "object": "feedback",
+                "id": f"chatcmpl-{stored.response_id}",
+                "score": stored.score,
+                "tier": common_pb2.Tier.Name(stored.tier).removeprefix("TIER_").lower(),
+                "route": stored.route,
+            }
+        )
+
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         parent = propagate.extract(request.headers) if tracing_enabled() else None
         with tracer.start_as_current_span(
@@ -431,7 +519,7 @@ class OpenAIHttpApi:
             if recording:
                 span.set_attribute("http.response.status_code", 200)
             answer: dict[str, Any] = {
-                "id": f"chatcmpl-{response.request_id}",
+                "id": completion_id(response.decision, response.request_id),
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": _model_name(response.decision),
@@ -511,6 +599,7 @@ class OpenAIHttpApi:
             raise GearshiftError("the stream ended before it started") from None
         created = int(time.time())
         request_id = first.request_id
+        chat_id = completion_id(first.decision, request_id)
         model = _model_name(first.decision)
         response = web.StreamResponse(
             status=200,
@@ -530,7 +619,7 @@ class OpenAIHttpApi:
             citations: Sequence[router_pb2.Citation] = (),
         ) -> bytes:
             payload: dict[str, Any] = {
-                "id": f"chatcmpl-{request_id}",
+                "id": chat_id,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": model,
@@ -559,7 +648,7 @@ class OpenAIHttpApi:
                 chunk = await anext(chunks, None)
             if include_usage:
                 tail = {
-                    "id": f"chatcmpl-{request_id}",
+                    "id": chat_id,
                     "object": "chat.completion.chunk",
                     "created": created,
                     "model": model,

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from gearshift.router.cache_client import CacheClient
 from gearshift.router.embedding import QueryEmbedder
 from gearshift.router.executor import ESCALATE_ON, BackendError, Executor, add_usage
+from gearshift.router.outcomes.events import AnswerObserver
 from gearshift.router.plan import AUTO_MODELS, AUTO_SCOPE, PipelineConfig, Plan
 from gearshift.router.planner import TIER_ENUM, Planner
 from gearshift.router.retriever_client import RetrieverClient
@@ -65,6 +66,11 @@ class Pipeline:
         if self.planner.selector is not None:
             self.planner.selector.threshold = config.selection_threshold
             self.planner.selector.margin = config.selection_margin
+
+    @property
+    def observers(self) -> list[AnswerObserver]:
+        """Told of every generated answer (decision recording, shadow judging)."""
+        return self.executor.observers
 
     @property
     def embedder(self) -> QueryEmbedder:

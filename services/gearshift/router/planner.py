@@ -165,6 +165,8 @@ class Planner:
             set_route(plan.decision, selected_route)
         else:
             self._choose(plan, snapshot, pinned_route)
+        if not dry_run:  # the id feedback refers to (only generated answers are recorded)
+            plan.decision.response_id = new_request_id()
         if plan.hit is not None:  # dry run on a hit: the cache answers, the score is informative
             d = plan.decision
             d.route, d.tier, d.model = "cache", common_pb2.TIER_CACHE, plan.hit.entry.model

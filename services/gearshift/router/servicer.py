@@ -1,4 +1,4 @@
-"""The gRPC RouterService: Chat, ChatStream and Route on top of the shared pipeline."""
+"""The gRPC RouterService: Chat, ChatStream and Route on the shared pipeline; Feedback."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import grpc
 
 from gearshift.router.auth import KeyTable
 from gearshift.router.limits import InputLimits, log_refusal
+from gearshift.router.outcomes.feedback import OutcomeService
 from gearshift.router.pipeline import Pipeline
-from gearshift.runtime.errors import GearshiftError, grpc_errors
+from gearshift.runtime.errors import FailedPrecondition, GearshiftError, grpc_errors
 from gearshift.v1 import router_pb2, router_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -27,11 +28,16 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     """Authenticates from `authorization: Bearer <key>` metadata, then runs the pipeline."""
 
     def __init__(
-        self, pipeline: Pipeline, keys: KeyTable, limits: InputLimits | None = None
+        self,
+        pipeline: Pipeline,
+        keys: KeyTable,
+        limits: InputLimits | None = None,
+        outcomes: OutcomeService | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.keys = keys
         self.limits = limits or InputLimits()
+        self.outcomes = outcomes
 
     def _admit(self, request: router_pb2.ChatRequest, context: Context) -> str:
         """Authenticates, then checks the input limits before any work is done."""
@@ -64,3 +70,15 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     ) -> router_pb2.RouteDecision:
         tenant = self._admit(request, context)
         return await self.pipeline.route(request, tenant, context.time_remaining())
+
+    @grpc_errors
+    async def Feedback(
+        self, request: router_pb2.FeedbackRequest, context: Context
+    ) -> router_pb2.FeedbackResponse:
+        tenant = self.keys.authenticate(_authorization(context))
+        if self.outcomes is None:
+            raise FailedPrecondition(
+                "outcome recording is off on this router (set outcomes_enabled)",
+                reason="OUTCOMES_DISABLED",
+            )
+        return await self.outcomes.feedback(tenant, request)

@@ -25,27 +25,31 @@ _sym_db = _symbol_database.Default()
 from gearshift.v1 import common_pb2 as gearshift_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gearshift/v1/router.proto\x12\x0cgearshift.v1\x1a\x19gearshift/v1/common.proto\"\xbe\x01\n\x0b\x43hatRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.gearshift.v1.ChatMessage\x12.\n\x08sampling\x18\x04 \x01(\x0b\x32\x1c.gearshift.v1.SamplingParams\x12/\n\x0c\x63\x61\x63he_policy\x18\x05 \x01(\x0e\x32\x19.gearshift.v1.CachePolicy\"\xe0\x02\n\rRouteDecision\x12\r\n\x05route\x18\x01 \x01(\t\x12 \n\x04tier\x18\x02 \x01(\x0e\x32\x12.gearshift.v1.Tier\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ndifficulty\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12\x0f\n\x07reasons\x18\x06 \x03(\t\x12)\n\x05\x63\x61\x63he\x18\x07 \x01(\x0e\x32\x1a.gearshift.v1.CacheOutcome\x12\x18\n\x10\x63\x61\x63he_similarity\x18\x08 \x01(\x01\x12\x16\n\x0e\x65scalated_from\x18\t \x03(\t\x12\x30\n\ncandidates\x18( \x03(\x0b\x32\x1c.gearshift.v1.RouteCandidate\x12\x0e\n\x06source\x18) \x01(\t\x12\x18\n\x10selection_reason\x18* \x01(\t\x12\x1e\n\x16source_content_version\x18+ \x01(\t\"|\n\x0eRouteCandidate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x12\n\nsimilarity\x18\x04 \x01(\x01\x12\x1a\n\x12\x65xclude_similarity\x18\x05 \x01(\x01\x12\x0f\n\x07matched\x18\x06 \x01(\t\"\x80\x01\n\x08\x43itation\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x16\n\x0e\x64ocument_title\x18\x03 \x01(\t\x12\x13\n\x0b\x63hunk_title\x18\x04 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x05 \x01(\r\x12\r\n\x05score\x18\x06 \x01(\x01\"\xf3\x01\n\x0c\x43hatResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.gearshift.v1.FinishReason\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.gearshift.v1.Usage\x12-\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0b\x32\x1b.gearshift.v1.RouteDecision\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12)\n\tcitations\x18( \x03(\x0b\x32\x16.gearshift.v1.Citation\"\xfc\x01\n\x0f\x43hatStreamChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.gearshift.v1.RouteDecision\x12\x12\n\ntext_delta\x18\x03 \x01(\t\x12\x31\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x1a.gearshift.v1.FinishReason\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x13.gearshift.v1.Usage\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12)\n\tcitations\x18( \x03(\x0b\x32\x16.gearshift.v1.Citation*y\n\x0b\x43\x61\x63hePolicy\x12\x1c\n\x18\x43\x41\x43HE_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41\x43HE_POLICY_BYPASS\x10\x01\x12\x19\n\x15\x43\x41\x43HE_POLICY_NO_STORE\x10\x02\x12\x18\n\x14\x43\x41\x43HE_POLICY_REFRESH\x10\x03\x32\xd9\x01\n\rRouterService\x12=\n\x04\x43hat\x12\x19.gearshift.v1.ChatRequest\x1a\x1a.gearshift.v1.ChatResponse\x12H\n\nChatStream\x12\x19.gearshift.v1.ChatRequest\x1a\x1d.gearshift.v1.ChatStreamChunk0\x01\x12?\n\x05Route\x12\x19.gearshift.v1.ChatRequest\x1a\x1b.gearshift.v1.RouteDecisionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gearshift/v1/router.proto\x12\x0cgearshift.v1\x1a\x19gearshift/v1/common.proto\"\xbe\x01\n\x0b\x43hatRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x08messages\x18\x03 \x03(\x0b\x32\x19.gearshift.v1.ChatMessage\x12.\n\x08sampling\x18\x04 \x01(\x0b\x32\x1c.gearshift.v1.SamplingParams\x12/\n\x0c\x63\x61\x63he_policy\x18\x05 \x01(\x0e\x32\x19.gearshift.v1.CachePolicy\"\xf5\x02\n\rRouteDecision\x12\r\n\x05route\x18\x01 \x01(\t\x12 \n\x04tier\x18\x02 \x01(\x0e\x32\x12.gearshift.v1.Tier\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ndifficulty\x18\x04 \x01(\x01\x12\x11\n\tthreshold\x18\x05 \x01(\x01\x12\x0f\n\x07reasons\x18\x06 \x03(\t\x12)\n\x05\x63\x61\x63he\x18\x07 \x01(\x0e\x32\x1a.gearshift.v1.CacheOutcome\x12\x18\n\x10\x63\x61\x63he_similarity\x18\x08 \x01(\x01\x12\x16\n\x0e\x65scalated_from\x18\t \x03(\t\x12\x30\n\ncandidates\x18( \x03(\x0b\x32\x1c.gearshift.v1.RouteCandidate\x12\x0e\n\x06source\x18) \x01(\t\x12\x18\n\x10selection_reason\x18* \x01(\t\x12\x1e\n\x16source_content_version\x18+ \x01(\t\x12\x13\n\x0bresponse_id\x18\x1e \x01(\t\"|\n\x0eRouteCandidate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x12\n\nsimilarity\x18\x04 \x01(\x01\x12\x1a\n\x12\x65xclude_similarity\x18\x05 \x01(\x01\x12\x0f\n\x07matched\x18\x06 \x01(\t\"\x80\x01\n\x08\x43itation\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x16\n\x0e\x64ocument_title\x18\x03 \x01(\t\x12\x13\n\x0b\x63hunk_title\x18\x04 \x01(\t\x12\x13\n\x0b\x63hunk_index\x18\x05 \x01(\r\x12\r\n\x05score\x18\x06 \x01(\x01\"\xf3\x01\n\x0c\x43hatResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.gearshift.v1.FinishReason\x12\"\n\x05usage\x18\x04 \x01(\x0b\x32\x13.gearshift.v1.Usage\x12-\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0b\x32\x1b.gearshift.v1.RouteDecision\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12)\n\tcitations\x18( \x03(\x0b\x32\x16.gearshift.v1.Citation\"\xfc\x01\n\x0f\x43hatStreamChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12-\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0b\x32\x1b.gearshift.v1.RouteDecision\x12\x12\n\ntext_delta\x18\x03 \x01(\t\x12\x31\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x1a.gearshift.v1.FinishReason\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x13.gearshift.v1.Usage\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12)\n\tcitations\x18( \x03(\x0b\x32\x16.gearshift.v1.Citation\"\xa7\x01\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\x12\n\x05score\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x11\n\x04good\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12\x1e\n\x11other_tier_better\x18\x04 \x01(\x08H\x02\x88\x01\x01\x12\x0f\n\x07\x63omment\x18\x05 \x01(\tB\x08\n\x06_scoreB\x07\n\x05_goodB\x14\n\x12_other_tier_better\"g\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x13\n\x0bresponse_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12 \n\x04tier\x18\x03 \x01(\x0e\x32\x12.gearshift.v1.Tier\x12\r\n\x05route\x18\x04 \x01(\t*y\n\x0b\x43\x61\x63hePolicy\x12\x1c\n\x18\x43\x41\x43HE_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41\x43HE_POLICY_BYPASS\x10\x01\x12\x19\n\x15\x43\x41\x43HE_POLICY_NO_STORE\x10\x02\x12\x18\n\x14\x43\x41\x43HE_POLICY_REFRESH\x10\x03\x32\xa4\x02\n\rRouterService\x12=\n\x04\x43hat\x12\x19.gearshift.v1.ChatRequest\x1a\x1a.gearshift.v1.ChatResponse\x12H\n\nChatStream\x12\x19.gearshift.v1.ChatRequest\x1a\x1d.gearshift.v1.ChatStreamChunk0\x01\x12?\n\x05Route\x12\x19.gearshift.v1.ChatRequest\x1a\x1b.gearshift.v1.RouteDecision\x12I\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1d.gearshift.v1.FeedbackRequest\x1a\x1e.gearshift.v1.FeedbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gearshift.v1.router_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CACHEPOLICY']._serialized_start=1376
-  _globals['_CACHEPOLICY']._serialized_end=1497
+  _globals['_CACHEPOLICY']._serialized_start=1672
+  _globals['_CACHEPOLICY']._serialized_end=1793
   _globals['_CHATREQUEST']._serialized_start=71
   _globals['_CHATREQUEST']._serialized_end=261
   _globals['_ROUTEDECISION']._serialized_start=264
-  _globals['_ROUTEDECISION']._serialized_end=616
-  _globals['_ROUTECANDIDATE']._serialized_start=618
-  _globals['_ROUTECANDIDATE']._serialized_end=742
-  _globals['_CITATION']._serialized_start=745
-  _globals['_CITATION']._serialized_end=873
-  _globals['_CHATRESPONSE']._serialized_start=876
-  _globals['_CHATRESPONSE']._serialized_end=1119
-  _globals['_CHATSTREAMCHUNK']._serialized_start=1122
-  _globals['_CHATSTREAMCHUNK']._serialized_end=1374
-  _globals['_ROUTERSERVICE']._serialized_start=1500
-  _globals['_ROUTERSERVICE']._serialized_end=1717
+  _globals['_ROUTEDECISION']._serialized_end=637
+  _globals['_ROUTECANDIDATE']._serialized_start=639
+  _globals['_ROUTECANDIDATE']._serialized_end=763
+  _globals['_CITATION']._serialized_start=766
+  _globals['_CITATION']._serialized_end=894
+  _globals['_CHATRESPONSE']._serialized_start=897
+  _globals['_CHATRESPONSE']._serialized_end=1140
+  _globals['_CHATSTREAMCHUNK']._serialized_start=1143
+  _globals['_CHATSTREAMCHUNK']._serialized_end=1395
+  _globals['_FEEDBACKREQUEST']._serialized_start=1398
+  _globals['_FEEDBACKREQUEST']._serialized_end=1565
+  _globals['_FEEDBACKRESPONSE']._serialized_start=1567
+  _globals['_FEEDBACKRESPONSE']._serialized_end=1670
+  _globals['_ROUTERSERVICE']._serialized_start=1796
+  _globals['_ROUTERSERVICE']._serialized_end=2088
 # @@protoc_insertion_point(module_scope)

@@ -114,6 +114,7 @@ class RouteDecision(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     SELECTION_REASON_FIELD_NUMBER: _builtins.int
     SOURCE_CONTENT_VERSION_FIELD_NUMBER: _builtins.int
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """Name of the chosen route (a ModelRoute), or "cache" for a cache hit."""
     tier: _common_pb2.Tier.ValueType
@@ -136,6 +137,10 @@ class RouteDecision(_message.Message):
     """Why the selector chose `source` (or a model route), or why nothing fitted."""
     source_content_version: _builtins.str
     """Content version of `source` the passages came from."""
+    response_id: _builtins.str
+    """Id of this answer, for `Feedback` (empty on dry runs and cache hits: those are not
+    recorded). The OpenAI API returns it as `chatcmpl-<response_id>`.
+    """
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Human-readable reasons, in order (for example "difficulty 0.31 < 0.52")."""
@@ -166,10 +171,11 @@ class RouteDecision(_message.Message):
         source: _builtins.str = ...,
         selection_reason: _builtins.str = ...,
         source_content_version: _builtins.str = ...,
+        response_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "cache_similarity", b"cache_similarity", "candidates", b"candidates", "difficulty", b"difficulty", "escalated_from", b"escalated_from", "model", b"model", "reasons", b"reasons", "route", b"route", "selection_reason", b"selection_reason", "source", b"source", "source_content_version", b"source_content_version", "threshold", b"threshold", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "cache_similarity", b"cache_similarity", "candidates", b"candidates", "difficulty", b"difficulty", "escalated_from", b"escalated_from", "model", b"model", "reasons", b"reasons", "response_id", b"response_id", "route", b"route", "selection_reason", b"selection_reason", "source", b"source", "source_content_version", b"source_content_version", "threshold", b"threshold", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -364,3 +370,89 @@ class ChatStreamChunk(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChatStreamChunk: _TypeAlias = ChatStreamChunk  # noqa: Y015
+
+@_typing.final
+class FeedbackRequest(_message.Message):
+    """How an answer went, from the user or a service that saw it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    GOOD_FIELD_NUMBER: _builtins.int
+    OTHER_TIER_BETTER_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The `response_id` of the answer's RouteDecision (`chatcmpl-` prefix allowed)."""
+    score: _builtins.float
+    """Quality in [0, 1] (1 = good); use `good` instead for a thumbs up or down."""
+    good: _builtins.bool
+    """Thumbs up (true) or down (false); ignored when `score` is set."""
+    other_tier_better: _builtins.bool
+    """The other tier should have answered: the small model was not enough (on an slm
+    answer), or the large model was not needed (on an llm answer). False says the
+    tier that answered was the right one; leave it unset when you do not know.
+    """
+    comment: _builtins.str
+    """Free text kept with the outcome (at most 2000 characters)."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+        score: _builtins.float | None = ...,
+        good: _builtins.bool | None = ...,
+        other_tier_better: _builtins.bool | None = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_good", b"_good", "_other_tier_better", b"_other_tier_better", "_score", b"_score", "good", b"good", "other_tier_better", b"other_tier_better", "score", b"score"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_good", b"_good", "_other_tier_better", b"_other_tier_better", "_score", b"_score", "comment", b"comment", "good", b"good", "other_tier_better", b"other_tier_better", "response_id", b"response_id", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__good: _TypeAlias = _typing.Literal["good"]  # noqa: Y015
+    _WhichOneofArgType__good: _TypeAlias = _typing.Literal["_good", b"_good"]  # noqa: Y015
+    _WhichOneofReturnType__other_tier_better: _TypeAlias = _typing.Literal["other_tier_better"]  # noqa: Y015
+    _WhichOneofArgType__other_tier_better: _TypeAlias = _typing.Literal["_other_tier_better", b"_other_tier_better"]  # noqa: Y015
+    _WhichOneofReturnType__score: _TypeAlias = _typing.Literal["score"]  # noqa: Y015
+    _WhichOneofArgType__score: _TypeAlias = _typing.Literal["_score", b"_score"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__good) -> _WhichOneofReturnType__good | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__other_tier_better) -> _WhichOneofReturnType__other_tier_better | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__score) -> _WhichOneofReturnType__score | None: ...
+
+Global___FeedbackRequest: _TypeAlias = FeedbackRequest  # noqa: Y015
+
+@_typing.final
+class FeedbackResponse(_message.Message):
+    """The stored outcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    """The response id the outcome was stored for."""
+    score: _builtins.float
+    """The score stored, in [0, 1]."""
+    tier: _common_pb2.Tier.ValueType
+    """The tier that had answered."""
+    route: _builtins.str
+    """The route that had answered."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+        score: _builtins.float = ...,
+        tier: _common_pb2.Tier.ValueType = ...,
+        route: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response_id", b"response_id", "route", b"route", "score", b"score", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeedbackResponse: _TypeAlias = FeedbackResponse  # noqa: Y015

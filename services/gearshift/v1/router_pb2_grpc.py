@@ -50,6 +50,11 @@ class RouterServiceStub:
                 request_serializer=gearshift_dot_v1_dot_router__pb2.ChatRequest.SerializeToString,
                 response_deserializer=gearshift_dot_v1_dot_router__pb2.RouteDecision.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/gearshift.v1.RouterService/Feedback',
+                request_serializer=gearshift_dot_v1_dot_router__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=gearshift_dot_v1_dot_router__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServiceServicer:
@@ -78,6 +83,15 @@ class RouterServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Tells the router how an answer went, keyed by the decision's response_id. Unknown
+        (or another tenant's) ids are NOT_FOUND, a score outside [0, 1] INVALID_ARGUMENT, a
+        second feedback for the same answer ALREADY_EXISTS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +109,11 @@ def add_RouterServiceServicer_to_server(servicer, server):
                     servicer.Route,
                     request_deserializer=gearshift_dot_v1_dot_router__pb2.ChatRequest.FromString,
                     response_serializer=gearshift_dot_v1_dot_router__pb2.RouteDecision.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=gearshift_dot_v1_dot_router__pb2.FeedbackRequest.FromString,
+                    response_serializer=gearshift_dot_v1_dot_router__pb2.FeedbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +198,33 @@ class RouterService:
             '/gearshift.v1.RouterService/Route',
             gearshift_dot_v1_dot_router__pb2.ChatRequest.SerializeToString,
             gearshift_dot_v1_dot_router__pb2.RouteDecision.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gearshift.v1.RouterService/Feedback',
+            gearshift_dot_v1_dot_router__pb2.FeedbackRequest.SerializeToString,
+            gearshift_dot_v1_dot_router__pb2.FeedbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

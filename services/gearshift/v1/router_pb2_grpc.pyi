@@ -43,6 +43,11 @@ class RouterServiceStub:
     """Dry run: returns the decision Chat would make, without generating and
     without touching the cache's contents.
     """
+    Feedback: _grpc.UnaryUnaryMultiCallable[_router_pb2.FeedbackRequest, _router_pb2.FeedbackResponse]
+    """Tells the router how an answer went, keyed by the decision's response_id. Unknown
+    (or another tenant's) ids are NOT_FOUND, a score outside [0, 1] INVALID_ARGUMENT, a
+    second feedback for the same answer ALREADY_EXISTS.
+    """
 
 @_typing.type_check_only
 class RouterServiceAsyncStub(RouterServiceStub):
@@ -56,6 +61,11 @@ class RouterServiceAsyncStub(RouterServiceStub):
     Route: _aio.UnaryUnaryMultiCallable[_router_pb2.ChatRequest, _router_pb2.RouteDecision]  # type: ignore[assignment]
     """Dry run: returns the decision Chat would make, without generating and
     without touching the cache's contents.
+    """
+    Feedback: _aio.UnaryUnaryMultiCallable[_router_pb2.FeedbackRequest, _router_pb2.FeedbackResponse]  # type: ignore[assignment]
+    """Tells the router how an answer went, keyed by the decision's response_id. Unknown
+    (or another tenant's) ids are NOT_FOUND, a score outside [0, 1] INVALID_ARGUMENT, a
+    second feedback for the same answer ALREADY_EXISTS.
     """
 
 class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -85,6 +95,17 @@ class RouterServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_router_pb2.RouteDecision, _abc.Awaitable[_router_pb2.RouteDecision]]:
         """Dry run: returns the decision Chat would make, without generating and
         without touching the cache's contents.
+        """
+
+    @_abc_1.abstractmethod
+    def Feedback(
+        self,
+        request: _router_pb2.FeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_router_pb2.FeedbackResponse, _abc.Awaitable[_router_pb2.FeedbackResponse]]:
+        """Tells the router how an answer went, keyed by the decision's response_id. Unknown
+        (or another tenant's) ids are NOT_FOUND, a score outside [0, 1] INVALID_ARGUMENT, a
+        second feedback for the same answer ALREADY_EXISTS.
         """
 
 def add_RouterServiceServicer_to_server(servicer: RouterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

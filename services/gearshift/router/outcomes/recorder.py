@@ -1,0 +1,132 @@
+"""Records every generated answer's decision, in batches, off the request path.
+
+The request only appends to a bounded in-memory queue (no I/O, no await); a background
+task writes the queue to the store every `flush_interval_s` and, once an hour, deletes
+what has outlived its retention. When the store falls behind and the queue is full, new
+decisions are dropped (counted in a metric): an answer is never delayed for bookkeeping.
+Feedback first flushes the queue, so an answer can be rated right after it arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+
+import numpy as np
+
+from gearshift.router.outcomes import metrics
+from gearshift.router.outcomes.records import Decision, prompt_digest
+from gearshift.router.outcomes.store import OutcomeStore
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_S = 3600.0
+
+
+class DecisionRecorder:
+    """Bounded queue of decisions and the task that writes them to the store."""
+
+    def __init__(
+        self,
+        store: OutcomeStore,
+        *,
+        keep_prompt_text: bool = True,
+        queue_max: int = 10_000,
+        flush_interval_s: float = 0.5,
+        unlabelled_ttl_s: float = 7 * 86400.0,
+        labelled_retention_s: float = 0.0,
+    ) -> None:
+        self.store = store
+        self.keep_prompt_text = keep_prompt_text
+        self.queue_max = queue_max
+        self.flush_interval_s = flush_interval_s
+        self.unlabelled_ttl_s = unlabelled_ttl_s
+        self.labelled_retention_s = labelled_retention_s
+        self._queue: deque[Decision] = deque()
+        self._flush_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._last_purge = 0.0
+
+    def record(
+        self,
+        *,
+        tenant: str,
+        response_id: str,
+        question: str,
+        embedding: list[float],
+        difficulty: float,
+        threshold: float,
+        tier: str,
+        route: str,
+        model: str,
+    ) -> None:
+        """Queues one decision (never blocks; drops and counts when the queue is full)."""
+        if len(self._queue) >= self.queue_max:
+            metrics.DECISIONS_DROPPED.labels("queue_full").inc()
+            return
+        self._queue.append(
+            Decision(
+                tenant=tenant,
+                response_id=response_id,
+                prompt=question if self.keep_prompt_text else "",
+                prompt_digest=prompt_digest(question),
+                embedding=np.asarray(embedding, dtype="<f4").tobytes(),
+                difficulty=difficulty,
+                threshold=threshold,
+                tier=tier,
+                route=route,
+                model=model,
+            )
+        )
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def flush(self) -> None:
+        """Writes everything queued so far; on a store error the batch is put back."""
+        async with self._flush_lock:
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(500, len(self._queue)))]
+                try:
+                    await self.store.add_decisions(batch)
+                except BaseException:
+                    self._queue.extendleft(reversed(batch))
+                    raise
+                metrics.DECISIONS_RECORDED.inc(len(batch))
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            try:
+                await self.flush()
+                if time.monotonic() - self._last_purge > PURGE_EVERY_S:
+                    self._last_purge = time.monotonic()
+                    await self.purge()
+            except Exception as exc:  # keep the queue; retry on the next tick
+                log.warning("recording decisions failed (%d queued): %r", self.pending, exc)
+
+    async def purge(self) -> int:
+        now = time.time()
+        labelled_before = now - self.labelled_retention_s if self.labelled_retention_s else 0.0
+        return await self.store.purge(now - self.unlabelled_ttl_s, labelled_before)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="router-decision-recorder")
+
+    async def stop(self) -> None:
+        """Stops the task and writes what is still queued (nothing lost on a clean stop)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await self.flush()
+        except Exception as exc:
+            metrics.DECISIONS_DROPPED.labels("store_error").inc(self.pending)
+            log.error("%d decisions could not be recorded at shutdown: %r", self.pending, exc)

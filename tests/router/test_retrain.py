@@ -1,0 +1,135 @@
+"""`gearshift scorer train --outcomes`: learns from recorded outcomes, refuses a worse scorer.
+
+The outcomes are written to a real SQLite outcome store as the router records them (with
+real all-MiniLM embeddings); the CLI reads them back, fits, checks on a held-out slice and
+writes weights the router's reloader accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gearshift.router.outcomes import retrain
+from gearshift.router.outcomes.labels import held_out_mask, label
+from gearshift.router.outcomes.records import SOURCE_JUDGE, SOURCE_USER, Decision, Outcome
+from gearshift.router.outcomes.store import open_store
+from gearshift.router.scorer.embedding import embed_texts
+from gearshift.router.scorer_reload import load_scorer_file
+
+FORMS = ["sonnet", "haiku", "limerick", "short poem", "ballad", "villanelle"]
+THEMES = ["the sea", "autumn", "a lost key", "trains", "my grandmother", "the moon"]
+THEMES += ["coffee", "winter roads", "a lighthouse", "city rain", "old photographs", "bees"]
+COUNTRIES = ["France", "Japan", "Peru", "Kenya", "Norway", "Chile", "Egypt", "Canada"]
+COUNTRIES += ["India", "Spain", "Ghana", "Poland", "Vietnam", "Mexico", "Greece", "Nepal"]
+COUNTRIES += ["Italy", "Brazil", "Sweden", "Turkey", "Cuba", "Iran", "Laos", "Mali"]
+ASKS = ["What is the capital of {}?", "Name the capital city of {}.", "Which city is {}'s capital?"]
+
+# Poems: the small model fails (the user says so); capitals: it answers well.
+HARD = [f"Write a {form} about {theme}." for form, theme in itertools.product(FORMS, THEMES)]
+EASY = [ask.format(country) for ask, country in itertools.product(ASKS, COUNTRIES)]
+
+
+def test_labels_follow_the_documented_rules() -> None:
+    assert label("slm", 0.2, None) == (False, True)
+    assert label("slm", 0.9, None) == (True, True)
+    assert label("slm", 0.9, True) == (False, True)
+    assert label("slm", 0.1, False) == (False, False)
+    assert label("llm", 0.9, None) is None
+    assert label("llm", 0.9, True) == (True, True)
+    assert label("llm", 0.9, False) == (False, True)
+
+
+def write_outcomes(target: Path, flip_training_slice: bool) -> None:
+    prompts = HARD + EASY
+    vectors = embed_texts(prompts)
+    ids = [uuid.uuid4().hex for _ in prompts]
+    held = held_out_mask(ids, 0.3)
+    decisions, outcomes = [], []
+    for i, (prompt, response_id) in enumerate(zip(prompts, ids, strict=True)):
+        hard = prompt in HARD
+        if flip_training_slice and not held[i]:
+            hard = not hard
+        decisions.append(
+            Decision(
+                tenant="t",
+                response_id=response_id,
+                prompt=prompt,
+                prompt_digest="",
+                embedding=vectors[i].astype("<f4").tobytes(),
+                difficulty=0.1,
+                threshold=0.5,
+                tier="slm",
+                route="local-slm",
+                model="small",
+            )
+        )
+        outcomes.append(Outcome("t", response_id, SOURCE_USER, 0.1 if hard else 0.9))
+        # A judge grade that disagrees: the user's feedback must win.
+        outcomes.append(Outcome("t", response_id, SOURCE_JUDGE, 0.9 if hard else 0.1))
+
+    async def write() -> None:
+        store = open_store(str(target))
+        await store.open()
+        await store.add_decisions(decisions)
+        for outcome in outcomes:
+            await store.add_outcome(outcome)
+        await store.close()
+
+    asyncio.run(write())
+
+
+def train(store: Path, out: Path) -> int:
+    return retrain.main(
+        [
+            "--outcomes",
+            str(store),
+            "--out",
+            str(out),
+            "--outcome-weight",
+            "1",
+            "--min-holdout",
+            "10",
+        ]
+    )
+
+
+def test_retraining_learns_from_outcomes_and_writes_loadable_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_outcomes(tmp_path / "outcomes", flip_training_slice=False)
+    out = tmp_path / "weights.npz"
+    assert train(tmp_path / "outcomes", out) == 0
+    printed = capsys.readouterr().out
+    assert f"{len(HARD) + len(EASY)} labelled answers" in printed
+    scorer = load_scorer_file(out)  # what the router's reloader does
+    vectors = embed_texts(["Write a sonnet about rivers.", "What is the capital of Austria?"])
+    poem, capital = (scorer.score(v.tolist(), t) for v, t in zip(vectors, ["x", "y"], strict=True))
+    assert poem > capital
+    # Re-calibrated on the deployment's traffic: a 50% share splits it about in half.
+    threshold = scorer.threshold_for_share(0.5)
+    every = embed_texts(HARD + EASY)
+    up = np.mean(
+        [scorer.score(v.tolist(), t) >= threshold for v, t in zip(every, HARD + EASY, strict=True)]
+    )
+    assert 0.4 <= up <= 0.6
+
+
+def test_a_worse_scorer_is_refused_and_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The training slice says the opposite of the held-out slice: the fit must lose.
+    write_outcomes(tmp_path / "outcomes", flip_training_slice=True)
+    out = tmp_path / "weights.npz"
+    assert train(tmp_path / "outcomes", out) == retrain.EXIT_REFUSED
+    assert "refused: the new scorer is worse" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_no_outcomes_is_refused(tmp_path: Path) -> None:
+    assert train(tmp_path / "empty", tmp_path / "weights.npz") == retrain.EXIT_REFUSED
