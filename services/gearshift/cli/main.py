@@ -24,7 +24,11 @@ def _serve(argv: Sequence[str]) -> int:
     except ServiceNotAvailable as exc:
         print(f"gearshift serve: {exc}", file=sys.stderr)
         return 2
-    from gearshift.runtime.server import EXIT_SERVICE_FAILED, run_service
+    from gearshift.runtime.server import (
+        EXIT_SERVICE_FAILED,
+        run_service,
+        setup_process_telemetry,
+    )
 
     parser = argparse.ArgumentParser(
         prog=f"gearshift serve {name}",
@@ -45,7 +49,9 @@ def _serve(argv: Sequence[str]) -> int:
         return run_workers(name, rest, settings)
 
     async def build_and_run() -> int:
-        # Built inside the running loop: apps open grpc.aio channels, which bind to it.
+        # Built inside the running loop: apps open grpc.aio channels, which bind to it,
+        # and after tracing is decided, since a channel's interceptors are fixed at birth.
+        setup_process_telemetry(settings)
         try:
             app = module.build_app(settings)
         except (ValueError, OSError) as exc:

@@ -135,6 +135,21 @@ class GrpcServiceHost:
         await self.server.wait_for_termination()
 
 
+def setup_process_telemetry(settings: ServiceSettings) -> None:
+    """Decides once whether this process traces; call it before the app builds channels.
+
+    Tracing interceptors are fixed when a channel is made, so an app that opens its
+    channels in its constructor (the router's cache client) must see tracing already set
+    up, or its calls would start traces of their own. Later calls are no-ops.
+    """
+    setup_telemetry(
+        settings.service_name,
+        settings.otlp_endpoint,
+        sample_ratio=settings.trace_sample_ratio,
+        protocol=settings.otlp_protocol,
+    )
+
+
 async def run_service(app: ServiceApp, settings: ServiceSettings) -> int:
     """Runs a service until SIGTERM or SIGINT, then drains; returns the exit code.
 
@@ -144,12 +159,7 @@ async def run_service(app: ServiceApp, settings: ServiceSettings) -> int:
     supervisor or the kubelet replaces the process instead of it reporting healthy.
     """
     setup_logging(app.name, settings.log_level, settings.log_format)
-    setup_telemetry(
-        settings.service_name,
-        settings.otlp_endpoint,
-        sample_ratio=settings.trace_sample_ratio,
-        protocol=settings.otlp_protocol,
-    )
+    setup_process_telemetry(settings)
     host = GrpcServiceHost(app, settings)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
