@@ -12,12 +12,13 @@ that an older router can read objects written for a newer CRD version.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "gearshift.dev"
@@ -33,7 +34,26 @@ Tier = Literal["slm", "llm"]
 SizeClass = Literal["small", "medium", "large"]
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 ScaleMetric = Literal["waitingRequests", "kvCacheUsage", "tokensPerSecond"]
-ConditionType = Literal["Ready", "Progressing", "Degraded"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "FallbackResolved"]
+# Route names become Service and Deployment names: a DNS-1035 label (the CRD's pattern).
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# A Kubernetes resource quantity ("500m", "16Gi", "1.5"), non-negative (the CRD's pattern).
+_NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+QUANTITY = rf"^\+?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
+# Engine settings the operator derives from the spec: extraArgs may not set them, or a
+# route could serve other weights under its name (the CRD's extraArgs rule lists the same).
+OPERATOR_ENGINE_FLAGS = (
+    "model",
+    "served-model-name",
+    "dtype",
+    "max-model-len",
+    "tensor-parallel-size",
+    "gpu-memory-utilization",
+)
+# vLLM accepts --max-model-len and --max_model_len alike.
+OPERATOR_FLAG_PATTERN = (
+    "^--(" + "|".join(flag.replace("-", "[-_]") for flag in OPERATOR_ENGINE_FLAGS) + ")(=.*)?$"
+)
 
 
 class _Model(BaseModel):
@@ -59,11 +79,26 @@ class Resources(_Model):
     """Explicit per-replica resources; any field set here overrides the size class."""
 
     gpu: int | None = Field(None, ge=0, description="GPUs (or MIG slices) per replica.")
-    gpu_resource: str | None = Field(None, description="Extended resource name, nvidia.com/gpu.")
+    gpu_resource: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        max_length=253,
+        description="Extended resource name, nvidia.com/gpu.",
+    )
     cpu: str | int | None = Field(None, description="CPU request/limit, a Kubernetes quantity.")
     memory: str | int | None = Field(
         None, description="Memory request/limit, a Kubernetes quantity."
     )
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, value: str | int | None) -> str | int | None:
+        # The API server would reject the Deployment; say so before anything is deployed.
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must not be negative")
+        if isinstance(value, str) and not re.match(QUANTITY, value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 4, 16Gi)")
+        return value
 
 
 class Engine(_Model):
@@ -74,6 +109,17 @@ class Engine(_Model):
     tensor_parallel_size: int = Field(1, ge=1, le=16)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     extra_args: list[str] = Field(default_factory=list)
+
+    @field_validator("extra_args")
+    @classmethod
+    def _not_operator_flags(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            if re.match(OPERATOR_FLAG_PATTERN, arg):
+                raise ValueError(
+                    f"engine.extraArgs may not set {arg.partition('=')[0]}: the operator sets it "
+                    "from the spec (model.source, model.servedName, engine.*)"
+                )
+        return args
 
 
 class SecretKeyRef(_Model):
@@ -110,7 +156,7 @@ class Routing(_Model):
     difficulty: DifficultyBand = Field(default_factory=lambda: DifficultyBand.model_validate({}))
     weight: int = Field(1, ge=0, le=1000)
     priority: int = Field(0, ge=0, le=1000)
-    fallback: str | None = None
+    fallback: str | None = Field(None, pattern=DNS_1035_LABEL, max_length=63)
     max_share: float | None = Field(None, ge=0.0, le=1.0)
     endpoint: str = Field("", description="Explicit host:port; else status.endpoint.")
 
@@ -169,6 +215,8 @@ class ModelRouteSpec(_Model):
             raise ValueError("sizeClass and resources.gpu apply to engine routes only")
         if self.engine is not None and self.size_class is None and self.resources is None:
             raise ValueError("engine routes need sizeClass or resources")
+        if self.engine is not None and not self.model.source:
+            raise ValueError("engine routes need model.source (the weights to serve)")
         if self.routing.max_share is not None and self.tier != "llm":
             raise ValueError("routing.maxShare applies to the llm tier only")
         scale_to_zero = self.autoscaling is not None and self.autoscaling.scale_to_zero
@@ -245,6 +293,14 @@ class ModelRoute(_Model):
     def _kind(self) -> ModelRoute:
         if self.kind != KIND or self.api_version.split("/")[0] != GROUP:
             raise ValueError(f"expected {API_VERSION} {KIND}, got {self.api_version} {self.kind}")
+        if len(self.name) > 63 or not re.match(DNS_1035_LABEL, self.name):
+            raise ValueError(
+                f"metadata.name {self.name!r} must be a DNS-1035 label (lower-case letters, "
+                "digits and '-', starting with a letter, at most 63 characters): it names the "
+                "route's Service"
+            )
+        if self.spec.routing.fallback == self.name:
+            raise ValueError("routing.fallback must name another route")
         return self
 
     @property
