@@ -353,7 +353,12 @@ def pod_disruption_budget(route: ModelRoute) -> Manifest:
 def build_children(
     route: ModelRoute, settings: Settings, replicas: int | None = None
 ) -> list[Manifest]:
-    """Everything the route owns, in apply order; empty for explicit-endpoint routes."""
+    """Everything the route owns, in apply order; empty for explicit-endpoint routes.
+
+    The Deployment comes last: it is what holds GPUs, so a child the API server refuses
+    (a name taken by another object, an admission policy) stops the apply before any GPU
+    is requested for a route that cannot serve.
+    """
     if route.spec.backend == "external":
         return []
     children: list[Manifest] = []
@@ -361,8 +366,8 @@ def build_children(
     if cm is not None:
         children.append(cm)
     children += [
-        deployment(route, settings, replicas),
         service(route, settings),
         pod_disruption_budget(route),
+        deployment(route, settings, replicas),
     ]
     return children

@@ -104,8 +104,8 @@ def test_upstream_route_runs_the_proxy_with_the_key_as_a_file() -> None:
     route = _route("provider")
     manifests = children.build_children(route, Settings())
     kinds = [m["kind"] for m in manifests]
-    assert kinds == ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"]
-    cm, dep = manifests[0], manifests[1]
+    assert kinds == ["ConfigMap", "Service", "PodDisruptionBudget", "Deployment"]
+    cm, dep = manifests[0], manifests[-1]
     pod = dep["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["args"] == ["serve", "proxy"]
