@@ -274,6 +274,8 @@ def deployment(route: ModelRoute, settings: Settings, replicas: int | None = Non
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "enableServiceLinks": False,
+        # Model servers never call the Kubernetes API: no token in the pod.
+        "automountServiceAccountToken": False,
     }
     if size is not None:
         if size.node_selector:

@@ -110,7 +110,11 @@ class Settings(BaseSettings):
     operator_metrics_port: int = Field(
         9100, ge=-1, le=65535, description="Operator's own /metrics port; -1 disables."
     )
-    service_account: str = Field("", description="Service account of model-server pods.")
+    service_account: str = Field(
+        "",
+        description="Service account of model-server pods (no API token is mounted); empty "
+        "uses the namespace's default account.",
+    )
     log_level: str = Field("INFO", description="Log level.")
 
     def size_class_table(self) -> dict[str, SizeClass]:

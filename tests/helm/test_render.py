@@ -31,7 +31,7 @@ from tests.helm.chart import (
 )
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
-KUBE_VERSIONS = ["1.29.0", "1.33.0"]
+KUBE_VERSIONS = ["1.30.0", "1.33.0"]
 # Kinds that come from CRDs, not Kubernetes itself; checked against their CRDs below.
 CUSTOM_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
 WARNING = 2

@@ -161,3 +161,12 @@ def test_children_are_valid_kubernetes_objects(example: str) -> None:
             }
         ]
         kubernetes_validate.validate(manifest, "1.30", strict=True)
+
+
+def test_model_servers_get_no_api_token() -> None:
+    """Model servers never call the Kubernetes API; a mounted token would only be a risk."""
+    for example in ("small", "provider"):
+        dep = children.deployment(_route(example), Settings(service_account="gs-model-server"))
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["serviceAccountName"] == "gs-model-server"

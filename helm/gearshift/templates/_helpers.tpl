@@ -69,6 +69,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* ServiceAccount of the operator-created model-server pods. */}}
+{{- define "gearshift.modelServerServiceAccount" -}}
+{{- default (include "gearshift.componentName" (dict "root" . "component" "model-server")) .Values.modelServers.serviceAccount.name }}
+{{- end }}
+
 {{/* Image tag: the component's, else the global one, else the chart's appVersion. */}}
 {{- define "gearshift.imageTag" -}}
 {{- $values := index .root.Values .component }}
@@ -144,6 +149,10 @@ these keys in `<component>.settings`. Returns YAML.
 {{- $_ := set $w "log_level" $root.Values.commonSettings.log_level }}
 {{- if not $v.clusterWide }}
 {{- $_ := set $w "namespace" $root.Release.Namespace }}
+{{- end }}
+{{- $ms := $root.Values.modelServers.serviceAccount }}
+{{- if or $ms.name (and $ms.create (not $v.clusterWide)) }}
+{{- $_ := set $w "service_account" (include "gearshift.modelServerServiceAccount" $root) }}
 {{- end }}
 {{- $_ := set $w "peering_name" ($v.peering.enabled | ternary $v.peering.name "") }}
 {{- end }}
