@@ -193,8 +193,10 @@ def test_operator_rbac_follows_scope_and_peering() -> None:
 
 def test_router_may_only_read_routes_and_signal_demand() -> None:
     # patch only for the demand annotation that wakes a route scaled to zero.
+    # list/watch EndpointSlices: the ready pods behind each route (per-pod routing).
     assert _rules(objects_of("default"), "router") == {
-        ("gearshift.dev", "modelroutes"): {"get", "list", "watch", "patch"}
+        ("gearshift.dev", "modelroutes"): {"get", "list", "watch", "patch"},
+        ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
     }
 
 

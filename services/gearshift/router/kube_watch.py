@@ -6,6 +6,11 @@ error after a short back-off. The blocking `kubernetes` client runs in a worker 
 every change rebuilds the table from the full set of objects, so a missed event heals at
 the next re-list.
 
+A second list+watch follows the EndpointSlices of the operator's Services: a route served
+by several pods is routed to each ready pod directly (one channel per pod, a pick per
+request by load), not through the Service's single virtual IP. Without permission to read
+EndpointSlices the router keeps using the Service address.
+
 Tested against kmock's emulated API (list, watch ADDED/MODIFIED/DELETED); not yet against a
 real API server.
 """
@@ -19,6 +24,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from gearshift.router.endpoint_slices import SLICE_SELECTOR, with_pod_endpoints
 from gearshift.router.routing_table import (
     ColdRoute,
     RoutingTable,
@@ -29,6 +35,10 @@ from gearshift.routes import ModelRoute
 from gearshift.routes.model_route import DEMAND_ANNOTATION, GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
+
+# (group, version, plural) of what the router follows.
+ROUTES = (GROUP, VERSION, PLURAL)
+SLICES = ("discovery.k8s.io", "v1", "endpointslices")
 
 
 class KubeRouteWatcher:
@@ -48,6 +58,10 @@ class KubeRouteWatcher:
         self.request_timeout_s = request_timeout_s
         self.kubeconfig = kubeconfig
         self._objects: dict[str, dict[str, Any]] = {}
+        self._slices: dict[str, dict[str, Any]] = {}
+        self._threads: list[threading.Thread] = []
+        # Two watch threads write the stores; each table rebuild reads both.
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._api: Any = None
@@ -70,21 +84,22 @@ class KubeRouteWatcher:
             self._api = client.CustomObjectsApi(api_client)
         return self._api
 
-    def _list(self) -> tuple[list[dict[str, Any]], str]:
+    def _list(self, what: tuple[str, str, str], selector: str) -> tuple[list[dict[str, Any]], str]:
         api = self._client()
-        kwargs = {"_request_timeout": self.request_timeout_s}
+        kwargs: dict[str, Any] = {"_request_timeout": self.request_timeout_s}
+        if selector:
+            kwargs["label_selector"] = selector
         if self.namespace:
-            result = api.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, **kwargs
-            )
+            result = api.list_namespaced_custom_object(*what[:2], self.namespace, what[2], **kwargs)
         else:
-            result = api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+            result = api.list_cluster_custom_object(*what, **kwargs)
         version = (result.get("metadata") or {}).get("resourceVersion") or ""
         return list(result.get("items") or []), str(version)
 
     def _apply(self, loop: asyncio.AbstractEventLoop) -> None:
         objects = []
-        for raw in self._objects.values():
+        slices = list(self._slices.values())
+        for raw in [with_pod_endpoints(o, slices) for o in self._objects.values()]:
             try:
                 objects.append(ModelRoute.model_validate(raw))
             except ValueError as exc:
@@ -134,14 +149,26 @@ class KubeRouteWatcher:
         return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
     def _run_blocking(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._follow(loop, ROUTES, "", self._objects)
+
+    def _follow(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        what: tuple[str, str, str],
+        selector: str,
+        store: dict[str, dict[str, Any]],
+    ) -> None:
+        """List, then watch `what` into `store`, rebuilding the table on every change."""
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
         while not self._stop.is_set():
             try:
-                items, version = self._list()
-                self._objects = {self._key(o): o for o in items}
-                self._apply(loop)
+                items, version = self._list(what, selector)
+                with self._lock:
+                    store.clear()
+                    store.update({self._key(o): o for o in items})
+                    self._apply(loop)
                 while not self._stop.is_set():
                     w = watch.Watch()  # type: ignore[no-untyped-call]
                     api = self._client()
@@ -150,20 +177,21 @@ class KubeRouteWatcher:
                         "timeout_seconds": self.watch_timeout_s,
                         "_request_timeout": self.watch_timeout_s + self.request_timeout_s,
                     }
+                    if selector:
+                        args["label_selector"] = selector
                     if version:
                         args["resource_version"] = version
                     if self.namespace:
                         stream = w.stream(  # type: ignore[no-untyped-call]
                             api.list_namespaced_custom_object,
-                            GROUP,
-                            VERSION,
+                            *what[:2],
                             self.namespace,
-                            PLURAL,
+                            what[2],
                             **args,
                         )
                     else:
                         stream = w.stream(  # type: ignore[no-untyped-call]
-                            api.list_cluster_custom_object, GROUP, VERSION, PLURAL, **args
+                            api.list_cluster_custom_object, *what, **args
                         )
                     for event in stream:
                         if self._stop.is_set():
@@ -173,26 +201,43 @@ class KubeRouteWatcher:
                         if event["type"] == "ERROR":
                             raise ApiException(status=obj.get("code", 500))
                         version = str(obj.get("metadata", {}).get("resourceVersion", version))
-                        if event["type"] == "DELETED":
-                            self._objects.pop(self._key(obj), None)
-                        else:
-                            self._objects[self._key(obj)] = obj
-                        self._apply(loop)
+                        with self._lock:
+                            if event["type"] == "DELETED":
+                                store.pop(self._key(obj), None)
+                            else:
+                                store[self._key(obj)] = obj
+                            self._apply(loop)
+            except ApiException as exc:
+                if what == SLICES and exc.status in (403, 404):
+                    # No RBAC for EndpointSlices (or no such API): Service addresses it is.
+                    log.warning("cannot read EndpointSlices (%s); routing via Services", exc.status)
+                    return
+                log.warning("%s watch restarting: %s", what[2], exc)
+                self._stop.wait(2.0)
             except Exception as exc:  # 410 Gone, network errors: re-list after a pause
-                log.warning("ModelRoute watch restarting: %s", exc)
+                log.warning("%s watch restarting: %s", what[2], exc)
                 self._stop.wait(2.0)
 
     def start(self) -> None:
-        # A daemon thread, not the default executor: a watch blocked in a read (up to its
+        # Daemon threads, not the default executor: a watch blocked in a read (up to its
         # timeout) must not hold up process exit.
         loop = asyncio.get_running_loop()
         self._thread = threading.Thread(
             target=self._run_blocking, args=(loop,), name="modelroute-watch", daemon=True
         )
-        self._thread.start()
+        slices = threading.Thread(
+            target=self._follow,
+            args=(loop, SLICES, SLICE_SELECTOR, self._slices),
+            name="endpointslice-watch",
+            daemon=True,
+        )
+        self._threads = [self._thread, slices]
+        for thread in self._threads:
+            thread.start()
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 1.0)
-            self._thread = None
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, 1.0)
+        self._threads = []
+        self._thread = None
