@@ -102,7 +102,10 @@ def _size_class(route: ModelRoute, settings: Settings) -> SizeClass | None:
         return None
     table = settings.size_class_table()
     if route.spec.size_class not in table:
-        raise SpecError(f"sizeClass {route.spec.size_class!r} is not in the operator's table")
+        raise SpecError(
+            f"sizeClass {route.spec.size_class!r} is not in the operator's size-class table "
+            f"(known: {', '.join(sorted(table))})"
+        )
     return table[route.spec.size_class]
 
 

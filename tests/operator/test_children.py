@@ -170,3 +170,17 @@ def test_model_servers_get_no_api_token() -> None:
         pod = dep["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False
         assert pod["serviceAccountName"] == "gs-model-server"
+
+
+def test_size_classes_are_whatever_the_table_holds() -> None:
+    """The CRD takes any class name; the operator's table decides (e.g. the chart's xlarge)."""
+    route = _route("small")
+    route.spec.size_class = "xlarge"
+    with pytest.raises(
+        children.SpecError, match=r"'xlarge' is not in .*known: large, medium, small"
+    ):
+        children.deployment(route, Settings())
+    table = '{"xlarge": {"gpu": 8, "cpu": "64", "memory": "512Gi"}}'
+    dep = children.deployment(route, Settings(size_classes=table))
+    limits = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "8"

@@ -98,7 +98,7 @@ BAD = {
         _mutate("small", spec__replicas={"min": 1, "max": 4, "desired": 9}),
         "replicas.desired",
     ),
-    "unknown-size-class": (_mutate("small", spec__sizeClass="huge"), "sizeClass"),
+    "bad-size-class-name": (_mutate("small", spec__sizeClass="Huge GPU"), "sizeClass"),
     "unknown-metric": (_mutate("small", spec__autoscaling__metric="cpu"), "metric"),
     "bad-dtype": (_mutate("small", spec__engine__dtype="int3"), "dtype"),
     "gpu-utilisation-above-one": (

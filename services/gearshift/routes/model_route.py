@@ -31,7 +31,8 @@ DEMAND_ANNOTATION = "gearshift.dev/demand"
 PLURAL = "modelroutes"
 
 Tier = Literal["slm", "llm"]
-SizeClass = Literal["small", "medium", "large"]
+# A name in the operator's size-class table (which the platform team extends), not an enum.
+SIZE_CLASS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 ScaleMetric = Literal["waitingRequests", "kvCacheUsage", "tokensPerSecond"]
 ConditionType = Literal["Ready", "Progressing", "Degraded", "FallbackResolved"]
@@ -193,7 +194,7 @@ class ModelRouteSpec(_Model):
 
     tier: Tier = "slm"
     model: ModelRef
-    size_class: SizeClass | None = None
+    size_class: str | None = Field(None, pattern=SIZE_CLASS_NAME, max_length=63)
     resources: Resources | None = None
     engine: Engine | None = None
     upstream: Upstream | None = None
