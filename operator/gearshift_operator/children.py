@@ -208,7 +208,8 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
     grpc_probe = {"grpc": {"port": settings.grpc_port}}
     return {
         "name": component(route),
-        "image": settings.image,
+        # Proxies need no CUDA: a multi-GB GPU image would only slow their start.
+        "image": settings.image if engine is not None else settings.proxy_image or settings.image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["gearshift"],
         "args": ["serve", component(route)],

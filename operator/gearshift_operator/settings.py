@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     image: str = Field(
         "ghcr.io/gearshift-dev/gearshift:0.1.0", description="Model-server image (gearshift CLI)."
     )
+    proxy_image: str = Field(
+        "",
+        description="Image of per-route proxies (upstream routes; a CPU image, no CUDA); "
+        "empty uses `image`.",
+    )
     image_pull_policy: str = Field("IfNotPresent", description="Pull policy of model servers.")
     size_classes: str = Field(
         "",

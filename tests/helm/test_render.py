@@ -184,6 +184,8 @@ def test_image_tag_defaults_to_app_version_and_can_be_overridden() -> None:
         ][0]["env"]
     }
     assert operator_env["GEARSHIFT_OPERATOR_IMAGE"] == "ghcr.io/gearshift-dev/gearshift-gpu:9.9.9"
+    # Per-route proxies run the CPU image, not the GPU one.
+    assert operator_env["GEARSHIFT_OPERATOR_PROXY_IMAGE"] == "ghcr.io/gearshift-dev/gearshift:9.9.9"
 
 
 def test_notes_tell_how_to_reach_the_router() -> None:

@@ -184,3 +184,13 @@ def test_size_classes_are_whatever_the_table_holds() -> None:
     dep = children.deployment(route, Settings(size_classes=table))
     limits = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "8"
+
+
+def test_proxies_run_the_cpu_image_and_engines_the_gpu_image() -> None:
+    settings = Settings(image="reg/gearshift-gpu:1", proxy_image="reg/gearshift:1")
+    engine = children.deployment(_route("small"), settings)
+    proxy = children.deployment(_route("provider"), settings)
+    assert engine["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/gearshift-gpu:1"
+    assert proxy["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/gearshift:1"
+    fallback = children.deployment(_route("provider"), Settings(image="reg/only:1"))
+    assert fallback["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/only:1"

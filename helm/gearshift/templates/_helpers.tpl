@@ -139,6 +139,7 @@ these keys in `<component>.settings`. Returns YAML.
 {{- else if eq .component "operator" }}
 {{- $v := $root.Values.operator }}
 {{- $_ := set $w "image" (include "gearshift.gpuImage" $root) }}
+{{- $_ := set $w "proxy_image" (include "gearshift.cpuImage" $root) }}
 {{- $_ := set $w "image_pull_policy" $root.Values.image.pullPolicy }}
 {{- $_ := set $w "size_classes" "/etc/gearshift/operator/size-classes.yaml" }}
 {{- $_ := set $w "grpc_port" $root.Values.modelServers.grpcPort }}
