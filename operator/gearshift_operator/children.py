@@ -166,12 +166,37 @@ def config_map(route: ModelRoute) -> Manifest | None:
     }
 
 
+def drain_seconds(route: ModelRoute, settings: Settings) -> int:
+    """How long a stopping replica lets in-flight generations finish."""
+    own = route.spec.lifecycle.drain_seconds
+    return settings.drain_seconds if own is None else own
+
+
+def _probes(route: ModelRoute, settings: Settings) -> Manifest:
+    """gRPC health probes; the startup probe's budget is the route's model-loading time."""
+    life = route.spec.lifecycle
+    grpc_probe = {
+        "grpc": {"port": settings.grpc_port},
+        "timeoutSeconds": life.probe_timeout_seconds,
+    }
+    return {
+        # Model loading can take many minutes: the startup probe holds liveness off until then.
+        "startupProbe": {
+            **grpc_probe,
+            "periodSeconds": 10,
+            "failureThreshold": max(1, -(-life.startup_seconds // 10)),
+        },
+        "readinessProbe": {**grpc_probe, "periodSeconds": 5, "failureThreshold": 2},
+        "livenessProbe": {**grpc_probe, "periodSeconds": 10, "failureThreshold": 3},
+    }
+
+
 def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any]) -> Manifest:
     common = {
         "HOST": "0.0.0.0",
         "GRPC_PORT": str(settings.grpc_port),
         "METRICS_PORT": str(settings.metrics_port),
-        "GRACE_PERIOD_S": str(settings.drain_seconds),
+        "GRACE_PERIOD_S": str(drain_seconds(route, settings)),
         "SERVICE_NAME": f"gearshift-{component(route)}-{route.name}",
     }
     volume_mounts: list[dict[str, Any]] = []
@@ -205,8 +230,8 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
                 {"name": "upstream-key", "mountPath": SECRET_DIR, "readOnly": True}
             )
     volume_mounts.append({"name": "tmp", "mountPath": "/tmp"})
-    grpc_probe = {"grpc": {"port": settings.grpc_port}}
-    return {
+    pre_stop = route.spec.lifecycle.pre_stop_seconds
+    container: Manifest = {
         "name": component(route),
         # Proxies need no CUDA: a multi-GB GPU image would only slow their start.
         "image": settings.image if engine is not None else settings.proxy_image or settings.image,
@@ -219,10 +244,7 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
             {"name": "metrics", "containerPort": settings.metrics_port, "protocol": "TCP"},
         ],
         "resources": resources,
-        # Model loading can take minutes: the startup probe holds liveness off until then.
-        "startupProbe": {**grpc_probe, "periodSeconds": 10, "failureThreshold": 90},
-        "readinessProbe": {**grpc_probe, "periodSeconds": 5, "failureThreshold": 2},
-        "livenessProbe": {**grpc_probe, "periodSeconds": 10, "failureThreshold": 3},
+        **_probes(route, settings),
         "volumeMounts": volume_mounts,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -231,6 +253,10 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
             "runAsNonRoot": True,
         },
     }
+    if pre_stop:
+        # Routers and Services drop the replica before it is told to stop.
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": pre_stop}}}
+    return container
 
 
 def _volumes(route: ModelRoute) -> list[Manifest]:
@@ -270,7 +296,9 @@ def deployment(route: ModelRoute, settings: Settings, replicas: int | None = Non
     pod_spec: Manifest = {
         "containers": [_container(route, settings, resources)],
         "volumes": _volumes(route),
-        "terminationGracePeriodSeconds": settings.drain_seconds + settings.grace_margin_seconds,
+        "terminationGracePeriodSeconds": route.spec.lifecycle.pre_stop_seconds
+        + drain_seconds(route, settings)
+        + settings.grace_margin_seconds,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 10001,
@@ -300,6 +328,7 @@ def deployment(route: ModelRoute, settings: Settings, replicas: int | None = Non
     }
     cm = config_map(route)
     template["metadata"]["annotations"][TEMPLATE_HASH] = template_hash(template, cm)
+    surge, unavailable = route.spec.lifecycle.rollout()
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -307,10 +336,11 @@ def deployment(route: ModelRoute, settings: Settings, replicas: int | None = Non
         "spec": {
             "replicas": target_replicas(route) if replicas is None else replicas,
             "selector": {"matchLabels": selector_labels(route)},
-            # GPUs are scarce, but a route must not go dark during a rollout: surge one.
+            # Surge one by default (the route never goes dark); maxSurge 0 rolls in place
+            # when there are no spare GPUs for an extra replica.
             "strategy": {
                 "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+                "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable},
             },
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": 1800,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gearshift.routes import load_routes_file
+from gearshift.routes import ModelRoute, load_routes_file
 from gearshift_operator import children
 from gearshift_operator.settings import Settings
 
@@ -74,7 +74,7 @@ def test_engine_route_runs_serve_slm_with_engine_settings() -> None:
     }
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"] == {"port": 50051}
-    assert pod["terminationGracePeriodSeconds"] == 60 > 40
+    assert pod["terminationGracePeriodSeconds"] == 65 > 40  # preStop 5 + drain 40 + margin 20
     assert dep["spec"]["replicas"] == 1
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/instance"] == "smollm2-small"
@@ -194,3 +194,49 @@ def test_proxies_run_the_cpu_image_and_engines_the_gpu_image() -> None:
     assert proxy["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/gearshift:1"
     fallback = children.deployment(_route("provider"), Settings(image="reg/only:1"))
     assert fallback["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/only:1"
+
+
+def test_lifecycle_is_sized_per_route() -> None:
+    """Drain, preStop, startup budget, probe timeouts and rollout from spec.lifecycle."""
+    default = children.deployment(_route("small"), Settings(drain_seconds=30))
+    container = default["spec"]["template"]["spec"]["containers"][0]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert container["startupProbe"]["failureThreshold"] * 10 == 900
+    assert {
+        container[p]["timeoutSeconds"] for p in ("startupProbe", "readinessProbe", "livenessProbe")
+    } == {5}
+    assert default["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+    route = _route("large")
+    route.spec.lifecycle = ModelRoute.model_validate(
+        {
+            **route.to_dict(),
+            "spec": {
+                **route.to_dict()["spec"],
+                "lifecycle": {
+                    "drainSeconds": 600,
+                    "preStopSeconds": 10,
+                    "startupSeconds": 2705,
+                    "probeTimeoutSeconds": 15,
+                    "maxSurge": 0,
+                },
+            },
+        }
+    ).spec.lifecycle
+    dep = children.deployment(route, Settings(grace_margin_seconds=15))
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert _env(container)["GEARSHIFT_SLM_GRACE_PERIOD_S"] == "600"
+    assert pod["terminationGracePeriodSeconds"] == 10 + 600 + 15
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] == 10
+    assert container["startupProbe"]["failureThreshold"] == 271  # 2705 s in 10 s periods
+    assert container["livenessProbe"]["timeoutSeconds"] == 15
+    # No spare GPUs for a surge replica: roll in place, one at a time.
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_a_rollout_that_cannot_move_is_refused() -> None:
+    doc = {**_route("small").to_dict()}
+    doc["spec"]["lifecycle"] = {"maxSurge": 0, "maxUnavailable": 0}
+    with pytest.raises(ValueError, match="cannot both be 0"):
+        ModelRoute.model_validate(doc)

@@ -131,6 +131,14 @@ BAD = {
     ),
     "fallback-not-a-name": (_mutate("large", spec__routing__fallback="Provider Large"), "fallback"),
     "fallback-to-itself": (_mutate("large", spec__routing__fallback="llama-large"), "fallback"),
+    "rollout-that-cannot-move": (
+        _mutate("small", spec__lifecycle={"maxSurge": 0, "maxUnavailable": 0}),
+        "cannot both be 0",
+    ),
+    "startup-budget-too-short": (
+        _mutate("small", spec__lifecycle={"startupSeconds": 5}),
+        "startupSeconds",
+    ),
 }
 
 # Where the API server points for each new case (the schema path, or the CEL fieldPath).
@@ -148,6 +156,8 @@ FIELD_PATHS = {
     "extra-args-override-dtype": ".spec.engine.extraArgs",
     "fallback-not-a-name": "spec.routing.fallback",
     "fallback-to-itself": ".spec.routing.fallback",
+    "rollout-that-cannot-move": ".spec.lifecycle.maxUnavailable",
+    "startup-budget-too-short": "spec.lifecycle.startupSeconds",
 }
 
 

@@ -189,6 +189,31 @@ class Autoscaling(_Model):
     scale_to_zero: bool = False
 
 
+class Lifecycle(_Model):
+    """Per-route pod lifecycle; None means the operator's default for that setting."""
+
+    drain_seconds: int | None = Field(None, ge=0, le=86400)
+    pre_stop_seconds: int = Field(5, ge=0, le=300)
+    startup_seconds: int = Field(900, ge=30, le=86400)
+    probe_timeout_seconds: int = Field(5, ge=1, le=60)
+    max_surge: int | None = Field(None, ge=0, le=100)
+    max_unavailable: int | None = Field(None, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _rollout_moves(self) -> Lifecycle:
+        if self.max_surge == 0 and self.max_unavailable == 0:
+            raise ValueError("lifecycle.maxSurge and lifecycle.maxUnavailable cannot both be 0")
+        return self
+
+    def rollout(self) -> tuple[int, int]:
+        """(maxSurge, maxUnavailable): surge one by default, roll in place with maxSurge 0."""
+        surge = 1 if self.max_surge is None else self.max_surge
+        unavailable = self.max_unavailable
+        if unavailable is None:
+            unavailable = 1 if surge == 0 else 0
+        return surge, unavailable
+
+
 class ModelRouteSpec(_Model):
     """What the route serves, how it is deployed and how the router uses it."""
 
@@ -201,6 +226,7 @@ class ModelRouteSpec(_Model):
     routing: Routing = Field(default_factory=lambda: Routing.model_validate({}))
     replicas: Replicas = Field(default_factory=lambda: Replicas.model_validate({}))
     autoscaling: Autoscaling | None = None
+    lifecycle: Lifecycle = Field(default_factory=lambda: Lifecycle.model_validate({}))
 
     @model_validator(mode="after")
     def _cross_field(self) -> ModelRouteSpec:
