@@ -93,8 +93,68 @@ def engine_env_args(extra_args: list[str]) -> dict[str, Any]:
     return result
 
 
+HF_TOKEN_DIR = "/var/run/secrets/gearshift/hf"
+WEIGHTS_DIR = "/weights"
+NODE_MODELS_DIR = "/models"
+DEFAULT_CACHE_SIZE = "64Gi"
+
+
 def _model_source(source: str) -> str:
-    return source.removeprefix("hf://")
+    """What the engine loads: a Hub id for hf://, the mounted path for pvc://, else as is."""
+    if source.startswith("hf://"):
+        return source.removeprefix("hf://")
+    if source.startswith("pvc://"):
+        _claim, _sep, path = source.removeprefix("pvc://").partition("/")
+        return f"{WEIGHTS_DIR}/{path}".rstrip("/")
+    return source
+
+
+def _model_volumes(route: ModelRoute) -> list[tuple[Manifest, Manifest]]:
+    """(volume, mount) pairs that deliver the weights: a claim, a node path, a shared cache."""
+    model = route.spec.model
+    pairs: list[tuple[Manifest, Manifest]] = []
+    if model.source.startswith("pvc://"):
+        claim = model.source.removeprefix("pvc://").partition("/")[0]
+        pairs.append(
+            (
+                {
+                    "name": "weights",
+                    "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+                },
+                {"name": "weights", "mountPath": WEIGHTS_DIR, "readOnly": True},
+            )
+        )
+    if model.node_path:
+        pairs.append(
+            (
+                {"name": "node-models", "hostPath": {"path": model.node_path, "type": "Directory"}},
+                {"name": "node-models", "mountPath": NODE_MODELS_DIR, "readOnly": True},
+            )
+        )
+    if model.cache_claim:
+        # One download per volume: every pod of the route shares the Hub cache.
+        pairs.append(
+            (
+                {"name": "hf-cache", "persistentVolumeClaim": {"claimName": model.cache_claim}},
+                {"name": "hf-cache", "mountPath": "/cache/hf"},
+            )
+        )
+    if model.token_secret_ref is not None:
+        ref = model.token_secret_ref
+        pairs.append(
+            (
+                {
+                    "name": "hf-token",
+                    "secret": {
+                        "secretName": ref.name,
+                        "items": [{"key": ref.key, "path": "token"}],
+                        "defaultMode": 0o440,
+                    },
+                },
+                {"name": "hf-token", "mountPath": HF_TOKEN_DIR, "readOnly": True},
+            )
+        )
+    return pairs
 
 
 def _size_class(route: ModelRoute, settings: Settings) -> SizeClass | None:
@@ -214,12 +274,16 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
             specific["MAX_MODEL_LEN"] = str(engine.max_model_len)
         env = _env({f"GEARSHIFT_SLM_{k}": v for k, v in {**common, **specific}.items()})
         env.append({"name": "HF_HOME", "value": "/cache/hf"})
+        if route.spec.model.token_secret_ref is not None:
+            # huggingface_hub reads the token from this file: never an env var.
+            env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/token"})
         # The root filesystem is read-only: vLLM, torch and Triton write under $HOME.
         env.append({"name": "HOME", "value": "/cache"})
         volume_mounts += [
             {"name": "cache", "mountPath": "/cache"},
             {"name": "dshm", "mountPath": "/dev/shm"},
         ]
+        volume_mounts += [mount for _volume, mount in _model_volumes(route)]
     else:
         specific = {"CONFIG_FILE": f"{PROXY_CONFIG_DIR}/config.yaml"}
         env = _env({f"GEARSHIFT_PROXY_{k}": v for k, v in {**common, **specific}.items()})
@@ -262,10 +326,13 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
 def _volumes(route: ModelRoute) -> list[Manifest]:
     tmp: Manifest = {"name": "tmp", "emptyDir": {}}
     if route.spec.engine is not None:
+        size = route.spec.model.cache_size or DEFAULT_CACHE_SIZE
         return [
-            {"name": "cache", "emptyDir": {}},
+            # Bounded: a runaway download gets the pod evicted, not the node's disk filled.
+            {"name": "cache", "emptyDir": {"sizeLimit": str(size)}},
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
             tmp,
+            *(volume for volume, _mount in _model_volumes(route)),
         ]
     volumes: list[Manifest] = [{"name": "config", "configMap": {"name": route.name}}, tmp]
     upstream = route.spec.upstream

@@ -88,7 +88,7 @@ def test_large_route_shards_over_its_gpus() -> None:
         ]
     )
     assert env["GEARSHIFT_SLM_TENSOR_PARALLEL_SIZE"] == "4"
-    assert env["GEARSHIFT_SLM_MODEL"] == "/models/llama-3.1-70b-instruct"
+    assert env["GEARSHIFT_SLM_MODEL"] == "/weights/llama-3.1-70b-instruct"
     assert json.loads(env["GEARSHIFT_SLM_EXTRA_ENGINE_ARGS"]) == {}
 
 
@@ -240,3 +240,59 @@ def test_a_rollout_that_cannot_move_is_refused() -> None:
     doc["spec"]["lifecycle"] = {"maxSurge": 0, "maxUnavailable": 0}
     with pytest.raises(ValueError, match="cannot both be 0"):
         ModelRoute.model_validate(doc)
+
+
+def _volumes_and_mounts(dep: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = dep["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    return volumes, mounts
+
+
+def test_weights_from_a_claim_are_mounted_read_only() -> None:
+    dep = children.deployment(_route("large"), Settings())
+    volumes, mounts = _volumes_and_mounts(dep)
+    assert volumes["weights"]["persistentVolumeClaim"] == {
+        "claimName": "llama-weights",
+        "readOnly": True,
+    }
+    assert mounts["weights"] == {"name": "weights", "mountPath": "/weights", "readOnly": True}
+    assert volumes["cache"]["emptyDir"] == {"sizeLimit": "64Gi"}  # bounded
+
+
+def test_a_gated_hub_model_with_a_token_file_and_a_shared_cache() -> None:
+    route = _route("small")
+    doc = route.to_dict()
+    doc["spec"]["model"].update(
+        tokenSecretRef={"name": "hf", "key": "token"}, cacheClaim="hf-cache", cacheSize="200Gi"
+    )
+    dep = children.deployment(ModelRoute.model_validate(doc), Settings())
+    volumes, mounts = _volumes_and_mounts(dep)
+    env = _env(dep["spec"]["template"]["spec"]["containers"][0])
+    assert env["HF_TOKEN_PATH"] == "/var/run/secrets/gearshift/hf/token"
+    assert not [k for k in env if k == "HF_TOKEN"]  # never the token itself in env
+    assert volumes["hf-token"]["secret"]["items"] == [{"key": "token", "path": "token"}]
+    assert mounts["hf-token"]["readOnly"] is True
+    # Downloaded once per volume: the route's pods share the Hub cache claim.
+    assert volumes["hf-cache"]["persistentVolumeClaim"] == {"claimName": "hf-cache"}
+    assert mounts["hf-cache"]["mountPath"] == env["HF_HOME"]
+    assert volumes["cache"]["emptyDir"] == {"sizeLimit": "200Gi"}
+
+
+def test_pre_populated_weights_on_the_node() -> None:
+    doc = _route("large").to_dict()
+    doc["spec"]["model"] = {
+        "source": "/models/llama-3.1-70b-instruct",
+        "servedName": "llama",
+        "nodePath": "/mnt/gpu-models",
+    }
+    dep = children.deployment(ModelRoute.model_validate(doc), Settings())
+    volumes, mounts = _volumes_and_mounts(dep)
+    assert volumes["node-models"]["hostPath"] == {"path": "/mnt/gpu-models", "type": "Directory"}
+    assert mounts["node-models"] == {
+        "name": "node-models",
+        "mountPath": "/models",
+        "readOnly": True,
+    }
+    env = _env(dep["spec"]["template"]["spec"]["containers"][0])
+    assert env["GEARSHIFT_SLM_MODEL"] == "/models/llama-3.1-70b-instruct"

@@ -139,6 +139,15 @@ BAD = {
         _mutate("small", spec__lifecycle={"startupSeconds": 5}),
         "startupSeconds",
     ),
+    "token-without-hub-source": (
+        _mutate("large", spec__model__tokenSecretRef={"name": "hf", "key": "token"}),
+        "tokenSecretRef",
+    ),
+    "node-path-outside-models": (
+        _mutate("large", spec__model__nodePath="/mnt/models"),
+        "nodePath",
+    ),
+    "bad-model-source": (_mutate("small", spec__model__source="s3://bucket/x"), "source"),
 }
 
 # Where the API server points for each new case (the schema path, or the CEL fieldPath).
@@ -158,6 +167,9 @@ FIELD_PATHS = {
     "fallback-to-itself": ".spec.routing.fallback",
     "rollout-that-cannot-move": ".spec.lifecycle.maxUnavailable",
     "startup-budget-too-short": "spec.lifecycle.startupSeconds",
+    "token-without-hub-source": ".spec.model.tokenSecretRef",
+    "node-path-outside-models": ".spec.model.nodePath",
+    "bad-model-source": "spec.model.source",
 }
 
 

@@ -65,15 +65,56 @@ class _Model(BaseModel):
     )
 
 
+class SecretKeyRef(_Model):
+    """A key in a Secret in the route's namespace."""
+
+    name: str = Field(..., min_length=1)
+    key: str = Field(..., min_length=1)
+
+
+MODEL_SOURCE = (
+    r"^$|^(hf://[A-Za-z0-9._-]+/[A-Za-z0-9._-]+"
+    r"|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^/].*)?|/.*)$"
+)
+
+
 class ModelRef(_Model):
-    """Which weights to serve and under what name clients ask for them."""
+    """Which weights to serve, how they reach the pod, and the name clients ask for."""
 
     source: str = Field(
-        "", description="hf://org/name, or an absolute path on a mounted volume (/models/x)."
+        "",
+        pattern=MODEL_SOURCE,
+        max_length=512,
+        description="hf://org/name, pvc://claim/path, or an absolute path in the pod.",
     )
     served_name: str = Field(
         ..., min_length=1, description="Model name clients and the router use."
     )
+    token_secret_ref: SecretKeyRef | None = None
+    cache_claim: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    cache_size: str | int | None = None
+    node_path: str | None = Field(None, pattern=r"^/.*$", max_length=512)
+
+    @field_validator("cache_size")
+    @classmethod
+    def _quantity(cls, value: str | int | None) -> str | int | None:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must not be negative")
+        if isinstance(value, str) and not re.match(QUANTITY, value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 64Gi)")
+        return value
+
+    @model_validator(mode="after")
+    def _delivery(self) -> ModelRef:
+        # Same rules, same messages, as the CRD's CEL rules on spec.model.
+        hf = self.source.startswith("hf://")
+        if self.token_secret_ref is not None and not hf:
+            raise ValueError("model.tokenSecretRef applies to hf:// sources only")
+        if self.cache_claim is not None and not hf:
+            raise ValueError("model.cacheClaim applies to hf:// sources only")
+        if self.node_path is not None and not self.source.startswith("/models/"):
+            raise ValueError("model.nodePath needs a source under /models/ (where it is mounted)")
+        return self
 
 
 class Resources(_Model):
@@ -121,13 +162,6 @@ class Engine(_Model):
                     "from the spec (model.source, model.servedName, engine.*)"
                 )
         return args
-
-
-class SecretKeyRef(_Model):
-    """A key in a Secret in the route's namespace."""
-
-    name: str = Field(..., min_length=1)
-    key: str = Field(..., min_length=1)
 
 
 class Upstream(_Model):
