@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from gearshift.routes.model_route import ModelRoute
+from gearshift_operator import pod_override
 from gearshift_operator.settings import Settings, SizeClass
 
 MANAGED_BY = "gearshift-operator"
@@ -393,7 +394,12 @@ def deployment(route: ModelRoute, settings: Settings, replicas: int | None = Non
         },
         "spec": pod_spec,
     }
+    try:
+        template = pod_override.apply(template, route.spec.pod_template, component(route))
+    except pod_override.OverrideError as err:
+        raise SpecError(str(err)) from err
     cm = config_map(route)
+    template.setdefault("metadata", {}).setdefault("annotations", {})
     template["metadata"]["annotations"][TEMPLATE_HASH] = template_hash(template, cm)
     surge, unavailable = route.spec.lifecycle.rollout()
     return {

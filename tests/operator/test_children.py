@@ -296,3 +296,110 @@ def test_pre_populated_weights_on_the_node() -> None:
     }
     env = _env(dep["spec"]["template"]["spec"]["containers"][0])
     assert env["GEARSHIFT_SLM_MODEL"] == "/models/llama-3.1-70b-instruct"
+
+
+def _with_override(example: str, override: dict[str, Any]) -> ModelRoute:
+    doc = _route(example).to_dict()
+    doc["spec"]["podTemplate"] = override
+    return ModelRoute.model_validate(doc)
+
+
+def test_pod_template_override_is_merged_like_a_strategic_merge_patch() -> None:
+    override = {
+        "metadata": {
+            "labels": {"team": "search"},
+            "annotations": {"sidecar.istio.io/inject": "false"},
+        },
+        "spec": {
+            "runtimeClassName": "nvidia",
+            "priorityClassName": "inference-high",
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "nvidia.com/gpu.product",
+                                        "operator": "In",
+                                        "values": ["NVIDIA-L4"],
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {
+                        "matchLabels": {"app.kubernetes.io/instance": "smollm2-small"}
+                    },
+                }
+            ],
+            "containers": [
+                {
+                    "name": "slm",
+                    "env": [{"name": "VLLM_ATTENTION_BACKEND", "value": "FLASHINFER"}],
+                    "volumeMounts": [{"name": "extra", "mountPath": "/extra", "readOnly": True}],
+                }
+            ],
+            "volumes": [
+                {"name": "extra", "configMap": {"name": "extra"}},
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+            ],
+        },
+    }
+    dep = children.deployment(_with_override("small", override), Settings())
+    template = dep["spec"]["template"]
+    pod = template["spec"]
+    assert pod["runtimeClassName"] == "nvidia" and pod["priorityClassName"] == "inference-high"
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert template["metadata"]["labels"]["team"] == "search"
+    assert template["metadata"]["labels"]["app.kubernetes.io/instance"] == "smollm2-small"
+    assert "gearshift.dev/template-hash" in template["metadata"]["annotations"]
+    (container,) = pod["containers"]
+    env = _env(container)
+    assert env["VLLM_ATTENTION_BACKEND"] == "FLASHINFER"
+    assert env["GEARSHIFT_SLM_MODEL"] == "HuggingFaceTB/SmolLM2-1.7B-Instruct"  # kept
+    assert container["args"] == ["serve", "slm"]
+    mounts = {m["name"] for m in container["volumeMounts"]}
+    assert {"extra", "cache", "dshm", "tmp"} <= mounts
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}  # merged
+    assert volumes["extra"]["configMap"] == {"name": "extra"}
+    # A different override is a different template: the pods roll.
+    plain = children.deployment(_route("small"), Settings())
+    assert (
+        plain["spec"]["template"]["metadata"]["annotations"]["gearshift.dev/template-hash"]
+        != template["metadata"]["annotations"]["gearshift.dev/template-hash"]
+    )
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate.validate(dep, "1.30", strict=True)
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ({"spec": {"containers": [{"name": "slm", "args": ["serve", "proxy"]}]}}, "args"),
+        (
+            {
+                "spec": {
+                    "containers": [
+                        {"name": "slm", "env": [{"name": "GEARSHIFT_SLM_MODEL", "value": "x"}]}
+                    ]
+                }
+            },
+            "GEARSHIFT_SLM_MODEL",
+        ),
+        ({"metadata": {"labels": {"app.kubernetes.io/instance": "other"}}}, "labels"),
+    ],
+)
+def test_pod_template_override_cannot_touch_what_the_operator_owns(
+    override: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(children.SpecError, match=fragment):
+        children.deployment(_with_override("small", override), Settings())

@@ -261,6 +261,9 @@ class ModelRouteSpec(_Model):
     replicas: Replicas = Field(default_factory=lambda: Replicas.model_validate({}))
     autoscaling: Autoscaling | None = None
     lifecycle: Lifecycle = Field(default_factory=lambda: Lifecycle.model_validate({}))
+    pod_template: dict[str, Any] | None = Field(
+        None, description="Merged onto the operator's pod template (strategic-merge style)."
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> ModelRouteSpec:
