@@ -241,7 +241,8 @@ async def test_requests_spread_over_two_pods_by_load(
             direct_channel = grpc.aio.insecure_channel(slm_server.address)
             direct = inference_pb2_grpc.InferenceServiceStub(direct_channel)
             busy = [
-                asyncio.create_task(
+                # A unary call object is awaitable, not a coroutine: ensure_future takes it.
+                asyncio.ensure_future(
                     direct.Generate(
                         inference_pb2.GenerateRequest(
                             model=slm_server.served_model,
