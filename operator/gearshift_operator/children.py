@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from gearshift.routes.model_route import ModelRoute
+from gearshift_operator import pod_override
 from gearshift_operator.settings import Settings, SizeClass
 
 MANAGED_BY = "gearshift-operator"
@@ -93,8 +94,68 @@ def engine_env_args(extra_args: list[str]) -> dict[str, Any]:
     return result
 
 
+HF_TOKEN_DIR = "/var/run/secrets/gearshift/hf"
+WEIGHTS_DIR = "/weights"
+NODE_MODELS_DIR = "/models"
+DEFAULT_CACHE_SIZE = "64Gi"
+
+
 def _model_source(source: str) -> str:
-    return source.removeprefix("hf://")
+    """What the engine loads: a Hub id for hf://, the mounted path for pvc://, else as is."""
+    if source.startswith("hf://"):
+        return source.removeprefix("hf://")
+    if source.startswith("pvc://"):
+        _claim, _sep, path = source.removeprefix("pvc://").partition("/")
+        return f"{WEIGHTS_DIR}/{path}".rstrip("/")
+    return source
+
+
+def _model_volumes(route: ModelRoute) -> list[tuple[Manifest, Manifest]]:
+    """(volume, mount) pairs that deliver the weights: a claim, a node path, a shared cache."""
+    model = route.spec.model
+    pairs: list[tuple[Manifest, Manifest]] = []
+    if model.source.startswith("pvc://"):
+        claim = model.source.removeprefix("pvc://").partition("/")[0]
+        pairs.append(
+            (
+                {
+                    "name": "weights",
+                    "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+                },
+                {"name": "weights", "mountPath": WEIGHTS_DIR, "readOnly": True},
+            )
+        )
+    if model.node_path:
+        pairs.append(
+            (
+                {"name": "node-models", "hostPath": {"path": model.node_path, "type": "Directory"}},
+                {"name": "node-models", "mountPath": NODE_MODELS_DIR, "readOnly": True},
+            )
+        )
+    if model.cache_claim:
+        # One download per volume: every pod of the route shares the Hub cache.
+        pairs.append(
+            (
+                {"name": "hf-cache", "persistentVolumeClaim": {"claimName": model.cache_claim}},
+                {"name": "hf-cache", "mountPath": "/cache/hf"},
+            )
+        )
+    if model.token_secret_ref is not None:
+        ref = model.token_secret_ref
+        pairs.append(
+            (
+                {
+                    "name": "hf-token",
+                    "secret": {
+                        "secretName": ref.name,
+                        "items": [{"key": ref.key, "path": "token"}],
+                        "defaultMode": 0o440,
+                    },
+                },
+                {"name": "hf-token", "mountPath": HF_TOKEN_DIR, "readOnly": True},
+            )
+        )
+    return pairs
 
 
 def _size_class(route: ModelRoute, settings: Settings) -> SizeClass | None:
@@ -102,7 +163,10 @@ def _size_class(route: ModelRoute, settings: Settings) -> SizeClass | None:
         return None
     table = settings.size_class_table()
     if route.spec.size_class not in table:
-        raise SpecError(f"sizeClass {route.spec.size_class!r} is not in the operator's table")
+        raise SpecError(
+            f"sizeClass {route.spec.size_class!r} is not in the operator's size-class table "
+            f"(known: {', '.join(sorted(table))})"
+        )
     return table[route.spec.size_class]
 
 
@@ -163,12 +227,37 @@ def config_map(route: ModelRoute) -> Manifest | None:
     }
 
 
+def drain_seconds(route: ModelRoute, settings: Settings) -> int:
+    """How long a stopping replica lets in-flight generations finish."""
+    own = route.spec.lifecycle.drain_seconds
+    return settings.drain_seconds if own is None else own
+
+
+def _probes(route: ModelRoute, settings: Settings) -> Manifest:
+    """gRPC health probes; the startup probe's budget is the route's model-loading time."""
+    life = route.spec.lifecycle
+    grpc_probe = {
+        "grpc": {"port": settings.grpc_port},
+        "timeoutSeconds": life.probe_timeout_seconds,
+    }
+    return {
+        # Model loading can take many minutes: the startup probe holds liveness off until then.
+        "startupProbe": {
+            **grpc_probe,
+            "periodSeconds": 10,
+            "failureThreshold": max(1, -(-life.startup_seconds // 10)),
+        },
+        "readinessProbe": {**grpc_probe, "periodSeconds": 5, "failureThreshold": 2},
+        "livenessProbe": {**grpc_probe, "periodSeconds": 10, "failureThreshold": 3},
+    }
+
+
 def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any]) -> Manifest:
     common = {
         "HOST": "0.0.0.0",
         "GRPC_PORT": str(settings.grpc_port),
         "METRICS_PORT": str(settings.metrics_port),
-        "GRACE_PERIOD_S": str(settings.drain_seconds),
+        "GRACE_PERIOD_S": str(drain_seconds(route, settings)),
         "SERVICE_NAME": f"gearshift-{component(route)}-{route.name}",
     }
     volume_mounts: list[dict[str, Any]] = []
@@ -186,12 +275,16 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
             specific["MAX_MODEL_LEN"] = str(engine.max_model_len)
         env = _env({f"GEARSHIFT_SLM_{k}": v for k, v in {**common, **specific}.items()})
         env.append({"name": "HF_HOME", "value": "/cache/hf"})
+        if route.spec.model.token_secret_ref is not None:
+            # huggingface_hub reads the token from this file: never an env var.
+            env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/token"})
         # The root filesystem is read-only: vLLM, torch and Triton write under $HOME.
         env.append({"name": "HOME", "value": "/cache"})
         volume_mounts += [
             {"name": "cache", "mountPath": "/cache"},
             {"name": "dshm", "mountPath": "/dev/shm"},
         ]
+        volume_mounts += [mount for _volume, mount in _model_volumes(route)]
     else:
         specific = {"CONFIG_FILE": f"{PROXY_CONFIG_DIR}/config.yaml"}
         env = _env({f"GEARSHIFT_PROXY_{k}": v for k, v in {**common, **specific}.items()})
@@ -202,10 +295,11 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
                 {"name": "upstream-key", "mountPath": SECRET_DIR, "readOnly": True}
             )
     volume_mounts.append({"name": "tmp", "mountPath": "/tmp"})
-    grpc_probe = {"grpc": {"port": settings.grpc_port}}
-    return {
+    pre_stop = route.spec.lifecycle.pre_stop_seconds
+    container: Manifest = {
         "name": component(route),
-        "image": settings.image,
+        # Proxies need no CUDA: a multi-GB GPU image would only slow their start.
+        "image": settings.image if engine is not None else settings.proxy_image or settings.image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["gearshift"],
         "args": ["serve", component(route)],
@@ -215,10 +309,7 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
             {"name": "metrics", "containerPort": settings.metrics_port, "protocol": "TCP"},
         ],
         "resources": resources,
-        # Model loading can take minutes: the startup probe holds liveness off until then.
-        "startupProbe": {**grpc_probe, "periodSeconds": 10, "failureThreshold": 90},
-        "readinessProbe": {**grpc_probe, "periodSeconds": 5, "failureThreshold": 2},
-        "livenessProbe": {**grpc_probe, "periodSeconds": 10, "failureThreshold": 3},
+        **_probes(route, settings),
         "volumeMounts": volume_mounts,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -227,15 +318,22 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
             "runAsNonRoot": True,
         },
     }
+    if pre_stop:
+        # Routers and Services drop the replica before it is told to stop.
+        container["lifecycle"] = {"preStop": {"sleep": {"seconds": pre_stop}}}
+    return container
 
 
 def _volumes(route: ModelRoute) -> list[Manifest]:
     tmp: Manifest = {"name": "tmp", "emptyDir": {}}
     if route.spec.engine is not None:
+        size = route.spec.model.cache_size or DEFAULT_CACHE_SIZE
         return [
-            {"name": "cache", "emptyDir": {}},
+            # Bounded: a runaway download gets the pod evicted, not the node's disk filled.
+            {"name": "cache", "emptyDir": {"sizeLimit": str(size)}},
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
             tmp,
+            *(volume for volume, _mount in _model_volumes(route)),
         ]
     volumes: list[Manifest] = [{"name": "config", "configMap": {"name": route.name}}, tmp]
     upstream = route.spec.upstream
@@ -266,7 +364,9 @@ def deployment(route: ModelRoute, settings: Settings, replicas: int | None = Non
     pod_spec: Manifest = {
         "containers": [_container(route, settings, resources)],
         "volumes": _volumes(route),
-        "terminationGracePeriodSeconds": settings.drain_seconds + settings.grace_margin_seconds,
+        "terminationGracePeriodSeconds": route.spec.lifecycle.pre_stop_seconds
+        + drain_seconds(route, settings)
+        + settings.grace_margin_seconds,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": 10001,
@@ -274,6 +374,8 @@ def deployment(route: ModelRoute, settings: Settings, replicas: int | None = Non
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "enableServiceLinks": False,
+        # Model servers never call the Kubernetes API: no token in the pod.
+        "automountServiceAccountToken": False,
     }
     if size is not None:
         if size.node_selector:
@@ -292,8 +394,14 @@ def deployment(route: ModelRoute, settings: Settings, replicas: int | None = Non
         },
         "spec": pod_spec,
     }
+    try:
+        template = pod_override.apply(template, route.spec.pod_template, component(route))
+    except pod_override.OverrideError as err:
+        raise SpecError(str(err)) from err
     cm = config_map(route)
+    template.setdefault("metadata", {}).setdefault("annotations", {})
     template["metadata"]["annotations"][TEMPLATE_HASH] = template_hash(template, cm)
+    surge, unavailable = route.spec.lifecycle.rollout()
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -301,10 +409,11 @@ def deployment(route: ModelRoute, settings: Settings, replicas: int | None = Non
         "spec": {
             "replicas": target_replicas(route) if replicas is None else replicas,
             "selector": {"matchLabels": selector_labels(route)},
-            # GPUs are scarce, but a route must not go dark during a rollout: surge one.
+            # Surge one by default (the route never goes dark); maxSurge 0 rolls in place
+            # when there are no spare GPUs for an extra replica.
             "strategy": {
                 "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+                "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable},
             },
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": 1800,
@@ -353,7 +462,12 @@ def pod_disruption_budget(route: ModelRoute) -> Manifest:
 def build_children(
     route: ModelRoute, settings: Settings, replicas: int | None = None
 ) -> list[Manifest]:
-    """Everything the route owns, in apply order; empty for explicit-endpoint routes."""
+    """Everything the route owns, in apply order; empty for explicit-endpoint routes.
+
+    The Deployment comes last: it is what holds GPUs, so a child the API server refuses
+    (a name taken by another object, an admission policy) stops the apply before any GPU
+    is requested for a route that cannot serve.
+    """
     if route.spec.backend == "external":
         return []
     children: list[Manifest] = []
@@ -361,8 +475,8 @@ def build_children(
     if cm is not None:
         children.append(cm)
     children += [
-        deployment(route, settings, replicas),
         service(route, settings),
         pod_disruption_budget(route),
+        deployment(route, settings, replicas),
     ]
     return children

@@ -32,6 +32,17 @@ from gearshift_operator.settings import Settings
 SETTINGS = Settings()
 LOG = logging.getLogger("gearshift.operator")
 MANAGED = {"app.kubernetes.io/managed-by": children.MANAGED_BY}
+MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+# (group, plural) of every kind the operator creates per route.
+CHILD_RESOURCES = (
+    ("apps", "deployments"),
+    ("v1", "services"),
+    ("policy", "poddisruptionbudgets"),
+    ("v1", "configmaps"),
+)
+# Answers to a create or patch that retrying cannot fix: the object as built is refused
+# (validation 422, bad request 400, an admission policy or quota 403).
+REJECTED = frozenset({400, 403, 422})
 _client: KubeClient | None = None
 _locks: dict[str, asyncio.Lock] = {}
 
@@ -59,6 +70,13 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # A route deleted while its autoscale timer runs keeps its finalizer until kopf sees
+    # the timer exit: poll every few seconds, not kopf's default minute.
+    settings.background.cancellation_polling = 2
+    # Children are watched through a server-side label selector: the API server sends only
+    # the operator's own objects, not every Deployment, Service and ConfigMap it can see.
+    for group_plural in CHILD_RESOURCES:
+        settings.watching.label_selectors[group_plural] = MANAGED_SELECTOR
     global _client
     # Locks and the HTTP client belong to the previous run's event loop when the operator
     # is restarted in the same process (tests): start both afresh.
@@ -118,11 +136,53 @@ def is_subset(desired: Any, live: Any) -> bool:
     return bool(desired == live) or str(desired) == str(live)
 
 
+class OwnershipConflict(RuntimeError):
+    """An object with the child's name exists and is not this route's: never take it over."""
+
+
+class ChildRejected(RuntimeError):
+    """The API server refused a child as built (its message says why)."""
+
+
+def controlled_by(live: dict[str, Any], uid: str | None) -> bool:
+    """True when `live`'s controller owner reference is the route with this uid."""
+    owners = (live.get("metadata") or {}).get("ownerReferences") or []
+    return uid is not None and any(o.get("uid") == uid and o.get("controller") for o in owners)
+
+
+def _check_owner(live: dict[str, Any], child: dict[str, Any], owner: Any) -> None:
+    if controlled_by(live, owner["metadata"].get("uid")):
+        return
+    owners = (live.get("metadata") or {}).get("ownerReferences") or []
+    held_by = ", ".join(f"{o.get('kind')} {o.get('name')}" for o in owners) or "no owner"
+    raise OwnershipConflict(
+        f"{child['kind']} {child['metadata']['name']} already exists and belongs to "
+        f"{held_by}; rename the route or remove that object (the operator never takes "
+        "over objects it did not create)"
+    )
+
+
 async def apply_child(child: dict[str, Any], owner: Any, logger: Any) -> str:
-    """Create or merge-patch one child; returns created / patched / unchanged."""
+    """Create or merge-patch one child; returns created / patched / unchanged.
+
+    An existing object of the same name is patched only if this route controls it
+    (OwnershipConflict otherwise: a merge patch would take it over, and garbage collection
+    would later delete it with the route). A refusal by the API server is ChildRejected.
+    """
     kopf.adopt(child, owner=owner)
     api = client()
     path = object_path(child)
+    try:
+        return await _apply(api, path, child, owner)
+    except KubeError as err:
+        if err.status in REJECTED:
+            raise ChildRejected(
+                f"the API server refused {child['kind']} {child['metadata']['name']}: {err}"
+            ) from err
+        raise
+
+
+async def _apply(api: KubeClient, path: str, child: dict[str, Any], owner: Any) -> str:
     live = await api.get(path)
     if live is None:
         try:
@@ -134,6 +194,7 @@ async def apply_child(child: dict[str, Any], owner: Any, logger: Any) -> str:
             live = await api.get(path)  # created meanwhile (e.g. by another replica)
             if live is None:
                 raise
+    _check_owner(live, child, owner)
     wanted: dict[str, Any] = {k: child[k] for k in ("spec", "data") if k in child}
     wanted["metadata"] = {
         "labels": child["metadata"].get("labels", {}),
@@ -190,14 +251,29 @@ async def _reconcile(body: Any, logger: Any, reason: str) -> None:
         "endpoint": children.endpoint(route, SETTINGS),
         "selector": children.selector_string(route),
     }
+    fallback = await _fallback_condition(route, generation)
     if not desired:
-        await write_status(body, base, status.conditions_for_external(generation))
+        await write_status(body, base, status.conditions_for_external(generation) + fallback)
         return
     changes: list[str] = []
-    for child in desired:
-        outcome = await apply_child(child, body, logger)
-        if outcome != "unchanged":
-            changes.append(f"{child['kind']} {outcome}")
+    try:
+        for child in desired:
+            outcome = await apply_child(child, body, logger)
+            if outcome != "unchanged":
+                changes.append(f"{child['kind']} {outcome}")
+    except (OwnershipConflict, ChildRejected) as err:
+        cause = "OwnershipConflict" if isinstance(err, OwnershipConflict) else "InvalidSpec"
+        metrics.RECONCILES.labels(result="invalid").inc()
+        kopf.warn(body, reason=cause, message=str(err)[:1000])
+        await write_status(
+            body,
+            {"observedGeneration": generation},
+            status.conditions_for_error(cause, str(err)[:1000], generation),
+        )
+        return
+    except (KubeError, httpx.HTTPError) as err:
+        # A conflict, throttling, a server error or a lost connection: try again soon.
+        raise kopf.TemporaryError(f"applying children failed: {err}", delay=10) from err
     if changes:
         metrics.RECONCILES.labels(result="changed").inc()
         kopf.info(body, reason="Reconciled", message=f"{reason}: " + ", ".join(changes))
@@ -205,7 +281,33 @@ async def _reconcile(body: Any, logger: Any, reason: str) -> None:
         metrics.RECONCILES.labels(result="unchanged").inc()
     deployment = await client().get(path_for("apps/v1", "Deployment", route.namespace, route.name))
     counts, conds = status.deployment_status(deployment, generation)
-    await write_status(body, {**base, **counts}, conds)
+    await write_status(body, {**base, **counts}, conds + fallback)
+
+
+async def _fallback_condition(route: ModelRoute, generation: int | None) -> status.Conditions:
+    """FallbackResolved: whether spec.routing.fallback names a route that exists.
+
+    CEL cannot see other objects, so the operator checks it and says so in status; the
+    route is deployed either way (its own traffic does not depend on the fallback).
+    """
+    name = route.spec.routing.fallback
+    if not name:
+        return []
+    path = path_for(f"{GROUP}/{VERSION}", "ModelRoute", route.namespace, name)
+    live = await client().get(path)
+    # A route being deleted (finalizer pending) counts as gone.
+    found = live is not None and not live["metadata"].get("deletionTimestamp")
+    return [status.fallback_condition(name, route.namespace, found, generation)]
+
+
+async def reconcile_dependents(namespace: str, name: str, logger: Any) -> None:
+    """Routes whose fallback is `name` re-check it (it was just created or deleted)."""
+    path = path_for(f"{GROUP}/{VERSION}", "ModelRoute", namespace)
+    for other in await client().list(path):
+        fallback = ((other.get("spec") or {}).get("routing") or {}).get("fallback")
+        meta = other["metadata"]
+        if fallback == name and meta["name"] != name and not meta.get("deletionTimestamp"):
+            await reconcile(other, logger, f"fallback route {name} changed")
 
 
 ROUTES = (GROUP, VERSION, PLURAL)
@@ -220,6 +322,9 @@ async def route_changed(
     metrics.ROUTE_RUNS.inc()
     await reconcile(body, logger, f"route {reason}")
     wake_if_demanded(body, patch)
+    if reason in ("create", "resume"):
+        meta = body["metadata"]
+        await reconcile_dependents(meta["namespace"], meta["name"], logger)
 
 
 def wake_if_demanded(body: kopf.Body, patch: kopf.Patch) -> None:
@@ -266,6 +371,7 @@ async def route_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     metrics.DESIRED.remove_route(namespace, name)
     _locks.pop(f"{namespace}/{name}", None)
     logger.info("children of %s/%s deleted", namespace, name)
+    await reconcile_dependents(namespace, name, logger)
 
 
 async def _owned_event(event: kopf.RawEvent, logger: kopf.Logger) -> None:

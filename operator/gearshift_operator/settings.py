@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     image: str = Field(
         "ghcr.io/gearshift-dev/gearshift:0.1.0", description="Model-server image (gearshift CLI)."
     )
+    proxy_image: str = Field(
+        "",
+        description="Image of per-route proxies (upstream routes; a CPU image, no CUDA); "
+        "empty uses `image`.",
+    )
     image_pull_policy: str = Field("IfNotPresent", description="Pull policy of model servers.")
     size_classes: str = Field(
         "",
@@ -110,7 +115,11 @@ class Settings(BaseSettings):
     operator_metrics_port: int = Field(
         9100, ge=-1, le=65535, description="Operator's own /metrics port; -1 disables."
     )
-    service_account: str = Field("", description="Service account of model-server pods.")
+    service_account: str = Field(
+        "",
+        description="Service account of model-server pods (no API token is mounted); empty "
+        "uses the namespace's default account.",
+    )
     retriever_endpoint: str = Field(
         "",
         description="host:port of the chart's retriever; DataSources with an empty "

@@ -60,6 +60,19 @@ def conditions_for_external(generation: int | None) -> Conditions:
     ]
 
 
+def fallback_condition(
+    name: str, namespace: str, found: bool, generation: int | None
+) -> dict[str, Any]:
+    """FallbackResolved: True when spec.routing.fallback names an existing route."""
+    if found:
+        return _c("FallbackResolved", True, "FallbackFound", f"route {name} exists", generation)
+    msg = (
+        f"routing.fallback names route {name}, which does not exist in namespace "
+        f"{namespace}: failed requests will not escalate until it is created"
+    )
+    return _c("FallbackResolved", False, "FallbackNotFound", msg, generation)
+
+
 def conditions_for_error(reason: str, message: str, generation: int | None) -> Conditions:
     return [
         _c("Ready", False, reason, message, generation),

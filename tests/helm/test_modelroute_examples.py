@@ -109,7 +109,7 @@ def test_example_size_class_exists_in_the_chart(path: Path) -> None:
 
 # (case, change to the small example's spec, text the refusal must contain)
 BROKEN: list[tuple[str, dict[str, Any], str]] = [
-    ("unknown size class", {"sizeClass": "huge"}, "sizeClass"),
+    ("size class that is no name", {"sizeClass": "Huge GPU"}, "sizeClass"),
     ("unknown tier", {"tier": "medium"}, "tier"),
     ("negative replicas", {"replicas": {"min": -1, "max": 2}}, "replicas.min"),
     ("min above max", {"replicas": {"min": 5, "max": 2}}, "replicas.min must be <= replicas.max"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import pytest
 import yaml
 
@@ -101,26 +104,45 @@ def _rules(objs: list[Manifest], component: str) -> dict[tuple[str, str], set[st
     return out
 
 
+_CRUD = {"get", "list", "watch", "create", "patch", "delete"}
+_OPERATOR_RULES = {
+    ("gearshift.dev", "modelroutes"): {"get", "list", "watch", "patch"},
+    ("gearshift.dev", "modelroutes/status"): {"get", "patch"},
+    ("gearshift.dev", "datasources"): {"get", "list", "watch", "patch"},
+    ("gearshift.dev", "datasources/status"): {"get", "patch"},
+    ("apps", "deployments"): _CRUD,
+    ("", "services"): _CRUD,
+    ("", "configmaps"): _CRUD,
+    ("policy", "poddisruptionbudgets"): _CRUD,
+    ("", "pods"): {"list"},
+    ("", "events"): {"create"},
+}
+
+
 def test_operator_rbac_is_exactly_what_it_uses() -> None:
-    rules = _rules(objects_of("default"), "operator")
-    crud = {"get", "list", "watch", "create", "patch", "delete"}
+    # Namespaced by default: a Role in the release namespace, nothing cluster-scoped.
+    objs = objects_of("default")
+    rules = _rules(objs, "operator")
     assert rules == {
-        ("gearshift.dev", "modelroutes"): {"get", "list", "watch", "patch"},
-        ("gearshift.dev", "modelroutes/status"): {"get", "patch"},
-        ("gearshift.dev", "datasources"): {"get", "list", "watch", "patch"},
-        ("gearshift.dev", "datasources/status"): {"get", "patch"},
-        ("apps", "deployments"): crud,
-        ("", "services"): crud,
-        ("", "configmaps"): crud,
-        ("policy", "poddisruptionbudgets"): crud,
-        ("", "pods"): {"list"},
-        ("", "events"): {"create"},
+        **_OPERATOR_RULES,
+        ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
+    }
+    assert not [
+        r
+        for kind in ("ClusterRole", "ClusterRoleBinding")
+        for r in by_kind(objs, kind)
+        if r["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+    ]
+    # Cluster-wide only on request, with what kopf needs at cluster scope on top.
+    cluster = _rules(objects(render({"operator": {"clusterWide": True}})), "operator")
+    assert cluster == {
+        **_OPERATOR_RULES,
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
         ("", "namespaces"): {"list", "watch"},
         ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
     }
     # Never secrets: upstream keys reach proxies as mounted volumes, not through the API.
-    assert not any(resource == "secrets" for _, resource in rules)
+    assert not any(resource == "secrets" for _, resource in {**rules, **cluster})
 
 
 def test_operator_rbac_follows_scope_and_peering() -> None:
@@ -136,7 +158,7 @@ def test_operator_rbac_follows_scope_and_peering() -> None:
     )
     assert env["GEARSHIFT_OPERATOR_PEERING_NAME"] == ""
     # With kopf's CRD already in the cluster: the object and RBAC, but no second CRD.
-    shared = objects(render({"operator": {"peering": {"createCRD": False}}}))
+    shared = objects(render({"operator": {"clusterWide": True, "peering": {"createCRD": False}}}))
     assert by_kind(shared, "CustomResourceDefinition") == []
     assert find(shared, "ClusterKopfPeering", "gearshift")
     namespaced = objects(
@@ -173,9 +195,75 @@ def test_operator_rbac_follows_scope_and_peering() -> None:
 
 def test_router_may_only_read_routes_and_signal_demand() -> None:
     # patch only for the demand annotation that wakes a route scaled to zero.
+    # list/watch EndpointSlices: the ready pods behind each route (per-pod routing).
     assert _rules(objects_of("default"), "router") == {
-        ("gearshift.dev", "modelroutes"): {"get", "list", "watch", "patch"}
+        ("gearshift.dev", "modelroutes"): {"get", "list", "watch", "patch"},
+        ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
     }
+
+
+def _admits(policy: Manifest, user: str, old: Manifest, new: Manifest) -> list[str]:
+    """Messages of the policy's failed validations for one UPDATE (CEL, as the API server)."""
+    import celpy
+
+    env = celpy.Environment()
+
+    def run(expression: str, activation: dict[str, Any]) -> Any:
+        return env.program(env.compile(expression)).evaluate(activation)
+
+    base: dict[str, Any] = {
+        "object": celpy.json_to_cel(new),
+        "oldObject": celpy.json_to_cel(old),
+        "request": celpy.json_to_cel({"userInfo": {"username": user}}),
+    }
+    spec = policy["spec"]
+    if not all(bool(run(c["expression"], base)) for c in spec["matchConditions"]):
+        return []
+    variables = {v["name"]: run(v["expression"], base) for v in spec["variables"]}
+    activation = {
+        **base,
+        "variables": celpy.celtypes.MapType(
+            {celpy.celtypes.StringType(k): v for k, v in variables.items()}
+        ),
+    }
+    return [v["message"] for v in spec["validations"] if not bool(run(v["expression"], activation))]
+
+
+def test_the_router_may_change_only_the_demand_annotation() -> None:
+    objs = objects_of("default")
+    (policy,) = by_kind(objs, "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(objs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    router = f"system:serviceaccount:{NAMESPACE}:{component_name('router')}"
+    route = yaml.safe_load((EXAMPLES_DIR / "medium.yaml").read_text())
+    route["metadata"]["annotations"] = {"team": "search"}
+    woken = copy.deepcopy(route)
+    woken["metadata"]["annotations"]["gearshift.dev/demand"] = "2026-12-02T07:00:00Z"
+    assert _admits(policy, router, route, woken) == []
+    again = copy.deepcopy(woken)
+    again["metadata"]["annotations"]["gearshift.dev/demand"] = "2026-12-02T07:05:00Z"
+    assert _admits(policy, router, woken, again) == []
+
+    rescaled = copy.deepcopy(woken)
+    rescaled["spec"]["replicas"]["max"] = 50
+    assert _admits(policy, router, route, rescaled) == [
+        "the router may not change a ModelRoute's spec"
+    ]
+    relabelled = copy.deepcopy(route)
+    relabelled["metadata"]["labels"] = {"tier": "gold"}
+    assert _admits(policy, router, route, relabelled)
+    reannotated = copy.deepcopy(route)
+    reannotated["metadata"]["annotations"]["team"] = "ads"
+    assert _admits(policy, router, route, reannotated)
+    dropped = copy.deepcopy(route)
+    dropped["metadata"]["annotations"] = {}
+    assert _admits(policy, router, route, dropped)
+    # Everyone else (the operator, a person with kubectl) is not matched by the policy.
+    assert _admits(policy, "system:serviceaccount:ai:someone", route, rescaled) == []
+
+    off = objects(render({"router": {"rbac": {"wakeOnlyPolicy": False}}}))
+    assert by_kind(off, "ValidatingAdmissionPolicy") == []
 
 
 # --- NetworkPolicies ------------------------------------------------------------------------

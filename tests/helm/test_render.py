@@ -16,6 +16,7 @@ from helm_python.errors import HelmError
 from tests.helm.chart import (
     CHART_DIR,
     CRD_FILE,
+    EXAMPLES_DIR,
     NAMESPACE,
     RELEASE,
     REPO,
@@ -31,7 +32,7 @@ from tests.helm.chart import (
 )
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
-KUBE_VERSIONS = ["1.29.0", "1.33.0"]
+KUBE_VERSIONS = ["1.30.0", "1.33.0"]
 # Kinds that come from CRDs, not Kubernetes itself; checked against their CRDs below.
 CUSTOM_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
 WARNING = 2
@@ -118,7 +119,7 @@ def test_kopf_peering_object_matches_the_rendered_crd() -> None:
 
 def test_service_monitor_selects_the_metrics_services() -> None:
     objs = objects_of("full-values.yaml")
-    (monitor,) = by_kind(objs, "ServiceMonitor")
+    monitor = find(objs, "ServiceMonitor", "gs-gearshift")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     selector = monitor["spec"]["selector"]["matchLabels"]
@@ -135,6 +136,33 @@ def test_service_monitor_selects_the_metrics_services() -> None:
     for name in picked:
         svc = find(objs, "Service", name)
         assert [p["name"] for p in svc["spec"]["ports"]] == ["metrics"]
+
+
+def test_service_monitor_selects_the_model_server_services() -> None:
+    """The operator's per-route Services are scraped too (the dashboard's SLM panels)."""
+    from gearshift.routes.model_route import ModelRoute
+    from gearshift_operator import children
+    from gearshift_operator.settings import Settings as OperatorSettings
+
+    objs = objects_of("full-values.yaml")  # cluster-wide
+    monitor = find(objs, "ServiceMonitor", "gs-gearshift-model-servers")
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    for example in ("small", "provider"):
+        doc = yaml.safe_load((EXAMPLES_DIR / f"{example}.yaml").read_text())
+        service = children.service(ModelRoute.model_validate(doc), OperatorSettings())
+        assert all(service["metadata"]["labels"].get(k) == v for k, v in selector.items())
+        assert "metrics" in [p["name"] for p in service["spec"]["ports"]]
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    # Nothing else in the release carries the operator's managed-by label.
+    assert not [
+        s
+        for s in by_kind(objs, "Service")
+        if s["metadata"]["labels"].get("app.kubernetes.io/managed-by") == "gearshift-operator"
+    ]
+    namespaced = objects(render({"metrics": {"serviceMonitor": {"enabled": True}}}))
+    monitor = find(namespaced, "ServiceMonitor", "gs-gearshift-model-servers")
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
 
 
 def test_service_monitor_is_off_by_default() -> None:
@@ -162,6 +190,8 @@ def test_image_tag_defaults_to_app_version_and_can_be_overridden() -> None:
         ][0]["env"]
     }
     assert operator_env["GEARSHIFT_OPERATOR_IMAGE"] == "ghcr.io/gearshift-dev/gearshift-gpu:9.9.9"
+    # Per-route proxies run the CPU image, not the GPU one.
+    assert operator_env["GEARSHIFT_OPERATOR_PROXY_IMAGE"] == "ghcr.io/gearshift-dev/gearshift:9.9.9"
 
 
 def test_notes_tell_how_to_reach_the_router() -> None:

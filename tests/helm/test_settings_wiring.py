@@ -264,7 +264,22 @@ def test_operator_deploys_model_servers_from_the_gpu_image_on_the_chart_ports() 
     assert env["GEARSHIFT_OPERATOR_IMAGE"] == "ghcr.io/gearshift-dev/gearshift-gpu:0.1.0"
     assert env["GEARSHIFT_OPERATOR_GRPC_PORT"] == "50051"
     assert env["GEARSHIFT_OPERATOR_METRICS_PORT"] == "9090"
-    assert "GEARSHIFT_OPERATOR_NAMESPACE" not in env, "cluster-wide by default"
+    assert env["GEARSHIFT_OPERATOR_NAMESPACE"] == "ai", "namespaced by default"
+    # Model servers run as their own tokenless account, created by the chart.
+    account = env["GEARSHIFT_OPERATOR_SERVICE_ACCOUNT"]
+    assert account == "gs-gearshift-model-server"
+    sa = [s for s in objs if s["kind"] == "ServiceAccount" and s["metadata"]["name"] == account]
+    assert sa and sa[0]["automountServiceAccountToken"] is False
+    # Cluster-wide, routes live in other namespaces: no account is assumed to exist there.
+    cluster = env_of(_container(objects(render({"operator": {"clusterWide": True}})), "operator"))
+    assert "GEARSHIFT_OPERATOR_SERVICE_ACCOUNT" not in cluster
+    named = render(
+        {"operator": {"clusterWide": True}, "modelServers": {"serviceAccount": {"name": "llm"}}}
+    )
+    assert (
+        env_of(_container(objects(named), "operator"))["GEARSHIFT_OPERATOR_SERVICE_ACCOUNT"]
+        == "llm"
+    )
     # Settings of gRPC services do not leak into the operator, which is not one.
     assert "GEARSHIFT_OPERATOR_HOST" not in env
 

@@ -9,7 +9,11 @@ This subclass adds exactly those, following the real API server:
 - update: resourceVersion always; generation +1 only when spec changes;
 - status subresource: a PATCH to /status changes only status, a PATCH to the object
   itself never changes status (for resources declared with a status subresource);
-- list/watch: `labelSelector` equality terms (a=b,c=d) filter the items.
+- list/watch: `labelSelector` equality terms (a=b,c=d) filter the items; the selector of
+  every watch is recorded (`watch_selectors`), to check what the client asks the server;
+- refusals: `deny(plural, status, message)` makes creates and patches of that resource fail
+  with a Kubernetes Status, as a validating admission policy or webhook (a GPU quota, a
+  Pod Security rule) would; `allow(plural)` lifts it.
 There is no garbage collector (as in kmock); the operator's delete handler removes children
 explicitly, and the tests check the owner references a real GC would use.
 """
@@ -26,6 +30,7 @@ import attrs
 import kmock
 from kmock import ResourceInfo, action
 from kmock._internal import dicts
+from kmock._internal.k8s import KubernetesError
 
 RESOURCES: dict[str, ResourceInfo] = {
     "gearshift.dev/v1alpha1/modelroutes": ResourceInfo(
@@ -79,6 +84,16 @@ WITH_STATUS = {"modelroutes", "datasources", "deployments"}
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesEmulator):
     _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _denied: dict[str, KubernetesError] = attrs.field(factory=dict, init=False)
+    watch_selectors: list[tuple[str, str]] = attrs.field(factory=list, init=False)
+
+    def deny(self, plural: str, status: int, message: str) -> None:
+        """Creates and patches of `plural` fail with this status and message from now on."""
+        reason = {400: "BadRequest", 403: "Forbidden", 422: "Invalid"}.get(status, "Failure")
+        self._denied[plural] = KubernetesError(status=status, reason=reason, message=message)
+
+    def allow(self, plural: str) -> None:
+        self._denied.pop(plural, None)
 
     def declare_resources(self) -> None:
         for key, info in RESOURCES.items():
@@ -94,6 +109,11 @@ class ApiServer(kmock.KubernetesEmulator):
     async def _handle(self, request: Any) -> Any:
         data = request.data
         plural = request.resource.plural if request.resource is not None else None
+        if request.action == action.WATCH and plural is not None:
+            selector = request.params.get("labelSelector", "") if request.params else ""
+            self.watch_selectors.append((plural, selector))
+        if request.action in (action.CREATE, action.UPDATE) and plural in self._denied:
+            raise self._denied[plural]
         if isinstance(data, dict) and request.action == action.CREATE:
             meta = data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):

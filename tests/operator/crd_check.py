@@ -4,7 +4,8 @@
 2. the openAPIV3Schema is checked with a JSON-schema validator (Draft 4, the dialect
    Kubernetes' OpenAPI v3 schemas use, e.g. boolean exclusiveMinimum);
 3. every `x-kubernetes-validations` CEL rule is evaluated with cel-python, with `self`
-   bound to the value at the rule's place in the object.
+   bound to the value at the rule's place in the object; a failure is reported at the
+   rule's `fieldPath` (like the API server), so tests can check where it points.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def _cel_errors(value: Any, schema: dict[str, Any], path: str, env: Any) -> list
         program = env.program(env.compile(rule["rule"]))
         result = program.evaluate({"self": celpy.json_to_cel(value)})
         if isinstance(result, Exception) or not bool(result):
-            errors.append(f"{path}: {rule.get('message', rule['rule'])}")
+            # The API server reports a failed rule at its fieldPath when the rule has one.
+            where = f"{path}{rule.get('fieldPath', '')}"
+            errors.append(f"{where}: {rule.get('message', rule['rule'])}")
     if isinstance(value, dict):
         for key, sub in (schema.get("properties") or {}).items():
             if key in value:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gearshift.routes import load_routes_file
+from gearshift.routes import ModelRoute, load_routes_file
 from gearshift_operator import children
 from gearshift_operator.settings import Settings
 
@@ -74,7 +74,7 @@ def test_engine_route_runs_serve_slm_with_engine_settings() -> None:
     }
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"] == {"port": 50051}
-    assert pod["terminationGracePeriodSeconds"] == 60 > 40
+    assert pod["terminationGracePeriodSeconds"] == 65 > 40  # preStop 5 + drain 40 + margin 20
     assert dep["spec"]["replicas"] == 1
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/instance"] == "smollm2-small"
@@ -88,7 +88,7 @@ def test_large_route_shards_over_its_gpus() -> None:
         ]
     )
     assert env["GEARSHIFT_SLM_TENSOR_PARALLEL_SIZE"] == "4"
-    assert env["GEARSHIFT_SLM_MODEL"] == "/models/llama-3.1-70b-instruct"
+    assert env["GEARSHIFT_SLM_MODEL"] == "/weights/llama-3.1-70b-instruct"
     assert json.loads(env["GEARSHIFT_SLM_EXTRA_ENGINE_ARGS"]) == {}
 
 
@@ -104,8 +104,8 @@ def test_upstream_route_runs_the_proxy_with_the_key_as_a_file() -> None:
     route = _route("provider")
     manifests = children.build_children(route, Settings())
     kinds = [m["kind"] for m in manifests]
-    assert kinds == ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"]
-    cm, dep = manifests[0], manifests[1]
+    assert kinds == ["ConfigMap", "Service", "PodDisruptionBudget", "Deployment"]
+    cm, dep = manifests[0], manifests[-1]
     pod = dep["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["args"] == ["serve", "proxy"]
@@ -161,3 +161,245 @@ def test_children_are_valid_kubernetes_objects(example: str) -> None:
             }
         ]
         kubernetes_validate.validate(manifest, "1.30", strict=True)
+
+
+def test_model_servers_get_no_api_token() -> None:
+    """Model servers never call the Kubernetes API; a mounted token would only be a risk."""
+    for example in ("small", "provider"):
+        dep = children.deployment(_route(example), Settings(service_account="gs-model-server"))
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["serviceAccountName"] == "gs-model-server"
+
+
+def test_size_classes_are_whatever_the_table_holds() -> None:
+    """The CRD takes any class name; the operator's table decides (e.g. the chart's xlarge)."""
+    route = _route("small")
+    route.spec.size_class = "xlarge"
+    with pytest.raises(
+        children.SpecError, match=r"'xlarge' is not in .*known: large, medium, small"
+    ):
+        children.deployment(route, Settings())
+    table = '{"xlarge": {"gpu": 8, "cpu": "64", "memory": "512Gi"}}'
+    dep = children.deployment(route, Settings(size_classes=table))
+    limits = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "8"
+
+
+def test_proxies_run_the_cpu_image_and_engines_the_gpu_image() -> None:
+    settings = Settings(image="reg/gearshift-gpu:1", proxy_image="reg/gearshift:1")
+    engine = children.deployment(_route("small"), settings)
+    proxy = children.deployment(_route("provider"), settings)
+    assert engine["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/gearshift-gpu:1"
+    assert proxy["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/gearshift:1"
+    fallback = children.deployment(_route("provider"), Settings(image="reg/only:1"))
+    assert fallback["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/only:1"
+
+
+def test_lifecycle_is_sized_per_route() -> None:
+    """Drain, preStop, startup budget, probe timeouts and rollout from spec.lifecycle."""
+    default = children.deployment(_route("small"), Settings(drain_seconds=30))
+    container = default["spec"]["template"]["spec"]["containers"][0]
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert container["startupProbe"]["failureThreshold"] * 10 == 900
+    assert {
+        container[p]["timeoutSeconds"] for p in ("startupProbe", "readinessProbe", "livenessProbe")
+    } == {5}
+    assert default["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+    route = _route("large")
+    route.spec.lifecycle = ModelRoute.model_validate(
+        {
+            **route.to_dict(),
+            "spec": {
+                **route.to_dict()["spec"],
+                "lifecycle": {
+                    "drainSeconds": 600,
+                    "preStopSeconds": 10,
+                    "startupSeconds": 2705,
+                    "probeTimeoutSeconds": 15,
+                    "maxSurge": 0,
+                },
+            },
+        }
+    ).spec.lifecycle
+    dep = children.deployment(route, Settings(grace_margin_seconds=15))
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert _env(container)["GEARSHIFT_SLM_GRACE_PERIOD_S"] == "600"
+    assert pod["terminationGracePeriodSeconds"] == 10 + 600 + 15
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] == 10
+    assert container["startupProbe"]["failureThreshold"] == 271  # 2705 s in 10 s periods
+    assert container["livenessProbe"]["timeoutSeconds"] == 15
+    # No spare GPUs for a surge replica: roll in place, one at a time.
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_a_rollout_that_cannot_move_is_refused() -> None:
+    doc = {**_route("small").to_dict()}
+    doc["spec"]["lifecycle"] = {"maxSurge": 0, "maxUnavailable": 0}
+    with pytest.raises(ValueError, match="cannot both be 0"):
+        ModelRoute.model_validate(doc)
+
+
+def _volumes_and_mounts(dep: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = dep["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    return volumes, mounts
+
+
+def test_weights_from_a_claim_are_mounted_read_only() -> None:
+    dep = children.deployment(_route("large"), Settings())
+    volumes, mounts = _volumes_and_mounts(dep)
+    assert volumes["weights"]["persistentVolumeClaim"] == {
+        "claimName": "llama-weights",
+        "readOnly": True,
+    }
+    assert mounts["weights"] == {"name": "weights", "mountPath": "/weights", "readOnly": True}
+    assert volumes["cache"]["emptyDir"] == {"sizeLimit": "64Gi"}  # bounded
+
+
+def test_a_gated_hub_model_with_a_token_file_and_a_shared_cache() -> None:
+    route = _route("small")
+    doc = route.to_dict()
+    doc["spec"]["model"].update(
+        tokenSecretRef={"name": "hf", "key": "token"}, cacheClaim="hf-cache", cacheSize="200Gi"
+    )
+    dep = children.deployment(ModelRoute.model_validate(doc), Settings())
+    volumes, mounts = _volumes_and_mounts(dep)
+    env = _env(dep["spec"]["template"]["spec"]["containers"][0])
+    assert env["HF_TOKEN_PATH"] == "/var/run/secrets/gearshift/hf/token"
+    assert not [k for k in env if k == "HF_TOKEN"]  # never the token itself in env
+    assert volumes["hf-token"]["secret"]["items"] == [{"key": "token", "path": "token"}]
+    assert mounts["hf-token"]["readOnly"] is True
+    # Downloaded once per volume: the route's pods share the Hub cache claim.
+    assert volumes["hf-cache"]["persistentVolumeClaim"] == {"claimName": "hf-cache"}
+    assert mounts["hf-cache"]["mountPath"] == env["HF_HOME"]
+    assert volumes["cache"]["emptyDir"] == {"sizeLimit": "200Gi"}
+
+
+def test_pre_populated_weights_on_the_node() -> None:
+    doc = _route("large").to_dict()
+    doc["spec"]["model"] = {
+        "source": "/models/llama-3.1-70b-instruct",
+        "servedName": "llama",
+        "nodePath": "/mnt/gpu-models",
+    }
+    dep = children.deployment(ModelRoute.model_validate(doc), Settings())
+    volumes, mounts = _volumes_and_mounts(dep)
+    assert volumes["node-models"]["hostPath"] == {"path": "/mnt/gpu-models", "type": "Directory"}
+    assert mounts["node-models"] == {
+        "name": "node-models",
+        "mountPath": "/models",
+        "readOnly": True,
+    }
+    env = _env(dep["spec"]["template"]["spec"]["containers"][0])
+    assert env["GEARSHIFT_SLM_MODEL"] == "/models/llama-3.1-70b-instruct"
+
+
+def _with_override(example: str, override: dict[str, Any]) -> ModelRoute:
+    doc = _route(example).to_dict()
+    doc["spec"]["podTemplate"] = override
+    return ModelRoute.model_validate(doc)
+
+
+def test_pod_template_override_is_merged_like_a_strategic_merge_patch() -> None:
+    override = {
+        "metadata": {
+            "labels": {"team": "search"},
+            "annotations": {"sidecar.istio.io/inject": "false"},
+        },
+        "spec": {
+            "runtimeClassName": "nvidia",
+            "priorityClassName": "inference-high",
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "nvidia.com/gpu.product",
+                                        "operator": "In",
+                                        "values": ["NVIDIA-L4"],
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {
+                        "matchLabels": {"app.kubernetes.io/instance": "smollm2-small"}
+                    },
+                }
+            ],
+            "containers": [
+                {
+                    "name": "slm",
+                    "env": [{"name": "VLLM_ATTENTION_BACKEND", "value": "FLASHINFER"}],
+                    "volumeMounts": [{"name": "extra", "mountPath": "/extra", "readOnly": True}],
+                }
+            ],
+            "volumes": [
+                {"name": "extra", "configMap": {"name": "extra"}},
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+            ],
+        },
+    }
+    dep = children.deployment(_with_override("small", override), Settings())
+    template = dep["spec"]["template"]
+    pod = template["spec"]
+    assert pod["runtimeClassName"] == "nvidia" and pod["priorityClassName"] == "inference-high"
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert template["metadata"]["labels"]["team"] == "search"
+    assert template["metadata"]["labels"]["app.kubernetes.io/instance"] == "smollm2-small"
+    assert "gearshift.dev/template-hash" in template["metadata"]["annotations"]
+    (container,) = pod["containers"]
+    env = _env(container)
+    assert env["VLLM_ATTENTION_BACKEND"] == "FLASHINFER"
+    assert env["GEARSHIFT_SLM_MODEL"] == "HuggingFaceTB/SmolLM2-1.7B-Instruct"  # kept
+    assert container["args"] == ["serve", "slm"]
+    mounts = {m["name"] for m in container["volumeMounts"]}
+    assert {"extra", "cache", "dshm", "tmp"} <= mounts
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}  # merged
+    assert volumes["extra"]["configMap"] == {"name": "extra"}
+    # A different override is a different template: the pods roll.
+    plain = children.deployment(_route("small"), Settings())
+    assert (
+        plain["spec"]["template"]["metadata"]["annotations"]["gearshift.dev/template-hash"]
+        != template["metadata"]["annotations"]["gearshift.dev/template-hash"]
+    )
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate.validate(dep, "1.30", strict=True)
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ({"spec": {"containers": [{"name": "slm", "args": ["serve", "proxy"]}]}}, "args"),
+        (
+            {
+                "spec": {
+                    "containers": [
+                        {"name": "slm", "env": [{"name": "GEARSHIFT_SLM_MODEL", "value": "x"}]}
+                    ]
+                }
+            },
+            "GEARSHIFT_SLM_MODEL",
+        ),
+        ({"metadata": {"labels": {"app.kubernetes.io/instance": "other"}}}, "labels"),
+    ],
+)
+def test_pod_template_override_cannot_touch_what_the_operator_owns(
+    override: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(children.SpecError, match=fragment):
+        children.deployment(_with_override("small", override), Settings())

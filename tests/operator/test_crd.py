@@ -98,7 +98,7 @@ BAD = {
         _mutate("small", spec__replicas={"min": 1, "max": 4, "desired": 9}),
         "replicas.desired",
     ),
-    "unknown-size-class": (_mutate("small", spec__sizeClass="huge"), "sizeClass"),
+    "bad-size-class-name": (_mutate("small", spec__sizeClass="Huge GPU"), "sizeClass"),
     "unknown-metric": (_mutate("small", spec__autoscaling__metric="cpu"), "metric"),
     "bad-dtype": (_mutate("small", spec__engine__dtype="int3"), "dtype"),
     "gpu-utilisation-above-one": (
@@ -108,7 +108,106 @@ BAD = {
     "missing-served-name": (_mutate("small", spec__model={"source": "/models/x"}), "servedName"),
     "engine-without-size": (_mutate("small", spec__sizeClass=None), "sizeClass or resources"),
     "bad-base-url": (_mutate("provider", spec__upstream__baseUrl="ftp://x"), "baseUrl"),
+    # Cases the API server used to accept and the cluster then rejected or mis-served.
+    "empty-engine-source": (_mutate("small", spec__model__source=""), "model.source"),
+    "missing-engine-source": (_mutate("small", spec__model__source=None), "model.source"),
+    "cpu-not-a-quantity": (_mutate("small", spec__resources={"cpu": "lots"}), "cpu"),
+    "memory-not-a-quantity": (_mutate("small", spec__resources={"memory": "16 GB"}), "memory"),
+    "negative-cpu": (_mutate("small", spec__resources={"cpu": -1}), "cpu"),
+    "bad-gpu-resource": (_mutate("small", spec__resources={"gpuResource": "gpu"}), "gpuResource"),
+    "name-not-dns-1035": (_mutate("small", metadata__name="3.1-llama"), "name"),
+    "name-too-long": (_mutate("small", metadata__name="a" * 64), "name"),
+    "extra-args-override-model": (
+        _mutate("small", spec__engine__extraArgs=["--model", "/other/weights"]),
+        "extraArgs",
+    ),
+    "extra-args-override-served-name": (
+        _mutate("small", spec__engine__extraArgs=["--served_model_name=x"]),
+        "extraArgs",
+    ),
+    "extra-args-override-dtype": (
+        _mutate("small", spec__engine__extraArgs=["--enable-prefix-caching", "--dtype=half"]),
+        "extraArgs",
+    ),
+    "fallback-not-a-name": (_mutate("large", spec__routing__fallback="Provider Large"), "fallback"),
+    "fallback-to-itself": (_mutate("large", spec__routing__fallback="llama-large"), "fallback"),
+    "rollout-that-cannot-move": (
+        _mutate("small", spec__lifecycle={"maxSurge": 0, "maxUnavailable": 0}),
+        "cannot both be 0",
+    ),
+    "startup-budget-too-short": (
+        _mutate("small", spec__lifecycle={"startupSeconds": 5}),
+        "startupSeconds",
+    ),
+    "token-without-hub-source": (
+        _mutate("large", spec__model__tokenSecretRef={"name": "hf", "key": "token"}),
+        "tokenSecretRef",
+    ),
+    "node-path-outside-models": (
+        _mutate("large", spec__model__nodePath="/mnt/models"),
+        "nodePath",
+    ),
+    "bad-model-source": (_mutate("small", spec__model__source="s3://bucket/x"), "source"),
 }
+
+# Where the API server points for each new case (the schema path, or the CEL fieldPath).
+FIELD_PATHS = {
+    "empty-engine-source": ".spec.model.source",
+    "missing-engine-source": ".spec.model.source",
+    "cpu-not-a-quantity": "spec.resources.cpu",
+    "memory-not-a-quantity": "spec.resources.memory",
+    "negative-cpu": "spec.resources.cpu",
+    "bad-gpu-resource": "spec.resources.gpuResource",
+    "name-not-dns-1035": "metadata.name",
+    "name-too-long": "metadata.name",
+    "extra-args-override-model": ".spec.engine.extraArgs",
+    "extra-args-override-served-name": ".spec.engine.extraArgs",
+    "extra-args-override-dtype": ".spec.engine.extraArgs",
+    "fallback-not-a-name": "spec.routing.fallback",
+    "fallback-to-itself": ".spec.routing.fallback",
+    "rollout-that-cannot-move": ".spec.lifecycle.maxUnavailable",
+    "startup-budget-too-short": "spec.lifecycle.startupSeconds",
+    "token-without-hub-source": ".spec.model.tokenSecretRef",
+    "node-path-outside-models": ".spec.model.nodePath",
+    "bad-model-source": "spec.model.source",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIELD_PATHS))
+def test_each_rejection_points_at_the_field(name: str) -> None:
+    obj, _ = BAD[name]
+    errors = validate(obj)
+    assert any(e.startswith(FIELD_PATHS[name] + ":") for e in errors), errors
+
+
+@pytest.mark.parametrize("name", sorted(FIELD_PATHS))
+def test_the_pydantic_model_rejects_what_the_crd_rejects(name: str) -> None:
+    """The router's local routes file and the operator hold routes to the same rules."""
+    obj, _ = BAD[name]
+    with pytest.raises(ValidationError):
+        ModelRoute.model_validate(obj)
+
+
+def test_extra_args_that_are_not_operator_flags_are_accepted() -> None:
+    args = ["--enable-prefix-caching", "--max-num-seqs=64", "--model-loader-extra-config", "{}"]
+    obj = _mutate("small", spec__engine__extraArgs=args)
+    assert validate(obj) == []
+    assert ModelRoute.model_validate(obj).spec.engine is not None
+
+
+def test_the_crd_and_the_model_refuse_the_same_engine_flags() -> None:
+    from gearshift.routes.model_route import OPERATOR_FLAG_PATTERN
+
+    schema = load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    extra = schema["properties"]["spec"]["properties"]["engine"]["properties"]["extraArgs"]
+    assert f"'{OPERATOR_FLAG_PATTERN}'" in extra["x-kubernetes-validations"][0]["rule"]
+
+
+def test_quantities_accept_what_kubernetes_accepts() -> None:
+    for cpu, memory in (("500m", "16Gi"), (4, "1.5G"), ("0.5", "128974848"), ("1e3", "129e6")):
+        obj = _mutate("small", spec__resources={"cpu": cpu, "memory": memory})
+        assert validate(obj) == [], (cpu, memory)
+        ModelRoute.model_validate(obj)
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
@@ -163,3 +262,14 @@ def test_crd_is_a_valid_structural_crd() -> None:
     kubernetes_validate.validate(crd, "1.30", strict=True)
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert _untyped(schema) == []
+
+
+def test_the_crd_and_the_model_share_their_patterns() -> None:
+    from gearshift.routes.model_route import DNS_1035_LABEL, QUANTITY
+
+    schema = load_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = schema["properties"]["spec"]["properties"]
+    assert schema["properties"]["metadata"]["properties"]["name"]["pattern"] == DNS_1035_LABEL
+    assert spec["routing"]["properties"]["fallback"]["pattern"] == DNS_1035_LABEL
+    for field in ("cpu", "memory"):
+        assert spec["resources"]["properties"][field]["pattern"] == QUANTITY

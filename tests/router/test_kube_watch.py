@@ -203,3 +203,93 @@ async def test_watch_hot_swaps_data_sources_beside_routes(tmp_path: Path) -> Non
         finally:
             await watcher.stop()
             await table.pool.close()
+
+
+SLICES = f"/apis/discovery.k8s.io/v1/namespaces/{NS}/endpointslices"
+
+
+def _slice(name: str, service: str, pods: list[tuple[str, dict[str, bool]]]) -> dict[str, Any]:
+    """An EndpointSlice as the EndpointSlice controller writes it for an operator Service."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "app.kubernetes.io/managed-by": "gearshift-operator",
+            },
+        },
+        "addressType": "IPv4",
+        "ports": [
+            {"name": "metrics", "port": 9090, "protocol": "TCP"},
+            {"name": "grpc", "port": 50051, "protocol": "TCP"},
+        ],
+        "endpoints": [{"addresses": [ip], "conditions": cond} for ip, cond in pods],
+    }
+
+
+async def test_a_deployed_route_is_routed_to_each_ready_pod(tmp_path: Path) -> None:
+    """EndpointSlices replace the Service address: one endpoint (channel) per ready pod."""
+    route, _ = local_default_routes("127.0.0.1:9", "small", "127.0.0.1:9", "large")
+    route["metadata"] = {"name": "pods", "namespace": NS}
+    del route["spec"]["routing"]["endpoint"]
+    del route["spec"]["routing"]["fallback"]
+    route["spec"].update(
+        model={"source": "/models/small", "servedName": "small"}, engine={}, sizeClass="small"
+    )
+    route["status"] = {
+        "endpoint": f"pods.{NS}.svc:50051",
+        "conditions": [{"type": "Ready", "status": "True", "reason": "AllReplicasReady"}],
+    }
+    ready = {"ready": True, "serving": True, "terminating": False}
+    starting = {"ready": False, "serving": False, "terminating": False}
+    stopping = {"ready": False, "serving": True, "terminating": True}
+    async with kmock.KubernetesEmulator() as api, kmock.Server(api):
+        api.resources["gearshift.dev/v1alpha1/modelroutes"] = ResourceInfo(
+            kind="ModelRoute",
+            namespaced=True,
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        )
+        api.resources["discovery.k8s.io/v1/endpointslices"] = ResourceInfo(
+            kind="EndpointSlice",
+            namespaced=True,
+            verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+        )
+        await _send(api, "POST", PATH, route)
+        table = RoutingTable(BackendPool())
+        watcher = KubeRouteWatcher(
+            table, NS, watch_timeout_s=2, kubeconfig=_kubeconfig(str(api.url), tmp_path / "kc")
+        )
+        watcher.start()
+
+        def endpoints() -> tuple[str, ...]:
+            found = table.snapshot.find("pods")
+            return found.endpoints if found is not None else ()
+
+        try:
+            # No slice yet: the Service address.
+            await _until(lambda: endpoints() == (f"pods.{NS}.svc:50051",), "the Service")
+            pods = [("10.0.0.1", ready), ("10.0.0.2", starting), ("10.0.0.3", stopping)]
+            await _send(api, "POST", SLICES, _slice("pods-abc", "pods", pods))
+            # Another Service's slice is not this route's.
+            await _send(api, "POST", SLICES, _slice("other-xyz", "other", [("10.9.9.9", ready)]))
+            await _until(lambda: endpoints() == ("10.0.0.1:50051",), "the one ready pod")
+            # The starting pod becomes ready: both get requests, each on its own channel.
+            await _send(api, "DELETE", f"{SLICES}/pods-abc")
+            pods[1] = ("10.0.0.2", ready)
+            await _send(api, "POST", SLICES, _slice("pods-abc", "pods", pods))
+            await _until(
+                lambda: endpoints() == ("10.0.0.1:50051", "10.0.0.2:50051"), "two ready pods"
+            )
+            assert set(table.endpoints) == {"10.0.0.1:50051", "10.0.0.2:50051"}
+            table.state("10.0.0.1:50051").load = 7.0
+            picks = {table.pick_endpoint(table.snapshot.find("pods")) for _ in range(20)}  # type: ignore[arg-type]
+            assert picks == {"10.0.0.2:50051"}  # the less loaded pod
+            # All slices gone (scaled to zero, or the slice controller lagging): the Service.
+            await _send(api, "DELETE", f"{SLICES}/pods-abc")
+            await _until(lambda: endpoints() == (f"pods.{NS}.svc:50051",), "back to the Service")
+        finally:
+            await watcher.stop()
+            await table.pool.close()

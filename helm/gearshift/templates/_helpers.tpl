@@ -69,6 +69,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* ServiceAccount of the operator-created model-server pods. */}}
+{{- define "gearshift.modelServerServiceAccount" -}}
+{{- default (include "gearshift.componentName" (dict "root" . "component" "model-server")) .Values.modelServers.serviceAccount.name }}
+{{- end }}
+
 {{/* Image tag: the component's, else the global one, else the chart's appVersion. */}}
 {{- define "gearshift.imageTag" -}}
 {{- $values := index .root.Values .component }}
@@ -147,6 +152,7 @@ these keys in `<component>.settings`. Returns YAML.
 {{- else if eq .component "operator" }}
 {{- $v := $root.Values.operator }}
 {{- $_ := set $w "image" (include "gearshift.gpuImage" $root) }}
+{{- $_ := set $w "proxy_image" (include "gearshift.cpuImage" $root) }}
 {{- $_ := set $w "image_pull_policy" $root.Values.image.pullPolicy }}
 {{- $_ := set $w "size_classes" "/etc/gearshift/operator/size-classes.yaml" }}
 {{- $_ := set $w "grpc_port" $root.Values.modelServers.grpcPort }}
@@ -157,6 +163,10 @@ these keys in `<component>.settings`. Returns YAML.
 {{- $_ := set $w "log_level" $root.Values.commonSettings.log_level }}
 {{- if not $v.clusterWide }}
 {{- $_ := set $w "namespace" $root.Release.Namespace }}
+{{- end }}
+{{- $ms := $root.Values.modelServers.serviceAccount }}
+{{- if or $ms.name (and $ms.create (not $v.clusterWide)) }}
+{{- $_ := set $w "service_account" (include "gearshift.modelServerServiceAccount" $root) }}
 {{- end }}
 {{- $_ := set $w "peering_name" ($v.peering.enabled | ternary $v.peering.name "") }}
 {{- if $root.Values.retriever.enabled }}

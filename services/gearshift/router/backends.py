@@ -24,6 +24,9 @@ CHANNEL_OPTIONS = {
     "grpc.min_reconnect_backoff_ms": 200,
     "grpc.max_reconnect_backoff_ms": 2_000,
     "grpc.max_receive_message_length": 16 * 1024 * 1024,
+    # A DNS name that resolves to several pods (a headless Service) gets a connection to
+    # each and spreads calls over them; one address behaves as before.
+    "grpc.lb_policy_name": "round_robin",
 }
 
 

@@ -6,6 +6,11 @@ error after a short back-off. The blocking `kubernetes` client runs in a worker 
 every change rebuilds the table from the full set of objects, so a missed event heals at
 the next re-list.
 
+A third list+watch follows the EndpointSlices of the operator's Services: a route served
+by several pods is routed to each ready pod directly (one channel per pod, a pick per
+request by load), not through the Service's single virtual IP. Without permission to read
+EndpointSlices the router keeps using the Service address.
+
 Tested against kmock's emulated API (list, watch ADDED/MODIFIED/DELETED); not yet against a
 real API server.
 """
@@ -19,6 +24,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from gearshift.router.endpoint_slices import SLICE_SELECTOR, with_pod_endpoints
 from gearshift.router.routing_table import (
     ColdRoute,
     RoutingTable,
@@ -33,12 +39,17 @@ from gearshift.routes.model_route import DEMAND_ANNOTATION, GROUP, PLURAL, VERSI
 
 log = logging.getLogger(__name__)
 
+# (group, version, plural) of what the router follows.
+ROUTES = (GROUP, VERSION, PLURAL)
+SOURCES = (GROUP, VERSION, SOURCES_PLURAL)
+SLICES = ("discovery.k8s.io", "v1", "endpointslices")
+
 
 class KubeRouteWatcher:
     """Watches ModelRoutes and DataSources in one namespace (or all, when it is empty).
 
-    One thread per resource kind, each with its own list+watch loop; any change rebuilds
-    the table from both kinds' current objects.
+    One thread per resource kind (and one for EndpointSlices), each with its own list+watch
+    loop; any change rebuilds the table from every kind's current objects.
     """
 
     def __init__(
@@ -54,8 +65,10 @@ class KubeRouteWatcher:
         self.watch_timeout_s = watch_timeout_s
         self.request_timeout_s = request_timeout_s
         self.kubeconfig = kubeconfig
-        self._objects: dict[str, dict[str, dict[str, Any]]] = {PLURAL: {}, SOURCES_PLURAL: {}}
-        self._synced: set[str] = set()
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._sources: dict[str, dict[str, Any]] = {}
+        self._slices: dict[str, dict[str, Any]] = {}
+        self._synced: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -79,24 +92,25 @@ class KubeRouteWatcher:
             self._api = client.CustomObjectsApi(api_client)
         return self._api
 
-    def _list(self, plural: str) -> tuple[list[dict[str, Any]], str]:
+    def _list(self, what: tuple[str, str, str], selector: str) -> tuple[list[dict[str, Any]], str]:
         api = self._client()
-        kwargs = {"_request_timeout": self.request_timeout_s}
+        kwargs: dict[str, Any] = {"_request_timeout": self.request_timeout_s}
+        if selector:
+            kwargs["label_selector"] = selector
         if self.namespace:
-            result = api.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, plural, **kwargs
-            )
+            result = api.list_namespaced_custom_object(*what[:2], self.namespace, what[2], **kwargs)
         else:
-            result = api.list_cluster_custom_object(GROUP, VERSION, plural, **kwargs)
+            result = api.list_cluster_custom_object(*what, **kwargs)
         version = (result.get("metadata") or {}).get("resourceVersion") or ""
         return list(result.get("items") or []), str(version)
 
     def _apply(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
-            raw_routes = list(self._objects[PLURAL].values())
-            raw_sources = list(self._objects[SOURCES_PLURAL].values())
+            slices = list(self._slices.values())
+            raw_routes = [with_pod_endpoints(o, slices) for o in self._objects.values()]
+            raw_sources = list(self._sources.values())
             # Until both kinds are listed once, keep the other kind's current table entries.
-            sources_known = SOURCES_PLURAL in self._synced
+            sources_known = SOURCES in self._synced
         objects = []
         for raw in raw_routes:
             try:
@@ -154,18 +168,24 @@ class KubeRouteWatcher:
         meta = obj.get("metadata", {})
         return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
-    def _run_blocking(self, loop: asyncio.AbstractEventLoop, plural: str) -> None:
+    def _follow(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        what: tuple[str, str, str],
+        selector: str,
+        store: dict[str, dict[str, Any]],
+    ) -> None:
+        """List, then watch `what` into `store`, rebuilding the table on every change."""
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
-        objects = self._objects[plural]
         while not self._stop.is_set():
             try:
-                items, version = self._list(plural)
+                items, version = self._list(what, selector)
                 with self._lock:
-                    objects.clear()
-                    objects.update({self._key(o): o for o in items})
-                    self._synced.add(plural)
+                    store.clear()
+                    store.update({self._key(o): o for o in items})
+                    self._synced.add(what)
                 self._apply(loop)
                 while not self._stop.is_set():
                     w = watch.Watch()  # type: ignore[no-untyped-call]
@@ -177,18 +197,19 @@ class KubeRouteWatcher:
                     }
                     if version:
                         args["resource_version"] = version
+                    if selector:
+                        args["label_selector"] = selector
                     if self.namespace:
                         stream = w.stream(  # type: ignore[no-untyped-call]
                             api.list_namespaced_custom_object,
-                            GROUP,
-                            VERSION,
+                            *what[:2],
                             self.namespace,
-                            plural,
+                            what[2],
                             **args,
                         )
                     else:
                         stream = w.stream(  # type: ignore[no-untyped-call]
-                            api.list_cluster_custom_object, GROUP, VERSION, plural, **args
+                            api.list_cluster_custom_object, *what, **args
                         )
                     for event in stream:
                         if self._stop.is_set():
@@ -200,21 +221,36 @@ class KubeRouteWatcher:
                         version = str(obj.get("metadata", {}).get("resourceVersion", version))
                         with self._lock:
                             if event["type"] == "DELETED":
-                                objects.pop(self._key(obj), None)
+                                store.pop(self._key(obj), None)
                             else:
-                                objects[self._key(obj)] = obj
+                                store[self._key(obj)] = obj
                         self._apply(loop)
+            except ApiException as exc:
+                if what == SLICES and exc.status in (403, 404):
+                    # No RBAC for EndpointSlices (or no such API): Service addresses it is.
+                    log.warning("cannot read EndpointSlices (%s); routing via Services", exc.status)
+                    return
+                log.warning("%s watch restarting: %s", what[2], exc)
+                self._stop.wait(2.0)
             except Exception as exc:  # 410 Gone, network errors: re-list after a pause
-                log.warning("%s watch restarting: %s", plural, exc)
+                log.warning("%s watch restarting: %s", what[2], exc)
                 self._stop.wait(2.0)
 
     def start(self) -> None:
-        # A daemon thread, not the default executor: a watch blocked in a read (up to its
+        # Daemon threads, not the default executor: a watch blocked in a read (up to its
         # timeout) must not hold up process exit.
         loop = asyncio.get_running_loop()
-        for plural in (PLURAL, SOURCES_PLURAL):
+        follows = (
+            (ROUTES, "", self._objects),
+            (SOURCES, "", self._sources),
+            (SLICES, SLICE_SELECTOR, self._slices),
+        )
+        for what, selector, store in follows:
             thread = threading.Thread(
-                target=self._run_blocking, args=(loop, plural), name=f"{plural}-watch", daemon=True
+                target=self._follow,
+                args=(loop, what, selector, store),
+                name=f"{what[2]}-watch",
+                daemon=True,
             )
             thread.start()
             self._threads.append(thread)

@@ -12,12 +12,13 @@ that an older router can read objects written for a newer CRD version.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "gearshift.dev"
@@ -30,10 +31,30 @@ DEMAND_ANNOTATION = "gearshift.dev/demand"
 PLURAL = "modelroutes"
 
 Tier = Literal["slm", "llm"]
-SizeClass = Literal["small", "medium", "large"]
+# A name in the operator's size-class table (which the platform team extends), not an enum.
+SIZE_CLASS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 ScaleMetric = Literal["waitingRequests", "kvCacheUsage", "tokensPerSecond"]
-ConditionType = Literal["Ready", "Progressing", "Degraded"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "FallbackResolved"]
+# Route names become Service and Deployment names: a DNS-1035 label (the CRD's pattern).
+DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# A Kubernetes resource quantity ("500m", "16Gi", "1.5"), non-negative (the CRD's pattern).
+_NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+QUANTITY = rf"^\+?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
+# Engine settings the operator derives from the spec: extraArgs may not set them, or a
+# route could serve other weights under its name (the CRD's extraArgs rule lists the same).
+OPERATOR_ENGINE_FLAGS = (
+    "model",
+    "served-model-name",
+    "dtype",
+    "max-model-len",
+    "tensor-parallel-size",
+    "gpu-memory-utilization",
+)
+# vLLM accepts --max-model-len and --max_model_len alike.
+OPERATOR_FLAG_PATTERN = (
+    "^--(" + "|".join(flag.replace("-", "[-_]") for flag in OPERATOR_ENGINE_FLAGS) + ")(=.*)?$"
+)
 
 
 class _Model(BaseModel):
@@ -44,26 +65,82 @@ class _Model(BaseModel):
     )
 
 
+class SecretKeyRef(_Model):
+    """A key in a Secret in the route's namespace."""
+
+    name: str = Field(..., min_length=1)
+    key: str = Field(..., min_length=1)
+
+
+MODEL_SOURCE = (
+    r"^$|^(hf://[A-Za-z0-9._-]+/[A-Za-z0-9._-]+"
+    r"|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^/].*)?|/.*)$"
+)
+
+
 class ModelRef(_Model):
-    """Which weights to serve and under what name clients ask for them."""
+    """Which weights to serve, how they reach the pod, and the name clients ask for."""
 
     source: str = Field(
-        "", description="hf://org/name, or an absolute path on a mounted volume (/models/x)."
+        "",
+        pattern=MODEL_SOURCE,
+        max_length=512,
+        description="hf://org/name, pvc://claim/path, or an absolute path in the pod.",
     )
     served_name: str = Field(
         ..., min_length=1, description="Model name clients and the router use."
     )
+    token_secret_ref: SecretKeyRef | None = None
+    cache_claim: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    cache_size: str | int | None = None
+    node_path: str | None = Field(None, pattern=r"^/.*$", max_length=512)
+
+    @field_validator("cache_size")
+    @classmethod
+    def _quantity(cls, value: str | int | None) -> str | int | None:
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must not be negative")
+        if isinstance(value, str) and not re.match(QUANTITY, value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 64Gi)")
+        return value
+
+    @model_validator(mode="after")
+    def _delivery(self) -> ModelRef:
+        # Same rules, same messages, as the CRD's CEL rules on spec.model.
+        hf = self.source.startswith("hf://")
+        if self.token_secret_ref is not None and not hf:
+            raise ValueError("model.tokenSecretRef applies to hf:// sources only")
+        if self.cache_claim is not None and not hf:
+            raise ValueError("model.cacheClaim applies to hf:// sources only")
+        if self.node_path is not None and not self.source.startswith("/models/"):
+            raise ValueError("model.nodePath needs a source under /models/ (where it is mounted)")
+        return self
 
 
 class Resources(_Model):
     """Explicit per-replica resources; any field set here overrides the size class."""
 
     gpu: int | None = Field(None, ge=0, description="GPUs (or MIG slices) per replica.")
-    gpu_resource: str | None = Field(None, description="Extended resource name, nvidia.com/gpu.")
+    gpu_resource: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        max_length=253,
+        description="Extended resource name, nvidia.com/gpu.",
+    )
     cpu: str | int | None = Field(None, description="CPU request/limit, a Kubernetes quantity.")
     memory: str | int | None = Field(
         None, description="Memory request/limit, a Kubernetes quantity."
     )
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, value: str | int | None) -> str | int | None:
+        # The API server would reject the Deployment; say so before anything is deployed.
+        if isinstance(value, int) and value < 0:
+            raise ValueError("must not be negative")
+        if isinstance(value, str) and not re.match(QUANTITY, value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 500m, 4, 16Gi)")
+        return value
 
 
 class Engine(_Model):
@@ -75,12 +152,16 @@ class Engine(_Model):
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     extra_args: list[str] = Field(default_factory=list)
 
-
-class SecretKeyRef(_Model):
-    """A key in a Secret in the route's namespace."""
-
-    name: str = Field(..., min_length=1)
-    key: str = Field(..., min_length=1)
+    @field_validator("extra_args")
+    @classmethod
+    def _not_operator_flags(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            if re.match(OPERATOR_FLAG_PATTERN, arg):
+                raise ValueError(
+                    f"engine.extraArgs may not set {arg.partition('=')[0]}: the operator sets it "
+                    "from the spec (model.source, model.servedName, engine.*)"
+                )
+        return args
 
 
 class Upstream(_Model):
@@ -110,7 +191,7 @@ class Routing(_Model):
     difficulty: DifficultyBand = Field(default_factory=lambda: DifficultyBand.model_validate({}))
     weight: int = Field(1, ge=0, le=1000)
     priority: int = Field(0, ge=0, le=1000)
-    fallback: str | None = None
+    fallback: str | None = Field(None, pattern=DNS_1035_LABEL, max_length=63)
     max_share: float | None = Field(None, ge=0.0, le=1.0)
     endpoint: str = Field("", description="Explicit host:port; else status.endpoint.")
 
@@ -171,18 +252,47 @@ class OptionMetadata(_Model):
     )
 
 
+class Lifecycle(_Model):
+    """Per-route pod lifecycle; None means the operator's default for that setting."""
+
+    drain_seconds: int | None = Field(None, ge=0, le=86400)
+    pre_stop_seconds: int = Field(5, ge=0, le=300)
+    startup_seconds: int = Field(900, ge=30, le=86400)
+    probe_timeout_seconds: int = Field(5, ge=1, le=60)
+    max_surge: int | None = Field(None, ge=0, le=100)
+    max_unavailable: int | None = Field(None, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _rollout_moves(self) -> Lifecycle:
+        if self.max_surge == 0 and self.max_unavailable == 0:
+            raise ValueError("lifecycle.maxSurge and lifecycle.maxUnavailable cannot both be 0")
+        return self
+
+    def rollout(self) -> tuple[int, int]:
+        """(maxSurge, maxUnavailable): surge one by default, roll in place with maxSurge 0."""
+        surge = 1 if self.max_surge is None else self.max_surge
+        unavailable = self.max_unavailable
+        if unavailable is None:
+            unavailable = 1 if surge == 0 else 0
+        return surge, unavailable
+
+
 class ModelRouteSpec(OptionMetadata):
     """What the route serves, how it is deployed and how the router uses it."""
 
     tier: Tier = "slm"
     model: ModelRef
-    size_class: SizeClass | None = None
+    size_class: str | None = Field(None, pattern=SIZE_CLASS_NAME, max_length=63)
     resources: Resources | None = None
     engine: Engine | None = None
     upstream: Upstream | None = None
     routing: Routing = Field(default_factory=lambda: Routing.model_validate({}))
     replicas: Replicas = Field(default_factory=lambda: Replicas.model_validate({}))
     autoscaling: Autoscaling | None = None
+    lifecycle: Lifecycle = Field(default_factory=lambda: Lifecycle.model_validate({}))
+    pod_template: dict[str, Any] | None = Field(
+        None, description="Merged onto the operator's pod template (strategic-merge style)."
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> ModelRouteSpec:
@@ -198,6 +308,8 @@ class ModelRouteSpec(OptionMetadata):
             raise ValueError("sizeClass and resources.gpu apply to engine routes only")
         if self.engine is not None and self.size_class is None and self.resources is None:
             raise ValueError("engine routes need sizeClass or resources")
+        if self.engine is not None and not self.model.source:
+            raise ValueError("engine routes need model.source (the weights to serve)")
         if self.routing.max_share is not None and self.tier != "llm":
             raise ValueError("routing.maxShare applies to the llm tier only")
         scale_to_zero = self.autoscaling is not None and self.autoscaling.scale_to_zero
@@ -274,6 +386,14 @@ class ModelRoute(_Model):
     def _kind(self) -> ModelRoute:
         if self.kind != KIND or self.api_version.split("/")[0] != GROUP:
             raise ValueError(f"expected {API_VERSION} {KIND}, got {self.api_version} {self.kind}")
+        if len(self.name) > 63 or not re.match(DNS_1035_LABEL, self.name):
+            raise ValueError(
+                f"metadata.name {self.name!r} must be a DNS-1035 label (lower-case letters, "
+                "digits and '-', starting with a letter, at most 63 characters): it names the "
+                "route's Service"
+            )
+        if self.spec.routing.fallback == self.name:
+            raise ValueError("routing.fallback must name another route")
         return self
 
     @property
