@@ -54,6 +54,9 @@ def add_route_parser(sub: Any) -> None:
     explain = rsub.add_parser("explain", help="show where a query would go, without generating")
     _common(explain)
     explain.set_defaults(func=lambda a: asyncio.run(_explain(a)))
+    from gearshift.cli.score import add_score_parser
+
+    add_score_parser(rsub)
 
 
 def _request(args: argparse.Namespace) -> router_pb2.ChatRequest:

@@ -13,7 +13,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, MutableSequence, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, MutableSequence, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -29,6 +29,7 @@ from gearshift.router.context_digest import (
     question_text,
 )
 from gearshift.router.embedding import QueryEmbedder
+from gearshift.router.escalation_policy import EscalationPolicy
 from gearshift.router.routing_table import Route, RoutingTable, Snapshot
 from gearshift.router.scoring import DifficultyScorer
 from gearshift.runtime.errors import (
@@ -68,12 +69,18 @@ class PipelineConfig:
     request_timeout_s: float = 120.0
     backend_timeout_s: float = 60.0
     cascade: bool = False
-    cascade_min_mean_logprob: float = -1.0
+    cascade_share: float = 0.2  # target share of slm answers the cascade sends up
+    cascade_threshold: float = -1.0  # in [0, 1]: fixed `escalate` threshold instead
+    cascade_stream_chars: int = 400  # streams: judge the slm answer on this much text
     large_share_cap: float = 0.3
     difficulty_threshold: float = -1.0  # in [0, 1]: fixed threshold instead of the calibration
     on_scoring_failure: str = "slm"  # "slm", "llm" or "refuse"
     store_sampled: bool = False
     expose_prompts_in_traces: bool = False
+
+
+class CascadeEscalation(Exception):
+    """The escalation estimator sent a streamed small-model answer to the large tier."""
 
 
 class BackendError(GearshiftError):
@@ -131,6 +138,11 @@ class Pipeline:
         self.embedder = embedder
         self.scorer = scorer
         self.cache = cache
+        self.escalation = (
+            EscalationPolicy(config.cascade_share, config.cascade_threshold)
+            if config.cascade
+            else None
+        )
 
     # --- planning --------------------------------------------------------------------------
     async def plan(
@@ -434,6 +446,24 @@ class Pipeline:
             and any(r.tier == "llm" for r in plan.routes[index + 1 :])
         )
 
+    def _cascades(
+        self,
+        plan: Plan,
+        route: Route,
+        answer: str,
+        finish: common_pb2.FinishReason.ValueType,
+        logprobs: Sequence[common_pb2.TokenLogprob] = (),
+    ) -> bool:
+        """The escalation estimator's verdict on a small-model answer (the cascade hook)."""
+        if self.escalation is None:
+            return False
+        verdict = self.escalation.judge(plan.question, answer, finish, logprobs)
+        plan.decision.reasons.append(verdict.reason(route.name))
+        if verdict.escalate:
+            metrics.ESCALATIONS.labels(route.name, "cascade").inc()
+            plan.decision.escalated_from.append(route.name)
+        return verdict.escalate
+
     async def chat(
         self, request: router_pb2.ChatRequest, tenant: str, time_remaining: float | None
     ) -> router_pb2.ChatResponse:
@@ -481,21 +511,13 @@ class Pipeline:
                 self._escalate(plan, route, endpoint, "finish reason ERROR")
                 index += 1
                 continue
-            if cascade and response.logprobs:
-                mean = sum(lp.logprob for lp in response.logprobs) / len(response.logprobs)
-                if mean < self.config.cascade_min_mean_logprob:
-                    metrics.ESCALATIONS.labels(route.name, "cascade").inc()
-                    plan.decision.escalated_from.append(route.name)
-                    plan.decision.reasons.append(
-                        f"cascade: {route.name} mean logprob {mean:.2f} < "
-                        f"{self.config.cascade_min_mean_logprob:.2f}"
-                    )
-                    index = next(
-                        i
-                        for i in range(index + 1, len(plan.routes))
-                        if plan.routes[i].tier == "llm"
-                    )
-                    continue
+            if cascade and self._cascades(
+                plan, route, response.text, response.finish_reason, response.logprobs
+            ):
+                index = next(
+                    i for i in range(index + 1, len(plan.routes)) if plan.routes[i].tier == "llm"
+                )
+                continue
             self._answered(plan, route)
             metrics.record_usage(plan.tenant, plan.decision.tier, usage)
             self._store(
@@ -539,7 +561,10 @@ class Pipeline:
             )
             return
         usage = common_pb2.Usage()
-        for route in plan.routes:
+        cascaded = False
+        for index, route in enumerate(plan.routes):
+            if cascaded and route.tier != "llm":
+                continue
             endpoint = self.table.pick_endpoint(route)
             greq = self._generate_request(plan, route, want_logprobs=False)
             timeout = self._attempt_timeout(plan)
@@ -547,10 +572,11 @@ class Pipeline:
             parts: list[str] = []
             finish = common_pb2.FINISH_REASON_UNSPECIFIED
             model = route.model
+            gate = self.config.cascade_stream_chars if self._cascade_wanted(plan, index) else 0
             with self.table.lease(endpoint), self._model_span(route, plan):
                 call = self.table.pool.stub(endpoint).GenerateStream(greq, timeout=timeout)
                 try:
-                    async for chunk in call:
+                    async for chunk in self._gated(plan, route, call, gate):
                         if chunk.model:
                             model = chunk.model
                         if chunk.HasField("usage"):
@@ -578,6 +604,9 @@ class Pipeline:
                             out.usage.CopyFrom(usage)
                         parts.append(chunk.text_delta)
                         yield out
+                except CascadeEscalation:
+                    cascaded = True
+                    continue
                 except grpc.aio.AioRpcError as exc:
                     code = exc.code()
                     if sent:
@@ -619,6 +648,42 @@ class Pipeline:
             self._store(plan, "".join(parts), model, finish, usage)
             return
         raise self._fail_all(plan)
+
+    async def _gated(
+        self,
+        plan: Plan,
+        route: Route,
+        call: AsyncIterable[inference_pb2.GenerateChunk],
+        hold_chars: int,
+    ) -> AsyncIterator[inference_pb2.GenerateChunk]:
+        """`call`'s chunks; with `hold_chars`, the first ones are held and judged first.
+
+        The cascade hook for streams: nothing reaches the caller until `hold_chars` of the
+        small model's answer (or all of it) have been judged; CascadeEscalation means the
+        large tier should answer instead (the caller cancels the small model's call).
+        """
+        held: list[inference_pb2.GenerateChunk] = []
+        size = 0
+        judged = hold_chars <= 0
+        async for chunk in call:
+            if judged:
+                yield chunk
+                continue
+            held.append(chunk)
+            size += len(chunk.text_delta)
+            if size < hold_chars and not chunk.finish_reason:
+                continue
+            judged = True
+            text = "".join(c.text_delta for c in held)
+            if chunk.finish_reason != common_pb2.FINISH_REASON_ERROR and self._cascades(
+                plan, route, text, chunk.finish_reason
+            ):
+                raise CascadeEscalation(route.name)
+            for kept in held:
+                yield kept
+        if not judged:
+            for kept in held:  # the stream closed early: let the caller see what came
+                yield kept
 
     async def route(
         self, request: router_pb2.ChatRequest, tenant: str, time_remaining: float | None
