@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -92,7 +93,8 @@ def main() -> int:
     ]
     base = rows[1][1][0]
     print(describe_machine())
-    print(f"{n} prompts in rotation, {args.repeats} decisions\n")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{n} prompts in rotation, {args.repeats} decisions, load average {load}\n")
     print("| step | p50 ms | p99 ms | p50 vs one-stage scorer |")
     print("|---|---:|---:|---:|")
     for name, (p50, p99) in rows:
