@@ -111,3 +111,14 @@ def test_fit_learns_from_labelled_answers(tmp_path: Path) -> None:
     assert values[bad].min() > values[~bad].max()
     with pytest.raises(ValueError):
         fit_escalation(prompts[:1], answers[:1], good[:1])
+
+
+def test_extreme_logprobs_do_not_saturate_and_threshold_one_never_escalates() -> None:
+    """Found on SmolLM2's real answers: one -20 token drove `escalate` to exactly 1.0."""
+    wild = AnswerSignals(logprobs=(-0.5, -20.0, -30.0, -1.0))
+    value = load_default_estimator().escalate(PROMPT, "Vaccines.", wild)
+    assert value < 1.0
+    verdict = EscalationPolicy(0.2, fixed_threshold=1.0).judge(
+        PROMPT, REFUSAL, common_pb2.FINISH_REASON_LENGTH
+    )
+    assert not verdict.escalate

@@ -74,6 +74,8 @@ PRIOR: dict[str, float] = {
 # answer of ordinary confidence moves the score by nothing.
 MEAN_LOGPROB_CENTRE = -0.5
 MIN_LOGPROB_CENTRE = -4.0
+MEAN_LOGPROB_FLOOR = -3.0
+MIN_LOGPROB_FLOOR = -8.0
 
 
 def design(features: F32) -> F32:
@@ -89,12 +91,11 @@ def design(features: F32) -> F32:
 def _centre_logprobs(features: F32) -> F32:
     out = features.copy()
     has = out[:, _INDEX["has_logprobs"]] > 0
-    out[:, _INDEX["mean_logprob"]] = np.where(
-        has, out[:, _INDEX["mean_logprob"]] - MEAN_LOGPROB_CENTRE, 0.0
-    )
-    out[:, _INDEX["min_logprob"]] = np.where(
-        has, out[:, _INDEX["min_logprob"]] - MIN_LOGPROB_CENTRE, 0.0
-    )
+    # Clipped: one very unlikely token (logprob -20) must not outvote everything else.
+    mean_lp = np.clip(out[:, _INDEX["mean_logprob"]], MEAN_LOGPROB_FLOOR, 0.0)
+    min_lp = np.clip(out[:, _INDEX["min_logprob"]], MIN_LOGPROB_FLOOR, 0.0)
+    out[:, _INDEX["mean_logprob"]] = np.where(has, mean_lp - MEAN_LOGPROB_CENTRE, 0.0)
+    out[:, _INDEX["min_logprob"]] = np.where(has, min_lp - MIN_LOGPROB_CENTRE, 0.0)
     return out
 
 

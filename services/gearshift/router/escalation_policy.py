@@ -62,4 +62,6 @@ class EscalationPolicy:
             logprobs=tuple(lp.logprob for lp in logprobs),
         )
         probability = self.estimator.escalate(prompt, answer, signals)
-        return EscalationVerdict(probability >= self.threshold, probability, self.threshold)
+        # A threshold of 1 (or more) means "never": a saturated 1.0 must not slip through.
+        escalate = self.threshold < 1.0 and probability >= self.threshold
+        return EscalationVerdict(escalate, probability, self.threshold)
