@@ -502,13 +502,13 @@ async def test_cascade_asks_the_large_tier_when_the_slm_is_unsure(
     routes = local_default_routes(
         slm_server.address, slm_server.served_model, proxy_server.address, proxy_server.served_model
     )
-    # Every answer has a mean logprob below 0, so with this bar every SLM answer cascades.
+    # The estimator's `escalate` is a probability, so with threshold 0 every SLM answer cascades.
     running = await start_router(
         tmp_path_factory.mktemp("router-cascade"),
         routes,
         difficulty_threshold=1.0,
         cascade=True,
-        cascade_min_mean_logprob=0.0,
+        cascade_threshold=0.0,
     )
     try:
         response = await running.stub.Chat(

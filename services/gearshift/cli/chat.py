@@ -62,6 +62,9 @@ def add_route_parser(sub: Any) -> None:
     from gearshift.cli.route_eval import add_eval_parser
 
     add_eval_parser(rsub)
+    from gearshift.cli.score import add_score_parser
+
+    add_score_parser(rsub)
 
 
 def _request(args: argparse.Namespace) -> router_pb2.ChatRequest:

@@ -62,10 +62,28 @@ class Settings(MultiWorkerSettings):
         0.25, gt=0, description="Cache lookup deadline; a slower cache counts as a miss."
     )
     cascade: bool = Field(
-        False, description="Re-ask the large tier when the SLM's answer has low confidence."
+        False,
+        description="Judge each SLM answer with the escalation estimator and re-ask the "
+        "large tier when it is likely not good enough.",
     )
-    cascade_min_mean_logprob: float = Field(
-        -1.0, description="Cascade when the SLM answer's mean token logprob is below this."
+    cascade_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Cascade: target share of SLM answers the escalation estimator sends to "
+        "the large tier (calibrated on reference answers).",
+    )
+    cascade_threshold: float = Field(
+        -1.0,
+        ge=-1.0,
+        le=1.0,
+        description="Cascade: fixed escalation threshold in [0, 1]; -1 uses cascade_share.",
+    )
+    cascade_stream_chars: int = Field(
+        400,
+        ge=0,
+        description="Cascade on streams: hold back this many characters of the SLM answer "
+        "and judge them before sending any; 0 leaves streams out of the cascade.",
     )
     large_share_cap: float = Field(
         0.3,
@@ -267,7 +285,9 @@ class RouterApp:
                 request_timeout_s=settings.request_timeout_s,
                 backend_timeout_s=settings.backend_timeout_s,
                 cascade=settings.cascade,
-                cascade_min_mean_logprob=settings.cascade_min_mean_logprob,
+                cascade_share=settings.cascade_share,
+                cascade_threshold=settings.cascade_threshold,
+                cascade_stream_chars=settings.cascade_stream_chars,
                 large_share_cap=settings.large_share_cap,
                 difficulty_threshold=settings.difficulty_threshold,
                 on_scoring_failure=settings.on_scoring_failure,

@@ -24,6 +24,7 @@ from opentelemetry import trace
 
 from gearshift.router import metrics
 from gearshift.router.cache_client import CacheClient
+from gearshift.router.escalation_policy import EscalationPolicy
 from gearshift.router.outcomes.events import AnsweredEvent, AnswerObserver
 from gearshift.router.plan import PipelineConfig, Plan
 from gearshift.router.planner import set_route
@@ -72,6 +73,7 @@ class Attempt:
     parts: list[str] = field(default_factory=list)
     finish: common_pb2.FinishReason.ValueType = common_pb2.FINISH_REASON_UNSPECIFIED
     model: str = ""
+    held: list[inference_pb2.GenerateChunk] = field(default_factory=list)  # judged, not sent
 
 
 class Executor:
@@ -84,6 +86,7 @@ class Executor:
         self.table = table
         self.cache = cache
         self.observers: list[AnswerObserver] = []  # told of every generated answer
+        self.escalation = EscalationPolicy.from_config(config)
 
     async def run(self, plan: Plan) -> AsyncIterator[router_pb2.ChatStreamChunk]:
         """The chunks of the plan's answer; the first carries the decision and trace id."""
@@ -107,7 +110,7 @@ class Executor:
             attempt = Attempt(
                 route,
                 self.table.pick_endpoint(route),
-                cascade=not plan.stream and self._cascade_wanted(plan, index),
+                cascade=self._cascade_wanted(plan, index),
                 model=route.model,
             )
             escalate_why = ""
@@ -120,34 +123,44 @@ class Executor:
                         if chunk.HasField("usage"):
                             add_usage(usage, chunk.usage)
                         attempt.finish = chunk.finish_reason
+                        release = [chunk]
                         if not attempt.sent:
                             if not chunk.text_delta and not attempt.finish:
                                 continue  # nothing to show yet: escalation still possible
                             if self._failed_generation(plan, chunk):
                                 escalate_why = "finish reason ERROR"
                                 break
-                            if attempt.cascade and self._low_confidence(plan, route, chunk):
-                                escalate_why = "cascade"
-                                break
+                            if attempt.cascade:
+                                # The cascade hook: hold the small model's first
+                                # `cascade_stream_chars` (a unary answer is one chunk),
+                                # judge them, then send them or escalate unseen.
+                                attempt.held.append(chunk)
+                                held = "".join(c.text_delta for c in attempt.held)
+                                if (
+                                    len(held) < self.config.cascade_stream_chars
+                                    and not attempt.finish
+                                ):
+                                    continue
+                                if self._cascades(plan, route, held, attempt):
+                                    escalate_why = "cascade"
+                                    break
+                                release, attempt.held = attempt.held, []
                             self._answered(plan, route)
-                            attempt.sent = True
+                        for i, part in enumerate(release):
                             out = router_pb2.ChatStreamChunk(
-                                request_id=plan.request_id,
-                                decision=plan.decision,
-                                text_delta=chunk.text_delta,
-                                trace_id=trace_id,
+                                request_id=plan.request_id, text_delta=part.text_delta
                             )
-                        else:
-                            out = router_pb2.ChatStreamChunk(
-                                request_id=plan.request_id, text_delta=chunk.text_delta
-                            )
-                        if attempt.finish:
-                            out.finish_reason = attempt.finish
-                            out.usage.CopyFrom(usage)
-                            if attempt.finish != common_pb2.FINISH_REASON_ERROR:
-                                out.citations.extend(plan.citations)
-                        attempt.parts.append(chunk.text_delta)
-                        yield out
+                            if not attempt.sent:
+                                attempt.sent = True
+                                out.decision.CopyFrom(plan.decision)
+                                out.trace_id = trace_id
+                            if attempt.finish and i == len(release) - 1:
+                                out.finish_reason = attempt.finish
+                                out.usage.CopyFrom(usage)
+                                if attempt.finish != common_pb2.FINISH_REASON_ERROR:
+                                    out.citations.extend(plan.citations)
+                            attempt.parts.append(part.text_delta)
+                            yield out
                 except grpc.aio.AioRpcError as exc:
                     code = exc.code()
                     if attempt.sent:
@@ -234,19 +247,17 @@ class Executor:
             return False
         return not chunk.text_delta if plan.stream else not plan.pinned
 
-    def _low_confidence(self, plan: Plan, route: Route, chunk: inference_pb2.GenerateChunk) -> bool:
-        """True (and recorded) when the small model's answer should be re-asked up a tier."""
-        if not chunk.logprobs:
+    def _cascades(self, plan: Plan, route: Route, answer: str, attempt: Attempt) -> bool:
+        """The escalation estimator's verdict on a small-model answer (recorded)."""
+        if self.escalation is None:
             return False
-        mean = sum(lp.logprob for lp in chunk.logprobs) / len(chunk.logprobs)
-        if mean >= self.config.cascade_min_mean_logprob:
+        logprobs = [lp for c in attempt.held for lp in c.logprobs]
+        verdict = self.escalation.judge(plan.question, answer, attempt.finish, logprobs)
+        plan.decision.reasons.append(verdict.reason(route.name))
+        if not verdict.escalate:
             return False
         metrics.ESCALATIONS.labels(route.name, "cascade").inc()
         plan.decision.escalated_from.append(route.name)
-        plan.decision.reasons.append(
-            f"cascade: {route.name} mean logprob {mean:.2f} < "
-            f"{self.config.cascade_min_mean_logprob:.2f}"
-        )
         return True
 
     @staticmethod
@@ -296,6 +307,7 @@ class Executor:
         return (
             self.config.cascade
             and not plan.pinned
+            and (not plan.stream or self.config.cascade_stream_chars > 0)
             and route.tier == "slm"
             and any(r.tier == "llm" for r in plan.routes[index + 1 :])
         )

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from gearshift.router.cache_client import CacheClient
 from gearshift.router.embedding import QueryEmbedder
+from gearshift.router.escalation_policy import EscalationPolicy
 from gearshift.router.executor import ESCALATE_ON, BackendError, Executor, add_usage
 from gearshift.router.outcomes.events import AnswerObserver
 from gearshift.router.plan import AUTO_MODELS, AUTO_SCOPE, PipelineConfig, Plan
@@ -63,6 +64,7 @@ class Pipeline:
     @config.setter
     def config(self, config: PipelineConfig) -> None:
         self.planner.config = self.executor.config = config
+        self.executor.escalation = EscalationPolicy.from_config(config)
         if self.planner.selector is not None:
             self.planner.selector.threshold = config.selection_threshold
             self.planner.selector.margin = config.selection_margin

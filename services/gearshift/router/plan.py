@@ -26,7 +26,9 @@ class PipelineConfig:
     request_timeout_s: float = 120.0
     backend_timeout_s: float = 60.0
     cascade: bool = False
-    cascade_min_mean_logprob: float = -1.0
+    cascade_share: float = 0.2  # target share of slm answers the cascade sends up
+    cascade_threshold: float = -1.0  # in [0, 1]: fixed `escalate` threshold instead
+    cascade_stream_chars: int = 400  # streams: judge the slm answer on this much text
     large_share_cap: float = 0.3
     difficulty_threshold: float = -1.0  # in [0, 1]: fixed threshold instead of the calibration
     on_scoring_failure: str = "slm"  # "slm", "llm" or "refuse"

@@ -21,6 +21,11 @@ from gearshift.router.scorer.model import (
     design_matrix,
     domain_features,
 )
+from gearshift.router.scorer.open_stage import (
+    HI_QUANTILE,
+    fit_open_stage,
+    gain_at_score_quantile,
+)
 
 ALPHA = 30.0
 TEMPERATURE = 0.03
@@ -165,3 +170,14 @@ def cross_validated_gains(
         weights = fit_gain_model(data.subset(train), embeddings[train], alpha=alpha, seed=seed)
         out[test] = gains_of(weights, embeddings[test], [data.prompts[i] for i in test])
     return out
+
+
+def attach_open_stage(
+    weights: ScorerWeights, anchors: RoutingData, embeddings: F32
+) -> ScorerWeights:
+    """`weights` with the second stage fitted on the anchor prompts (see open_stage.py)."""
+    lo = weights.unfamiliar_gain
+    hi = gain_at_score_quantile(weights.quantiles, weights.calib_a, weights.calib_b, HI_QUANTILE)
+    hard = anchors.strong_correct & ~anchors.weak_correct
+    stage = fit_open_stage(embeddings, anchors.prompts, hard, lo, hi)
+    return dataclasses.replace(weights, open_stage=stage)

@@ -20,6 +20,8 @@ import numpy as np
 import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
+# Per-prompt quality of each model: right/wrong, or a judged score in [0, 1].
+Outcomes = Sequence[bool] | Sequence[float] | npt.NDArray[np.bool_] | npt.NDArray[np.floating]
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,8 @@ class RoutingReport:
 
 def pgr_curve(
     scores: Sequence[float] | npt.NDArray[np.floating],
-    weak_correct: Sequence[bool] | npt.NDArray[np.bool_],
-    strong_correct: Sequence[bool] | npt.NDArray[np.bool_],
+    weak_correct: Outcomes,
+    strong_correct: Outcomes,
 ) -> tuple[FloatArray, FloatArray]:
     """(x, PGR(x)) at x = k/n for k = 0..n, routing the k highest scores to strong."""
     s = np.asarray(scores, dtype=np.float64)
@@ -75,8 +77,8 @@ def cpt(x: FloatArray, pgr: FloatArray, target: float) -> float:
 
 def routing_report(
     scores: Sequence[float] | npt.NDArray[np.floating],
-    weak_correct: Sequence[bool] | npt.NDArray[np.bool_],
-    strong_correct: Sequence[bool] | npt.NDArray[np.bool_],
+    weak_correct: Outcomes,
+    strong_correct: Outcomes,
 ) -> RoutingReport:
     """APGR, CPT(50%) and CPT(80%) of one score vector."""
     x, pgr = pgr_curve(scores, weak_correct, strong_correct)

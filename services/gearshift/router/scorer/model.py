@@ -20,12 +20,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from gearshift.router.scorer.calibration import Calibration
 from gearshift.router.scorer.features import FEATURE_NAMES, text_features, text_features_many
+from gearshift.router.scorer.open_stage import OPEN_FEATURE_NAMES, OpenStage
 
 F32 = npt.NDArray[np.float32]
 EMBEDDING_DIM = 384
@@ -57,10 +59,21 @@ class ScorerWeights:
     familiar_lo: float = 0.0
     familiar_hi: float = 0.0
     unfamiliar_gain: float = 0.0
+    # Second stage for unfamiliar prompts (None: the constant `unfamiliar_gain`).
+    open_stage: OpenStage | None = None
 
     def save(self, path: Path | str) -> None:
+        extra: dict[str, Any] = {}
+        if self.open_stage is not None:
+            stage = self.open_stage
+            extra = {
+                "open_coef": stage.coef.astype(np.float32),
+                "open_params": np.asarray([stage.intercept, stage.lo, stage.hi]),
+                "open_feature_names": np.asarray(OPEN_FEATURE_NAMES, dtype=np.str_),
+            }
         np.savez_compressed(
             path,
+            **extra,
             centroids=self.centroids.astype(np.float32),
             domain_gain=self.domain_gain.astype(np.float32),
             domain_names=np.asarray(self.domain_names, dtype=np.str_),
@@ -84,6 +97,18 @@ class ScorerWeights:
                 raise ValueError(f"{path}: trained with other text features: {names}")
             calib = z["calib"]
             fam = z["familiarity"]
+            stage = None
+            if "open_coef" in z.files:
+                open_names = tuple(str(n) for n in z["open_feature_names"])
+                if open_names != OPEN_FEATURE_NAMES:
+                    raise ValueError(f"{path}: second stage has other features: {open_names}")
+                params = z["open_params"]
+                stage = OpenStage(
+                    coef=z["open_coef"].astype(np.float32),
+                    intercept=float(params[0]),
+                    lo=float(params[1]),
+                    hi=float(params[2]),
+                )
             return cls(
                 centroids=z["centroids"].astype(np.float32),
                 domain_gain=z["domain_gain"].astype(np.float32),
@@ -98,6 +123,7 @@ class ScorerWeights:
                 familiar_lo=float(fam[0]),
                 familiar_hi=float(fam[1]),
                 unfamiliar_gain=float(fam[2]),
+                open_stage=stage,
             )
 
 
@@ -164,22 +190,30 @@ class Scorer:
             + float(probs @ self._w_domain)
             + self.weights.intercept
         )
-        return float(self._shrink(np.asarray([value]), cosines.reshape(1, -1))[0])
+        return float(
+            self._shrink(np.asarray([value]), cosines.reshape(1, -1), vec.reshape(1, -1), [text])[0]
+        )
 
     def _shrink(
-        self, gain: npt.NDArray[np.floating], cosines: npt.NDArray[np.floating]
+        self,
+        gain: npt.NDArray[np.floating],
+        cosines: npt.NDArray[np.floating],
+        embeddings: F32,
+        texts: Sequence[str],
     ) -> npt.NDArray[np.float64]:
-        """Pulls queries unlike all training traffic (chit-chat, greetings) to "easy".
+        """Hands queries unlike all training traffic to the second stage.
 
-        The regression extrapolates arbitrarily far from its data; with no evidence the
-        query resembles traffic the weak model fails on, the small tier is the default.
+        The regression extrapolates arbitrarily far from its data, so away from it the
+        open-prompt stage (or, in weights without one, a constant "easy" gain) decides;
+        in the familiarity band the two are blended.
         """
         w = self.weights
         span = max(w.familiar_hi - w.familiar_lo, 1e-6)
         fam = np.clip((cosines.max(axis=1) - w.familiar_lo) / span, 0.0, 1.0)
-        out: npt.NDArray[np.float64] = w.unfamiliar_gain + fam * (
-            gain.astype(np.float64) - w.unfamiliar_gain
-        )
+        fallback: npt.NDArray[np.float64] | float = w.unfamiliar_gain
+        if w.open_stage is not None and bool((fam < 1.0).any()):
+            fallback = w.open_stage.gain(embeddings, list(texts))
+        out: npt.NDArray[np.float64] = fallback + fam * (gain.astype(np.float64) - fallback)
         return out
 
     def score(self, embedding: Sequence[float] | npt.NDArray[np.floating], text: str) -> float:
@@ -202,7 +236,7 @@ class Scorer:
             + probs @ self._w_domain
             + np.float32(self.weights.intercept)
         )
-        return self._shrink(gain, cosines)
+        return self._shrink(gain, cosines, mat, texts)
 
     def score_many(
         self, embeddings: Sequence[Sequence[float]] | npt.NDArray[np.floating], texts: Sequence[str]
