@@ -64,11 +64,13 @@ async def _ingest(endpoint: str, source: str, text: str) -> str:
     return response.content_version
 
 
-def _ask(question: str, model: str = "auto", **kw: Any) -> router_pb2.ChatRequest:
+def _ask(
+    question: str, model: str = "auto", max_tokens: int = 24, **kw: Any
+) -> router_pb2.ChatRequest:
     return router_pb2.ChatRequest(
         model=model,
         messages=[common_pb2.ChatMessage(role="user", content=question)],
-        sampling=common_pb2.SamplingParams(temperature=0.0, max_tokens=24),
+        sampling=common_pb2.SamplingParams(temperature=0.0, max_tokens=max_tokens),
         **kw,
     )
 
@@ -197,15 +199,18 @@ async def test_reingesting_a_source_invalidates_its_cached_answers(
 ) -> None:
     router, handbook = sources_router
     assert router.app.cache is not None
-    first = await router.stub.Chat(_ask(QUESTION, model=handbook), metadata=AUTH, timeout=120)
+    # Only whole answers (finish STOP) are cached: leave room for the model to finish.
+    ask = _ask(QUESTION, model=handbook, max_tokens=400)
+    first = await router.stub.Chat(ask, metadata=AUTH, timeout=300)
     assert first.decision.source == handbook
+    assert first.finish_reason == common_pb2.FINISH_REASON_STOP
     await router.app.cache.drain()  # the answer is stored in the background
-    again = await router.stub.Chat(_ask(QUESTION, model=handbook), metadata=AUTH, timeout=120)
+    again = await router.stub.Chat(ask, metadata=AUTH, timeout=300)
     assert again.decision.cache == common_pb2.CACHE_OUTCOME_HIT_EXACT, again.decision.reasons
     assert again.citations  # a hit still says where the answer came from
     version = await _ingest(retriever_endpoint, handbook, HANDBOOK_V2)
     assert version != first.decision.source_content_version
-    fresh = await router.stub.Chat(_ask(QUESTION, model=handbook), metadata=AUTH, timeout=120)
+    fresh = await router.stub.Chat(ask, metadata=AUTH, timeout=300)
     assert fresh.decision.cache != common_pb2.CACHE_OUTCOME_HIT_EXACT
     assert fresh.decision.cache != common_pb2.CACHE_OUTCOME_HIT_SEMANTIC
     assert fresh.decision.source_content_version == version
