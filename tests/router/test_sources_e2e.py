@@ -201,6 +201,7 @@ async def test_reingesting_a_source_invalidates_its_cached_answers(
     assert router.app.cache is not None
     # Only whole answers (finish STOP) are cached: leave room for the model to finish.
     ask = _ask(QUESTION, model=handbook, max_tokens=400)
+    ask.sampling.stop.append("\n")  # the small model rambles; a stop string ends it with STOP
     first = await router.stub.Chat(ask, metadata=AUTH, timeout=300)
     assert first.decision.source == handbook
     assert first.finish_reason == common_pb2.FINISH_REASON_STOP
