@@ -25,6 +25,7 @@ import pytest
 from opentelemetry.propagate import inject
 from opentelemetry.sdk.trace import TracerProvider
 
+from gearshift.cli.up import DOCS_DEMO_QUESTION
 from gearshift.router.local import LOCAL_LLM_ROUTE
 from gearshift.v1 import common_pb2, router_pb2, router_pb2_grpc
 from tests.fixtures.otlp import OtlpReceiver
@@ -61,8 +62,8 @@ class Mesh:
 
 def start_mesh(home: Path, otlp: str, demo: bool = False) -> Mesh:
     """Runs `gearshift up` and returns once it is up (and, with `demo`, has answered)."""
-    # The four gRPC services take base..base+3.
-    base, http, upstream = free_port(span=4), free_port(), free_port()
+    # The five gRPC services (router, cache, slm, proxy, retriever) take base..base+4.
+    base, http, upstream = free_port(span=5), free_port(), free_port()
     env = {**os.environ, "GEARSHIFT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     argv = [
         sys.executable, "-m", "gearshift.cli.main", "up", *([] if demo else ["--no-demo"]),
@@ -256,6 +257,10 @@ def test_ctrl_c_stops_everything_and_a_second_up_starts_warm(
         demo = "".join(again.output).partition(f"> {QUESTION}")[2]
         assert "paris" in demo.lower(), demo
         assert re.search(r"cache:\s+hit", demo), demo
+        # The second demo question is answered from the project's docs, with citations.
+        docs_answer = "".join(again.output).partition(f"> {DOCS_DEMO_QUESTION}")[2]
+        assert "source:     gearshift-docs" in docs_answer, docs_answer
+        assert re.search(r"\[1\] gearshift-docs: \S*cache\.md", docs_answer), docs_answer
         second = gearshift_cli(again, "chat", "What color is a ripe banana?")
         assert second.returncode == 0, second.stderr
         assert re.search(r"cache:\s+hit", second.stdout), second.stdout

@@ -26,6 +26,8 @@ from gearshift.cli.supervisor import ProcessSpec, StartupFailed, Supervisor
 
 STANDIN_MODEL = "standin-large"
 DEMO_QUESTION = "What is the capital of France?"
+# Answered from the gearshift-docs source (docs/cache.md), with citations.
+DOCS_DEMO_QUESTION = "How do I set the cache's maximum false-hit rate?"
 
 
 @dataclass(frozen=True)
@@ -263,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
             _ingest_docs(ports)
         _banner(home, ports, services)
         if "router" in services and not args.no_demo:
-            _demo(ports)
+            _demo(ports, with_sources="retriever" in services)
         while True:  # until Ctrl-C / SIGTERM: a service that dies is restarted, not fatal
             supervisor.supervise()
             time.sleep(0.25)
@@ -278,11 +280,14 @@ def run(args: argparse.Namespace) -> int:
         print("stopped.", flush=True)
 
 
-def _demo(ports: Ports) -> None:
+def _demo(ports: Ports, with_sources: bool) -> None:
+    """A question a model answers, then (with the retriever) one the project's docs answer."""
     from gearshift.cli.chat import _chat, chat_arguments
 
-    print(f"\n> {DEMO_QUESTION}")
-    asyncio.run(_chat(chat_arguments([DEMO_QUESTION, "--router", f"127.0.0.1:{ports.router}"])))
+    questions = [DEMO_QUESTION, DOCS_DEMO_QUESTION] if with_sources else [DEMO_QUESTION]
+    for question in questions:
+        print(f"\n> {question}", flush=True)
+        asyncio.run(_chat(chat_arguments([question, "--router", f"127.0.0.1:{ports.router}"])))
     print(f'\nask again, now from the cache:  gearshift chat "{DEMO_QUESTION}"', flush=True)
 
 
