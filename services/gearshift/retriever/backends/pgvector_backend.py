@@ -14,17 +14,13 @@ returns fewer than k rows is therefore repeated as an exact scan of the source a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import psycopg
-from pgvector.psycopg import register_vector_async
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
 from gearshift.embeddings import DIM
 from gearshift.retriever.backends.base import BackendError
@@ -39,6 +35,7 @@ from gearshift.retriever.records import (
     metadata_json,
     toggle_version,
 )
+from gearshift.storage.pgvector_pool import PgvectorPool
 
 log = logging.getLogger(__name__)
 
@@ -116,84 +113,27 @@ class PgvectorBackend:
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
-        self.ef_search = ef_search
-        self._schema_ready = False
-        self._schema_lock = asyncio.Lock()
-        self.pool = AsyncConnectionPool(
+        self.db = PgvectorPool(
             url,
-            min_size=1,
-            max_size=pool_size,
-            open=False,
-            timeout=timeout_s,
-            kwargs={
-                "connect_timeout": max(1, round(timeout_s)),
-                "options": f"-c statement_timeout={int(timeout_s * 1000)}",
-                "autocommit": True,
-            },
-            configure=self._configure,
-            reconnect_timeout=0,
+            SCHEMA,
+            schema_lock_id=7461627,
+            error=BackendError,
+            timeout_s=timeout_s,
+            pool_size=pool_size,
+            ef_search=ef_search,
         )
-
-    async def _configure(self, conn: AsyncConnection[Any]) -> None:
-        cur = await conn.execute("SELECT 1 FROM pg_type WHERE typname = 'vector'")
-        if await cur.fetchone() is None:
-            try:
-                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-            except psycopg.errors.UniqueViolation:
-                pass  # another connection created it at the same moment
-        await register_vector_async(conn)
-        await conn.execute(f"SET hnsw.ef_search = {int(self.ef_search)}")
 
     async def open(self) -> None:
         """Opens the pool without waiting: a down database must not stop the service."""
-        await self.pool.open(wait=False)
-        try:
-            await self._ensure_schema()
-        except BackendError:
-            log.warning("pgvector backend not reachable at start; will retry on use")
+        await self.db.open()
 
     async def close(self) -> None:
-        await self.pool.close(timeout=1.0)
-
-    async def _ensure_schema(self) -> None:
-        if self._schema_ready:
-            return
-        async with self._schema_lock:
-            if self._schema_ready:
-                return
-
-            async def create(conn: AsyncConnection[Any]) -> None:
-                await conn.execute("SELECT pg_advisory_lock(7461627)")
-                try:
-                    await conn.execute(SCHEMA)
-                finally:
-                    await conn.execute("SELECT pg_advisory_unlock(7461627)")
-
-            await self._with_conn(create, timeout_s=max(self.timeout_s, 30.0), setup=True)
-            self._schema_ready = True
+        await self.db.close()
 
     async def _with_conn(
-        self,
-        fn: Callable[[AsyncConnection[Any]], Awaitable[T]],
-        timeout_s: float | None = None,
-        setup: bool = False,
+        self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]], timeout_s: float | None = None
     ) -> T:
-        if not setup:
-            await self._ensure_schema()
-        timeout = timeout_s or self.timeout_s
-
-        async def run() -> T:
-            async with self.pool.connection(timeout=self.timeout_s) as conn:
-                if setup:
-                    await conn.execute(f"SET statement_timeout = {int(timeout * 1000)}")
-                return await fn(conn)
-
-        try:
-            return await asyncio.wait_for(run(), timeout)
-        except BackendError:
-            raise
-        except (TimeoutError, Exception) as exc:
-            raise BackendError(f"pgvector backend: {type(exc).__name__}: {exc}") from exc
+        return await self.db.run(fn, timeout_s)
 
     # -- writes -----------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Storage shared by services that keep data in PostgreSQL + pgvector."""
