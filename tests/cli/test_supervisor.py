@@ -44,8 +44,9 @@ child = ProcessSpec(
     ready_file=work / "ready", start_timeout_s=60,
 )
 supervisor.start_all([child], echo=False)
-print("child", supervisor.running[0].popen.pid, flush=True)
 try:
+    # Printed inside the try: the test's Ctrl-C may arrive the moment this line is out.
+    print("child", supervisor.running[0].popen.pid, flush=True)
     while True:
         time.sleep(0.1)
 except KeyboardInterrupt:

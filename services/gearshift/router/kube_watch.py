@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -87,7 +88,8 @@ class KubeRouteWatcher:
                 try:
                     config.load_incluster_config()  # type: ignore[no-untyped-call]
                 except config.ConfigException:
-                    config.load_kube_config()  # type: ignore[no-untyped-call]
+                    # $KUBECONFIG as it is now: the client library reads it once, at import.
+                    config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
                 api_client = None
             self._api = client.CustomObjectsApi(api_client)
         return self._api
