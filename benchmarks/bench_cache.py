@@ -110,11 +110,11 @@ async def load(app: CacheApp, items: list[Entry]) -> float:
 
         assert isinstance(backend, PgvectorBackend)
         await backend.open()
-        async with backend.pool.connection(timeout=30) as conn:
+        async with backend.db.pool.connection(timeout=30) as conn:
             await conn.execute("SET statement_timeout = 0")
             await conn.execute("DROP INDEX IF EXISTS gearshift_cache_hnsw")
         await backend.put_many(items)
-        async with backend.pool.connection(timeout=30) as conn:
+        async with backend.db.pool.connection(timeout=30) as conn:
             await conn.execute("SET statement_timeout = 0")
             await conn.execute("SET maintenance_work_mem = '1GB'")
             await conn.execute(
@@ -222,7 +222,7 @@ async def run_one(
                 print(rows[-1], flush=True)
     finally:
         if backend == "pgvector":
-            async with app.backend.pool.connection() as conn:  # type: ignore[attr-defined]
+            async with app.backend.db.pool.connection() as conn:  # type: ignore[attr-defined]
                 await conn.execute("DROP TABLE gearshift_cache_entries")
         await host.stop(0)
     return rows

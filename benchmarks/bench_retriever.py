@@ -96,7 +96,7 @@ async def load(backend: Backend, texts: list[str], vectors: npt.NDArray[np.float
     pg = backend.name == "pgvector"
     if pg:
         await backend.open()
-        async with backend.pool.connection(timeout=30) as conn:  # type: ignore[attr-defined]
+        async with backend.db.pool.connection(timeout=30) as conn:  # type: ignore[attr-defined]
             await conn.execute("DROP INDEX IF EXISTS gearshift_retriever_chunks_hnsw")
     for start in range(0, len(texts), CHUNKS_PER_DOCUMENT):
         records = [
@@ -106,7 +106,7 @@ async def load(backend: Backend, texts: list[str], vectors: npt.NDArray[np.float
         doc = StoredDocument(TENANT, "scale", f"doc-{start}", "Doc", "text/plain", {}, str(start))
         await backend.replace_document(doc, records, time.time())
     if pg:
-        async with backend.pool.connection(timeout=30) as conn:  # type: ignore[attr-defined]
+        async with backend.db.pool.connection(timeout=30) as conn:  # type: ignore[attr-defined]
             await conn.execute("SET statement_timeout = 0")
             await conn.execute("SET maintenance_work_mem = '1GB'")
             await conn.execute(
@@ -174,7 +174,7 @@ async def scale_rows(backend_name: str, n: int, n_queries: int, tmp: str, url: s
             print(rows[-1], flush=True)
     finally:
         if backend.name == "pgvector":
-            async with backend.pool.connection() as conn:  # type: ignore[attr-defined]
+            async with backend.db.pool.connection() as conn:  # type: ignore[attr-defined]
                 for table in ("chunks", "documents", "sources"):
                     await conn.execute(f"DROP TABLE gearshift_retriever_{table}")
         await backend.close()
@@ -221,7 +221,7 @@ async def recall_rows(backend_name: str, tmp: str, url: str) -> list[str]:
             print(rows[-1], flush=True)
     finally:
         if backend.name == "pgvector":
-            async with backend.pool.connection() as conn:  # type: ignore[attr-defined]
+            async with backend.db.pool.connection() as conn:  # type: ignore[attr-defined]
                 for table in ("chunks", "documents", "sources"):
                     await conn.execute(f"DROP TABLE gearshift_retriever_{table}")
         await backend.close()
