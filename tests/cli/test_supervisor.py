@@ -147,8 +147,8 @@ time.sleep(300)
 CRASHING_CHILD = """
 import os, sys, time
 from pathlib import Path
-starts = Path(sys.argv[1])
-starts.write_text(starts.read_text() + "x" if starts.exists() else "x")
+with open(sys.argv[1], "a") as starts:  # appended: a read never sees a half-written file
+    starts.write("x")
 print("about to fail: database is on fire", flush=True)
 sys.exit(3)
 """
