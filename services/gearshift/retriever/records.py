@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -84,6 +85,21 @@ class Hit:
     metadata: dict[str, str]
     score: float
     vector_similarity: float = 0.0
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...], score: float, similarity: float = 0.0) -> Hit:
+        """A hit from the seven chunk columns both backends select, in the same order."""
+        return cls(
+            chunk_id=int(row[0]),
+            document_id=row[1],
+            document_title=row[2],
+            chunk_title=row[3],
+            chunk_index=int(row[4]),
+            text=row[5],
+            metadata=metadata_from_json(row[6]),
+            score=score,
+            vector_similarity=similarity,
+        )
 
 
 @dataclass(frozen=True)

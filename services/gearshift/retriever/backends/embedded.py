@@ -37,7 +37,6 @@ from gearshift.retriever.records import (
     SourceInfo,
     StoredDocument,
     WriteOutcome,
-    metadata_from_json,
     metadata_json,
     toggle_version,
 )
@@ -98,20 +97,6 @@ def _key(tenant: str, source: str) -> str:
 
 def _file_name(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32] + ".usearch"
-
-
-def _hit(row: tuple[Any, ...], score: float, similarity: float = 0.0) -> Hit:
-    return Hit(
-        chunk_id=int(row[0]),
-        document_id=row[1],
-        document_title=row[2],
-        chunk_title=row[3],
-        chunk_index=int(row[4]),
-        text=row[5],
-        metadata=metadata_from_json(row[6]),
-        score=score,
-        vector_similarity=similarity,
-    )
 
 
 class EmbeddedBackend:
@@ -473,7 +458,7 @@ class EmbeddedBackend:
             "AND c.tenant = ? AND c.source = ?",
             (*similarity, tenant, source),
         ).fetchall()
-        hits = [_hit(row, similarity[int(row[0])], similarity[int(row[0])]) for row in rows]
+        hits = [Hit.from_row(row, similarity[int(row[0])], similarity[int(row[0])]) for row in rows]
         hits.sort(key=lambda h: h.score, reverse=True)
         return hits
 
@@ -493,7 +478,7 @@ class EmbeddedBackend:
             "ORDER BY rank DESC LIMIT ?",
             (match, tenant, source, k),
         ).fetchall()
-        return [_hit(row[:7], float(row[7])) for row in rows]
+        return [Hit.from_row(row[:7], float(row[7])) for row in rows]
 
     async def sources(self, tenant: str, source: str | None) -> list[SourceInfo]:
         result: list[SourceInfo] = await self._run(self._sources_sync, tenant, source)

@@ -31,7 +31,6 @@ from gearshift.retriever.records import (
     SourceInfo,
     StoredDocument,
     WriteOutcome,
-    metadata_from_json,
     metadata_json,
     toggle_version,
 )
@@ -87,20 +86,6 @@ _HIT_JOIN = (
     "gearshift_retriever_chunks c JOIN gearshift_retriever_documents d "
     "ON d.tenant = c.tenant AND d.source = c.source AND d.document_id = c.document_id"
 )
-
-
-def _hit(row: tuple[Any, ...], score: float, similarity: float = 0.0) -> Hit:
-    return Hit(
-        chunk_id=int(row[0]),
-        document_id=row[1],
-        document_title=row[2],
-        chunk_title=row[3],
-        chunk_index=int(row[4]),
-        text=row[5],
-        metadata=metadata_from_json(row[6]),
-        score=score,
-        vector_similarity=similarity,
-    )
 
 
 class PgvectorBackend:
@@ -311,7 +296,7 @@ class PgvectorBackend:
                     (query, tenant, source, k),
                 )
                 rows = await cur.fetchall()
-            return [_hit(row[:7], float(row[7]), float(row[7])) for row in rows]
+            return [Hit.from_row(row[:7], float(row[7]), float(row[7])) for row in rows]
 
         return await self._with_conn(q)
 
@@ -328,7 +313,7 @@ class PgvectorBackend:
                 "ORDER BY rank DESC, c.id LIMIT %s",
                 (tsquery, tenant, source, k),
             )
-            return [_hit(row[:7], float(row[7])) for row in await cur.fetchall()]
+            return [Hit.from_row(row[:7], float(row[7])) for row in await cur.fetchall()]
 
         return await self._with_conn(q)
 
