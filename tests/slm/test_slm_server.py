@@ -332,10 +332,33 @@ def test_engine_args_follow_the_hardware_and_settings(default_model_dir: Path) -
     assert (cpu.dtype, cpu.enforce_eager, cpu.max_num_seqs) == ("float32", True, 4)
     assert cpu.served_model_name == ["x"]
     gpu = engine_args(Settings(tensor_parallel_size=2), choice, cpu=False)
-    assert (gpu.dtype, gpu.enforce_eager, gpu.tensor_parallel_size) == ("bfloat16", False, 2)
+    assert (gpu.dtype, gpu.enforce_eager, gpu.tensor_parallel_size) == ("auto", False, 2)
     assert gpu.gpu_memory_utilization == 0.9
+    pinned = engine_args(Settings(dtype="bfloat16"), choice, cpu=False)
+    assert pinned.dtype == "bfloat16"  # an explicit dtype is passed through
     with pytest.raises(ValueError, match="no_such_arg"):
         engine_args(Settings(extra_engine_args='{"no_such_arg": 1}'), choice, cpu=True)
+
+
+def test_gpu_auto_dtype_is_float16_on_a_gpu_without_bfloat16(
+    default_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A T4 or V100 has no bfloat16: what we pass for `auto` must let vLLM pick float16."""
+    import torch
+    from transformers import AutoConfig
+    from vllm.config import model as vllm_model_config
+    from vllm.platforms import current_platform
+
+    from gearshift.slm.engine import ModelChoice, engine_args
+
+    t4 = [torch.float16, torch.float32]
+    monkeypatch.setattr(type(current_platform), "supported_dtypes", property(lambda _: t4))
+    hf_config = AutoConfig.from_pretrained(default_model_dir)
+    args = engine_args(Settings(), ModelChoice(str(default_model_dir), "x"), cpu=False)
+    resolved = vllm_model_config._get_and_verify_dtype(
+        str(default_model_dir), hf_config, args.dtype, is_pooling_model=False
+    )
+    assert resolved == torch.float16
 
 
 def test_contract_sampling_maps_onto_vllm() -> None:

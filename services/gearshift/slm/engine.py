@@ -1,7 +1,8 @@
 """Builds and owns vLLM's in-process async engine (`AsyncLLM`).
 
 One `SlmEngine` per process: it resolves which model to serve, picks engine arguments
-suited to the hardware (CPU build: float32, eager, a small KV cache; GPU: bfloat16),
+suited to the hardware (CPU build: float32, eager, a small KV cache; GPU: vLLM's own
+`auto` dtype, which picks float16 on GPUs without bfloat16 such as T4 and V100),
 starts the engine off the event loop so health checks keep answering while it loads,
 hooks the load tracker into vLLM's stat loggers, and warms it up.
 
@@ -61,8 +62,11 @@ def engine_args(settings: Settings, choice: ModelChoice, cpu: bool) -> Any:
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     dtype = settings.dtype
-    if dtype == "auto":
-        dtype = "float32" if cpu else "bfloat16"
+    if dtype == "auto" and cpu:
+        dtype = "float32"  # vLLM's CPU auto would pick a half type the build may run slowly
+    # On a GPU `auto` stays auto: vLLM takes the checkpoint's dtype if the device supports
+    # it and falls back to float16 where bfloat16 is missing (T4, V100); forcing bfloat16
+    # there fails at start-up.
     enforce_eager = cpu if settings.enforce_eager is None else settings.enforce_eager
     kwargs: dict[str, Any] = {
         "model": choice.source,

@@ -33,7 +33,9 @@ class Settings(ServiceSettings):
         "model, else the folder name or the id's last part.",
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype; auto is float32 on CPU and bfloat16 on GPU."
+        "auto",
+        description="Weights dtype; auto is float32 on CPU and vLLM's auto on GPU (the "
+        "checkpoint's dtype, float16 where the GPU lacks bfloat16, e.g. T4/V100).",
     )
     max_model_len: int = Field(2048, ge=16, description="Largest prompt plus answer in tokens.")
     gpu_memory_utilization: float = Field(
