@@ -100,13 +100,25 @@ NODE_MODELS_DIR = "/models"
 DEFAULT_CACHE_SIZE = "64Gi"
 
 
+IMAGE_PREFIX = "image://"
+FETCH_CONTAINER = "fetch-weights"
+
+
+def image_source(source: str) -> tuple[str, str]:
+    """`image://REF//sub/dir` -> (REF, "sub/dir"); the folder part is optional."""
+    reference, _sep, folder = source.removeprefix(IMAGE_PREFIX).partition("//")
+    return reference, folder
+
+
 def _model_source(source: str) -> str:
-    """What the engine loads: a Hub id for hf://, the mounted path for pvc://, else as is."""
+    """What the engine loads: a Hub id for hf://, the mounted path for pvc:// and image://."""
     if source.startswith("hf://"):
         return source.removeprefix("hf://")
     if source.startswith("pvc://"):
         _claim, _sep, path = source.removeprefix("pvc://").partition("/")
         return f"{WEIGHTS_DIR}/{path}".rstrip("/")
+    if source.startswith(IMAGE_PREFIX):
+        return f"{WEIGHTS_DIR}/{image_source(source)[1]}".rstrip("/")
     return source
 
 
@@ -121,6 +133,21 @@ def _model_volumes(route: ModelRoute) -> list[tuple[Manifest, Manifest]]:
                 {
                     "name": "weights",
                     "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+                },
+                {"name": "weights", "mountPath": WEIGHTS_DIR, "readOnly": True},
+            )
+        )
+    if model.source.startswith(IMAGE_PREFIX):
+        # An OCI image holding the weights, pulled once per node by the kubelet and
+        # mounted read-only (Kubernetes image volumes: the ImageVolume feature).
+        pairs.append(
+            (
+                {
+                    "name": "weights",
+                    "image": {
+                        "reference": image_source(model.source)[0],
+                        "pullPolicy": "IfNotPresent",
+                    },
                 },
                 {"name": "weights", "mountPath": WEIGHTS_DIR, "readOnly": True},
             )
@@ -259,6 +286,9 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
         "METRICS_PORT": str(settings.metrics_port),
         "GRACE_PERIOD_S": str(drain_seconds(route, settings)),
         "SERVICE_NAME": f"gearshift-{component(route)}-{route.name}",
+        # Routers' HTTP/2 connections are renewed now and then, so new replicas get calls.
+        "MAX_CONNECTION_AGE_S": f"{settings.max_connection_age_s:g}",
+        "MAX_CONNECTION_AGE_GRACE_S": f"{settings.max_connection_age_grace_s:g}",
     }
     volume_mounts: list[dict[str, Any]] = []
     engine = route.spec.engine
@@ -274,12 +304,10 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
         if engine.max_model_len is not None:
             specific["MAX_MODEL_LEN"] = str(engine.max_model_len)
         env = _env({f"GEARSHIFT_SLM_{k}": v for k, v in {**common, **specific}.items()})
-        env.append({"name": "HF_HOME", "value": "/cache/hf"})
-        if route.spec.model.token_secret_ref is not None:
-            # huggingface_hub reads the token from this file: never an env var.
-            env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/token"})
-        # The root filesystem is read-only: vLLM, torch and Triton write under $HOME.
-        env.append({"name": "HOME", "value": "/cache"})
+        env += _hub_env(route)
+        if route.spec.model.source.startswith("hf://"):
+            # The fetch-weights init container has downloaded it: the engine never does.
+            env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
         volume_mounts += [
             {"name": "cache", "mountPath": "/cache"},
             {"name": "dshm", "mountPath": "/dev/shm"},
@@ -324,6 +352,62 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
     return container
 
 
+def _hub_env(route: ModelRoute) -> list[dict[str, str]]:
+    """Where huggingface_hub keeps its cache and finds the token; $HOME on the cache volume."""
+    env = [{"name": "HF_HOME", "value": "/cache/hf"}]
+    if route.spec.model.token_secret_ref is not None:
+        # huggingface_hub reads the token from this file: never an env var.
+        env.append({"name": "HF_TOKEN_PATH", "value": f"{HF_TOKEN_DIR}/token"})
+    # The root filesystem is read-only: vLLM, torch and Triton write under $HOME.
+    env.append({"name": "HOME", "value": "/cache"})
+    return env
+
+
+def cache_limit(route: ModelRoute) -> str | None:
+    """The largest model the route's cache takes: cacheSize, else the emptyDir default.
+
+    None with a cache claim and no cacheSize: the claim's own capacity bounds it.
+    """
+    model = route.spec.model
+    if model.cache_size is not None:
+        return str(model.cache_size)
+    return None if model.cache_claim else DEFAULT_CACHE_SIZE
+
+
+def fetch_container(route: ModelRoute, settings: Settings, main: Manifest) -> Manifest | None:
+    """The init container that downloads an hf:// model before the engine starts.
+
+    Separate from the engine so a download failure (gated model without a token, a
+    model larger than the cache) is reported as Init:Error with a plain message, the
+    engine starts offline, and a shared cacheClaim is filled once for every pod.
+    """
+    source = route.spec.model.source
+    if route.spec.engine is None or not source.startswith("hf://"):
+        return None
+    args = ["-m", "gearshift.models.fetch", source.removeprefix("hf://")]
+    limit = cache_limit(route)
+    if limit is not None:
+        args += ["--max-size", limit]
+    mounts = [
+        m for m in main["volumeMounts"] if m["name"] in ("cache", "hf-cache", "hf-token", "tmp")
+    ]
+    return {
+        "name": FETCH_CONTAINER,
+        "image": main["image"],
+        "imagePullPolicy": main["imagePullPolicy"],
+        "command": ["python"],
+        "args": args,
+        "env": _hub_env(route),
+        "volumeMounts": mounts,
+        # Network and disk bound; no GPU. The memory limit bounds a runaway client.
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "512Mi"},
+            "limits": {"memory": "2Gi"},
+        },
+        "securityContext": dict(main["securityContext"]),
+    }
+
+
 def _volumes(route: ModelRoute) -> list[Manifest]:
     tmp: Manifest = {"name": "tmp", "emptyDir": {}}
     if route.spec.engine is not None:
@@ -361,8 +445,9 @@ def template_hash(template: Manifest, extra: Manifest | None = None) -> str:
 def deployment(route: ModelRoute, settings: Settings, replicas: int | None = None) -> Manifest:
     """The model-server Deployment: GPU requests, gRPC probes, drain-aware termination."""
     resources, size = _resources(route, settings)
+    main = _container(route, settings, resources)
     pod_spec: Manifest = {
-        "containers": [_container(route, settings, resources)],
+        "containers": [main],
         "volumes": _volumes(route),
         "terminationGracePeriodSeconds": route.spec.lifecycle.pre_stop_seconds
         + drain_seconds(route, settings)
@@ -377,6 +462,9 @@ def deployment(route: ModelRoute, settings: Settings, replicas: int | None = Non
         # Model servers never call the Kubernetes API: no token in the pod.
         "automountServiceAccountToken": False,
     }
+    fetch = fetch_container(route, settings, main)
+    if fetch is not None:
+        pod_spec["initContainers"] = [fetch]
     if size is not None:
         if size.node_selector:
             pod_spec["nodeSelector"] = dict(size.node_selector)
@@ -423,13 +511,21 @@ def deployment(route: ModelRoute, settings: Settings, replicas: int | None = Non
 
 
 def service(route: ModelRoute, settings: Settings) -> Manifest:
-    """ClusterIP Service in front of the route's gRPC port."""
+    """The Service in front of the route's gRPC port; headless unless configured otherwise.
+
+    Headless (clusterIP None): the DNS name returns every ready pod, so a client doing
+    round robin over DNS (the router's channels do) reaches each replica. With a virtual
+    IP it would hold one connection to one pod.
+    """
+    spec: Manifest = {"type": "ClusterIP"}
+    if settings.headless_services:
+        spec["clusterIP"] = "None"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": route.name, "namespace": route.namespace, "labels": labels(route)},
         "spec": {
-            "type": "ClusterIP",
+            **spec,
             "selector": selector_labels(route),
             "ports": [
                 {

@@ -195,6 +195,11 @@ async def _apply(api: KubeClient, path: str, child: dict[str, Any], owner: Any) 
             if live is None:
                 raise
     _check_owner(live, child, owner)
+    if needs_recreate(child, live):
+        # clusterIP cannot change in place (headless <-> virtual IP): replace the Service.
+        await api.delete(path)
+        await api.create(path.rsplit("/", 1)[0], child)
+        return "recreated"
     wanted: dict[str, Any] = {k: child[k] for k in ("spec", "data") if k in child}
     wanted["metadata"] = {
         "labels": child["metadata"].get("labels", {}),
@@ -204,6 +209,17 @@ async def _apply(api: KubeClient, path: str, child: dict[str, Any], owner: Any) 
         return "unchanged"
     await api.merge_patch(path, wanted)
     return "patched"
+
+
+def needs_recreate(child: dict[str, Any], live: dict[str, Any]) -> bool:
+    """True when a Service must switch between headless and a virtual IP (immutable)."""
+    if child.get("kind") != "Service":
+        return False
+    want_headless = (child.get("spec") or {}).get("clusterIP") == "None"
+    live_ip: str | None = (live.get("spec") or {}).get("clusterIP")
+    if live_ip is None:  # not assigned yet: nothing to compare
+        return False
+    return want_headless != (live_ip == "None")
 
 
 def _route(body: Any) -> ModelRoute:
@@ -321,10 +337,28 @@ async def route_changed(
 ) -> None:
     metrics.ROUTE_RUNS.inc()
     await reconcile(body, logger, f"route {reason}")
+    pin_desired_replicas(body, patch)
     wake_if_demanded(body, patch)
     if reason in ("create", "resume"):
         meta = body["metadata"]
         await reconcile_dependents(meta["namespace"], meta["name"], logger)
+
+
+def pin_desired_replicas(body: kopf.Body, patch: kopf.Patch) -> None:
+    """Writes spec.replicas.desired when unset (as `min`), so the scale subresource works.
+
+    The API server answers GET .../scale with an error while the specReplicasPath field is
+    missing, and an HPA or KEDA then cannot drive the route. None of the examples set it,
+    and the CRD cannot default it from `min`, so the operator fills it in once; what it
+    writes is what the Deployment runs anyway (unset `desired` means `min`).
+    """
+    try:
+        route = _route(body)
+    except ValueError:
+        return
+    if route.spec.replicas.desired is not None or route.spec.backend == "external":
+        return
+    patch.spec["replicas"] = {"desired": children.target_replicas(route)}
 
 
 def wake_if_demanded(body: kopf.Body, patch: kopf.Patch) -> None:

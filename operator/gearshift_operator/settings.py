@@ -95,6 +95,23 @@ class Settings(BaseSettings):
     grace_margin_seconds: int = Field(
         15, ge=1, description="terminationGracePeriodSeconds = drain_seconds + this margin."
     )
+    headless_services: bool = Field(
+        True,
+        description="Give each route a headless Service (clusterIP None): its DNS name "
+        "resolves to every ready pod, so a router without EndpointSlice access still "
+        "connects to each pod (round robin) instead of one pod behind a virtual IP.",
+    )
+    max_connection_age_s: float = Field(
+        300.0,
+        ge=0,
+        description="Model servers close each client connection after about this long "
+        "(gRPC GOAWAY), so routers re-resolve and spread over new replicas; 0: never.",
+    )
+    max_connection_age_grace_s: float = Field(
+        0.0,
+        ge=0,
+        description="How long calls on an aged connection may still run; 0: until they end.",
+    )
     autoscale_interval_s: float = Field(15.0, gt=0, description="Autoscaler period per route.")
     load_timeout_s: float = Field(2.0, gt=0, description="Deadline of one GetModelInfo call.")
     scale_up_max_factor: float = Field(

@@ -123,14 +123,18 @@ async def test_routes_become_deployments_and_follow_their_children(
         await _eventually(lambda: _get(apiserver, f"{PDBS}/smollm2-small"), "pdb")
 
         # Status: Progressing while no replica is ready; endpoint and selector published.
+        # Generation 2: the operator filled in spec.replicas.desired (the scale field).
         async def progressing() -> Any:
             route = await _get(apiserver, f"{ROUTES}/smollm2-small")
-            return route if route and _conds(route).get("Progressing", ("",))[0] == "True" else None
+            if not route or _conds(route).get("Progressing", ("",))[0] != "True":
+                return None
+            return route if route["status"].get("observedGeneration") == 2 else None
 
         route = await _eventually(progressing, "Progressing")
         assert route["status"]["endpoint"] == "smollm2-small.default.svc:50051"
         assert route["status"]["selector"].startswith("app.kubernetes.io/instance=smollm2-small")
-        assert route["status"]["observedGeneration"] == 1
+        assert route["metadata"]["generation"] == 2
+        assert route["spec"]["replicas"]["desired"] == 1
 
         # The Deployment controller reports the replica ready: Ready.
         dep_status = {

@@ -80,20 +80,30 @@ app.kubernetes.io/component: {{ .component }}
 {{- $values.image.tag | default .root.Values.image.tag | default .root.Chart.AppVersion }}
 {{- end }}
 
-{{/* Full CPU image reference of a component. */}}
+{{/*
+Full CPU image reference of a component. A digest pins it (immutable): the component's
+own `image.digest`, else the global `image.digest` when the component overrides neither
+repository nor tag; otherwise the tag.
+*/}}
 {{- define "gearshift.image" -}}
 {{- $values := index .root.Values .component }}
 {{- $repository := $values.image.repository | default .root.Values.image.repository }}
-{{- if and .root.Values.image.digest (not $values.image.repository) (not $values.image.tag) }}
+{{- if $values.image.digest }}
+{{- printf "%s@%s" $repository $values.image.digest }}
+{{- else if and .root.Values.image.digest (not $values.image.repository) (not $values.image.tag) }}
 {{- printf "%s@%s" $repository .root.Values.image.digest }}
 {{- else }}
 {{- printf "%s:%s" $repository (include "gearshift.imageTag" .) }}
 {{- end }}
 {{- end }}
 
-{{/* GPU (model-server) image reference, handed to the operator. */}}
+{{/* GPU (model-server) image reference, handed to the operator; `image.gpuDigest` pins it. */}}
 {{- define "gearshift.gpuImage" -}}
+{{- if .Values.image.gpuDigest }}
+{{- printf "%s@%s" .Values.image.gpuRepository .Values.image.gpuDigest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.gpuRepository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
 {{- end }}
 
 {{/* CPU image reference for operator-created proxies (the operator's own image). */}}
@@ -158,6 +168,11 @@ these keys in `<component>.settings`. Returns YAML.
 {{- $_ := set $w "grpc_port" $root.Values.modelServers.grpcPort }}
 {{- $_ := set $w "metrics_port" $root.Values.modelServers.metricsPort }}
 {{- $_ := set $w "drain_seconds" (int (ceil (float64 $root.Values.commonSettings.grace_period_s))) }}
+{{- $_ := set $w "headless_services" $root.Values.modelServers.headlessService }}
+{{- with $root.Values.commonSettings }}
+{{- $_ := set $w "max_connection_age_s" (.max_connection_age_s | default 0) }}
+{{- $_ := set $w "max_connection_age_grace_s" (.max_connection_age_grace_s | default 0) }}
+{{- end }}
 {{- $_ := set $w "liveness_endpoint" (printf "http://0.0.0.0:%d/healthz" (int $v.healthPort)) }}
 {{- $_ := set $w "operator_metrics_port" 9100 }}
 {{- $_ := set $w "log_level" $root.Values.commonSettings.log_level }}

@@ -16,6 +16,7 @@ from pydantic_settings import SettingsConfigDict
 from gearshift.router.auth import KeyTable
 from gearshift.router.backends import BackendPool
 from gearshift.router.cache_client import CacheClient
+from gearshift.router.cold_start import ColdStartWaiter
 from gearshift.router.embedding import QueryEmbedder
 from gearshift.router.kube_watch import KubeRouteWatcher
 from gearshift.router.limits import InputLimits
@@ -112,6 +113,12 @@ class Settings(MultiWorkerSettings):
     )
     expose_prompts_in_traces: bool = Field(
         False, description="Record question text on spans (off: prompts stay out of traces)."
+    )
+    cold_start_wait_s: float = Field(
+        60.0,
+        ge=0,
+        description="How long a request naming a route scaled to zero waits for the replica "
+        "it woke (bounded by the request deadline); 0 fails at once (UNAVAILABLE, ROUTE_COLD).",
     )
     health_poll_interval_s: float = Field(
         2.0, gt=0, description="How often each backend's GetModelInfo is polled."
@@ -305,6 +312,7 @@ class RouterApp:
             self.selector,
             self.retriever,
         )
+        self.pipeline.planner.cold_start = ColdStartWaiter(self.table, settings.cold_start_wait_s)
         self.outcomes = (
             Outcomes.build(settings, self.pipeline) if settings.outcomes_enabled else None
         )

@@ -17,6 +17,7 @@ from opentelemetry import trace
 
 from gearshift.router import metrics
 from gearshift.router.cache_client import CacheClient
+from gearshift.router.cold_start import ColdStartWaiter
 from gearshift.router.context_digest import (
     context_digest,
     effective_temperature,
@@ -66,6 +67,8 @@ class Planner:
         self.cache = cache
         self.selector = selector
         self.retriever = retriever
+        # Set by the app: holds pinned requests for a route woken from zero replicas.
+        self.cold_start: ColdStartWaiter | None = None
 
     async def plan(
         self,
@@ -111,6 +114,9 @@ class Planner:
             pinned_source = snapshot.source(request.model)
             if pinned_source is None:
                 pinned_route = self._pinned_route(request.model, snapshot)
+                if pinned_route is None:  # cold: woken just now
+                    assert self.cold_start is not None
+                    pinned_route = await self.cold_start.wait(request.model, plan.remaining())
                 plan.pinned = True
 
         lookup, plan.store = self._cache_policy(request, plan)
@@ -173,12 +179,18 @@ class Planner:
         self._annotate(span, plan)
         return plan
 
-    def _pinned_route(self, name: str, snapshot: Snapshot) -> Route:
-        """The route a request names, or NOT_FOUND / UNAVAILABLE (cold) saying why."""
+    def _pinned_route(self, name: str, snapshot: Snapshot) -> Route | None:
+        """The route a request names; None for a cold route it just woke (and may wait for).
+
+        NOT_FOUND for an unknown name; UNAVAILABLE (ROUTE_COLD) for a cold route when
+        there is no waiter.
+        """
         route = snapshot.find(name)
         if route is not None:
             return route
         if self.table.wake(name=name):
+            if self.cold_start is not None:
+                return None
             raise Unavailable(
                 f"route {name!r} is scaled to zero and is being started; "
                 "retry shortly, or send the request with model 'auto'",

@@ -74,7 +74,8 @@ class SecretKeyRef(_Model):
 
 MODEL_SOURCE = (
     r"^$|^(hf://[A-Za-z0-9._-]+/[A-Za-z0-9._-]+"
-    r"|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^/].*)?|/.*)$"
+    r"|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^/].*)?"
+    r"|image://[a-z0-9][A-Za-z0-9._:@-]*(/[a-z0-9][A-Za-z0-9._:@-]*)*(//[^/].*)?|/.*)$"
 )
 
 
@@ -85,7 +86,8 @@ class ModelRef(_Model):
         "",
         pattern=MODEL_SOURCE,
         max_length=512,
-        description="hf://org/name, pvc://claim/path, or an absolute path in the pod.",
+        description="hf://org/name, pvc://claim/path, image://REF[//folder], or an absolute "
+        "path in the pod.",
     )
     served_name: str = Field(
         ..., min_length=1, description="Model name clients and the router use."

@@ -53,6 +53,27 @@ class ServiceApp(Protocol):
         ...
 
 
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    """gRPC core options of every service's server.
+
+    A bounded connection age makes clients that hold one HTTP/2 connection (a router
+    behind a Service's virtual IP, or round robin over a headless Service's DNS) reconnect
+    now and then, so replicas added by the autoscaler get their share of calls.
+    """
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # Off unless this is one of several workers sharing the port on purpose.
+        ("grpc.so_reuseport", int(settings.reuse_port)),
+    ]
+    if settings.max_connection_age_s > 0:
+        options.append(("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)))
+        if settings.max_connection_age_grace_s > 0:
+            grace_ms = int(settings.max_connection_age_grace_s * 1000)
+            options.append(("grpc.max_connection_age_grace_ms", grace_ms))
+    return options
+
+
 class GrpcServiceHost:
     """Hosts one `ServiceApp` on a grpc.aio server."""
 
@@ -62,12 +83,7 @@ class GrpcServiceHost:
         self.drain = DrainInterceptor(app.name)
         self.server = grpc.aio.server(
             interceptors=[*server_interceptors(), PrometheusServerInterceptor(), self.drain],
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                # Off unless this is one of several workers sharing the port on purpose.
-                ("grpc.so_reuseport", int(settings.reuse_port)),
-            ],
+            options=server_options(settings),
         )
         self.health = health.aio.HealthServicer()
         self.service_names: list[str] = []

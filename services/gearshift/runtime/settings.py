@@ -50,6 +50,19 @@ class ServiceSettings(BaseSettings):
         "", description="When set, the bound addresses are written here as JSON once serving."
     )
 
+    max_connection_age_s: float = Field(
+        0.0,
+        ge=0,
+        description="Close each client connection after about this long (gRPC sends GOAWAY, "
+        "±10% jitter; the client reconnects, through DNS or its pod list), so long-lived "
+        "HTTP/2 connections rebalance over new replicas; 0 keeps connections forever.",
+    )
+    max_connection_age_grace_s: float = Field(
+        0.0,
+        ge=0,
+        description="After GOAWAY, how long calls still running on an aged connection may "
+        "take; 0 lets them finish however long (a generation must not be cut).",
+    )
     reuse_port: bool = Field(
         False,
         description="Bind with SO_REUSEPORT so several processes share the ports (the "

@@ -1,0 +1,71 @@
+"""What a GPU cluster needs on day one, against the kmock API emulator: the scale
+subresource's field is always present, route Services are headless (and an old
+virtual-IP Service is replaced, since clusterIP cannot change in place).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.operator.apiserver import ApiServer
+from tests.operator.test_operator import (
+    NS,
+    ROUTES,
+    SERVICES,
+    _eventually,
+    _example,
+    _get,
+    _runner,
+    _send,
+    _stop,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+async def test_scale_field_is_filled_in_and_services_are_headless(
+    apiserver: ApiServer, kubeconfig: Path
+) -> None:
+    small = _example("small")
+    assert "desired" not in small["spec"].get("replicas", {})  # as every example ships
+    runner = _runner()
+    await asyncio.to_thread(runner.__enter__)
+    try:
+        await _send(apiserver, "POST", ROUTES, small)
+
+        # The API server answers GET .../scale with an error while spec.replicas.desired is
+        # missing (specReplicasPath): the operator writes it, as min, so an HPA can act.
+        async def pinned() -> Any:
+            route = await _get(apiserver, f"{ROUTES}/smollm2-small")
+            replicas = ((route or {}).get("spec") or {}).get("replicas") or {}
+            return replicas if "desired" in replicas else None
+
+        replicas = await _eventually(pinned, "spec.replicas.desired")
+        assert replicas["desired"] == replicas.get("min", 1) == 1
+
+        service = await _eventually(lambda: _get(apiserver, f"{SERVICES}/smollm2-small"), "svc")
+        assert service["spec"]["clusterIP"] == "None"
+        uid = service["metadata"]["uid"]
+
+        # A Service from before (a virtual IP) is replaced, not patched (which would fail).
+        await _send(
+            apiserver,
+            "PATCH",
+            f"{SERVICES}/smollm2-small",
+            {"spec": {"clusterIP": "10.96.0.17"}},
+        )
+
+        async def replaced() -> Any:
+            svc = await _get(apiserver, f"{SERVICES}/smollm2-small")
+            ok = svc and svc["metadata"]["uid"] != uid and svc["spec"].get("clusterIP") == "None"
+            return svc if ok else None
+
+        svc = await _eventually(replaced, "headless Service recreated")
+        assert svc["metadata"]["ownerReferences"][0]["name"] == "smollm2-small"
+        assert svc["metadata"]["namespace"] == NS
+    finally:
+        await _stop(runner)
