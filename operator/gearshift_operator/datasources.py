@@ -19,7 +19,8 @@ import kopf
 
 from gearshift.routes.model_route import GROUP, VERSION
 from gearshift.v1 import retriever_pb2, retriever_pb2_grpc
-from gearshift_operator import status
+from gearshift_operator import periodic, status
+from gearshift_operator.kube import KubeError, path_for
 from gearshift_operator.settings import Settings
 
 PLURAL = "datasources"
@@ -125,4 +126,32 @@ async def reconcile(
 kopf.on.resume(GROUP, VERSION, PLURAL)(reconcile)
 kopf.on.create(GROUP, VERSION, PLURAL)(reconcile)
 kopf.on.update(GROUP, VERSION, PLURAL, field="spec")(reconcile)
-kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.datasource_interval_s, idle=None)(reconcile)
+
+
+async def refresh(namespace: str, name: str) -> bool:
+    """Re-reads one source's counts (every datasource_interval_s); False once it is gone."""
+    from gearshift_operator.handlers import client
+
+    base = path_for(f"{GROUP}/{VERSION}", "DataSource", namespace, name)
+    body = await client().get(base)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return False
+    patch = kopf.Patch()
+    await reconcile(name, body.get("spec") or {}, body["metadata"], body, patch)
+    if patch.get("status"):
+        try:
+            await client().merge_patch(base + "/status", {"status": dict(patch["status"])})
+        except KubeError as err:
+            if err.status == 404:
+                return False  # deleted meanwhile
+            raise
+    return True
+
+
+# Not a kopf timer: that would put a finalizer on every DataSource (see periodic.py).
+REFRESHING = periodic.Periodic("datasource refresh", SETTINGS.datasource_interval_s, refresh)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def datasource_event(event: kopf.RawEvent, **_: Any) -> None:
+    REFRESHING.follow(event, wanted=True)

@@ -19,7 +19,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from gearshift.routes.model_route import GROUP, PLURAL, VERSION, ModelRoute
-from gearshift_operator import autoscaler, children, metrics, status
+from gearshift_operator import autoscaler, children, metrics, periodic, status
 from gearshift_operator.kube import (
     KubeClient,
     KubeError,
@@ -70,9 +70,6 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
-    # A route deleted while its autoscale timer runs keeps its finalizer until kopf sees
-    # the timer exit: poll every few seconds, not kopf's default minute.
-    settings.background.cancellation_polling = 2
     # Children are watched through a server-side label selector: the API server sends only
     # the operator's own objects, not every Deployment, Service and ConfigMap it can see.
     for group_plural in CHILD_RESOURCES:
@@ -81,6 +78,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Locks and the HTTP client belong to the previous run's event loop when the operator
     # is restarted in the same process (tests): start both afresh.
     _locks.clear()
+    SCALE_STATES.clear()
     _client = None
     if SETTINGS.operator_metrics_port >= 0:
         start_http_server(SETTINGS.operator_metrics_port)
@@ -108,6 +106,8 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 @kopf.on.cleanup()
 async def close(**_: Any) -> None:
     global _client
+    await AUTOSCALING.stop()
+    await datasources.REFRESHING.stop()
     if _client is not None:
         await _client.aclose()
         _client = None
@@ -234,7 +234,12 @@ async def write_status(route_body: Any, fields: dict[str, Any], conds: status.Co
     if is_subset(patch["status"], route_body.get("status") or {}):
         return  # unchanged: no write, no watch event
     base = path_for(f"{GROUP}/{VERSION}", "ModelRoute", meta["namespace"], meta["name"])
-    await client().merge_patch(base + "/status", patch)
+    try:
+        await client().merge_patch(base + "/status", patch)
+    except KubeError as err:
+        if err.status != 404:
+            raise
+        # Deleted meanwhile (routes carry no finalizer): nothing left to report on.
 
 
 async def reconcile(body: Any, logger: Any, reason: str) -> None:
@@ -387,12 +392,15 @@ CHILD_KINDS = (
 )
 
 
-@kopf.on.delete(*ROUTES)
+@kopf.on.delete(*ROUTES, optional=True)
 async def route_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    """Deletes the children explicitly (owner references let the GC do it too).
+    """Deletes the children at once when the operator sees the deletion (best effort).
 
-    Goes by name and owner uid, not by the spec, so a route whose spec cannot be built
-    (InvalidSpec) can still be deleted, and objects it does not own are left alone.
+    Optional, so it adds no finalizer: a route must never outlive the operator (a
+    namespace being deleted after the operator was uninstalled would hang on it). The
+    cluster's garbage collector removes the children through their owner references
+    either way. Goes by name and owner uid, not by the spec, so objects the route does
+    not own are left alone.
     """
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid")
@@ -402,9 +410,27 @@ async def route_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         owners = ((live or {}).get("metadata") or {}).get("ownerReferences") or []
         if live is not None and any(o.get("uid") == uid for o in owners):
             await client().delete(path)
+    logger.info("children of %s/%s deleted", namespace, name)
+
+
+@kopf.on.event(*ROUTES)
+async def route_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> None:
+    """Starts/stops the route's autoscaler; a deleted route's state goes and the routes
+    falling back to it re-check the fallback.
+
+    An event handler, so it needs no finalizer and runs for every route, listed or changed.
+    """
+    spec = (event.get("object") or {}).get("spec") or {}
+    AUTOSCALING.follow(event, _autoscaled(spec))
+    if event.get("type") != "DELETED":
+        return
+    meta = (event.get("object") or {}).get("metadata") or {}
+    namespace, name = meta.get("namespace"), meta.get("name")
+    if not namespace or not name:
+        return
     metrics.DESIRED.remove_route(namespace, name)
     _locks.pop(f"{namespace}/{name}", None)
-    logger.info("children of %s/%s deleted", namespace, name)
+    SCALE_STATES.pop(f"{namespace}/{name}", None)
     await reconcile_dependents(namespace, name, logger)
 
 
@@ -448,26 +474,44 @@ async def configmap_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -
     await _owned_event(event, logger)
 
 
-def _autoscaled(spec: kopf.Spec, **_: Any) -> bool:
+def _autoscaled(spec: Any, **_: Any) -> bool:
     return bool(spec.get("autoscaling")) and not (spec.get("routing") or {}).get("endpoint")
 
 
-@kopf.timer(*ROUTES, interval=SETTINGS.autoscale_interval_s, when=_autoscaled)
-async def autoscale(
-    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-) -> None:
-    """Reads the replicas' live load and moves spec.replicas.desired (the scale subresource)."""
+async def autoscale(namespace: str, name: str) -> bool:
+    """Reads the replicas' live load and moves spec.replicas.desired (the scale subresource).
+
+    Runs every `autoscale_interval_s` per autoscaled route (`periodic.Periodic`, no
+    finalizer); returns False once the route is gone or no longer autoscaled.
+    """
+    base = path_for(f"{GROUP}/{VERSION}", "ModelRoute", namespace, name)
     try:
-        await _autoscale(body, patch, memo)
+        body = await client().get(base)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return False
+        if not _autoscaled(body.get("spec") or {}):
+            return False
+        patch = kopf.Patch()
+        await _autoscale(body, patch, SCALE_STATES)
+        if patch.get("spec"):
+            await client().merge_patch(base, {"spec": dict(patch["spec"])})
+        if patch.get("status"):
+            await client().merge_patch(base + "/status", {"status": dict(patch["status"])})
     except (httpx.HTTPError, KubeError) as err:
         # The next tick retries; a failed read must never move replicas.
-        logger.warning("autoscaler could not read the cluster: %r", err)
+        LOG.warning("autoscaler could not read the cluster for %s/%s: %r", namespace, name, err)
+    return True
 
 
-async def _autoscale(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
+SCALE_STATES: dict[str, autoscaler.ScaleState] = {}
+AUTOSCALING = periodic.Periodic("autoscale", SETTINGS.autoscale_interval_s, autoscale)
+
+
+async def _autoscale(
+    body: Any, patch: kopf.Patch, states: dict[str, autoscaler.ScaleState]
+) -> None:
     route = _route(body)
     policy = autoscaler.Policy.for_route(route, SETTINGS)
-    states: dict[str, autoscaler.ScaleState] = memo.setdefault("scale_states", {})
     state = states.setdefault(f"{route.namespace}/{route.name}", autoscaler.ScaleState())
     current = children.target_replicas(route)
     pods = await client().list(

@@ -21,6 +21,7 @@ PLURALS: dict[str, str] = {
     "PodDisruptionBudget": "poddisruptionbudgets",
     "Pod": "pods",
     "ModelRoute": "modelroutes",
+    "DataSource": "datasources",
 }
 
 

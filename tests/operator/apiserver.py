@@ -14,8 +14,9 @@ This subclass adds exactly those, following the real API server:
 - refusals: `deny(plural, status, message)` makes creates and patches of that resource fail
   with a Kubernetes Status, as a validating admission policy or webhook (a GPU quota, a
   Pod Security rule) would; `allow(plural)` lifts it.
-There is no garbage collector (as in kmock); the operator's delete handler removes children
-explicitly, and the tests check the owner references a real GC would use.
+- garbage collection: after a delete, an object whose every owner reference names an
+  object that no longer exists is deleted too (background cascading deletion, as the
+  cluster's garbage collector does through ownerReferences).
 """
 
 from __future__ import annotations
@@ -142,7 +143,32 @@ class ApiServer(kmock.KubernetesEmulator):
                     merged = dicts.patch_dict(copy.deepcopy(current), {"spec": data["spec"]})
                     if merged.get("spec") != current.get("spec"):
                         meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
-        return await super()._handle(request)
+        try:
+            return await super()._handle(request)
+        finally:
+            if request.action in (action.DELETE, action.UPDATE):
+                await self._collect_garbage()
+
+    async def _collect_garbage(self) -> None:
+        """Deletes dependents whose owners are all gone, until nothing more goes."""
+        while True:
+            async with self._lock:
+                live = {
+                    o.raw["metadata"].get("uid") for o in self._objects.values() if not o.deleted
+                }
+                orphans = [
+                    (key, obj)
+                    for key, obj in self._objects.items()
+                    if not obj.deleted
+                    and (owners := obj.raw["metadata"].get("ownerReferences") or [])
+                    and all(ref.get("uid") not in live for ref in owners)
+                ]
+                for (resource, _ns, _name), obj in orphans:
+                    raw = obj.raw
+                    obj.delete()
+                    await self._buses[resource].put({"type": "DELETED", "object": raw})
+            if not orphans:
+                return
 
     async def _serve_list(self, request: Any) -> Any:
         result = await super()._serve_list(request)

@@ -1,6 +1,7 @@
 """What a GPU cluster needs on day one, against the kmock API emulator: the scale
 subresource's field is always present, route Services are headless (and an old
-virtual-IP Service is replaced, since clusterIP cannot change in place).
+virtual-IP Service is replaced, since clusterIP cannot change in place), and no route
+carries a finalizer, so deleting it (or its namespace) never waits for the operator.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import pytest
 
 from tests.operator.apiserver import ApiServer
 from tests.operator.test_operator import (
+    DEPLOYMENTS,
     NS,
+    PDBS,
     ROUTES,
     SERVICES,
     _eventually,
@@ -69,3 +72,26 @@ async def test_scale_field_is_filled_in_and_services_are_headless(
         assert svc["metadata"]["namespace"] == NS
     finally:
         await _stop(runner)
+
+
+async def test_routes_carry_no_finalizer_and_go_without_the_operator(
+    apiserver: ApiServer, kubeconfig: Path
+) -> None:
+    runner = _runner()
+    await asyncio.to_thread(runner.__enter__)
+    try:
+        await _send(apiserver, "POST", ROUTES, _example("small"))  # autoscaled, as all examples
+        await _eventually(lambda: _get(apiserver, f"{DEPLOYMENTS}/smollm2-small"), "deployment")
+        # Let the autoscaler tick (1 s in tests) a few times: it must not add a finalizer.
+        await asyncio.sleep(2.5)
+        route = await _get(apiserver, f"{ROUTES}/smollm2-small")
+        assert route is not None
+        assert not route["metadata"].get("finalizers")
+    finally:
+        await _stop(runner)
+    # The operator is gone (uninstalled, or its namespace deleted first): the route still
+    # goes at once, and the garbage collector takes its children by owner reference.
+    await _send(apiserver, "DELETE", f"{ROUTES}/smollm2-small")
+    assert await _get(apiserver, f"{ROUTES}/smollm2-small") is None
+    for path in (DEPLOYMENTS, SERVICES, PDBS):
+        assert await _get(apiserver, f"{path}/smollm2-small") is None
