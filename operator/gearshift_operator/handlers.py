@@ -19,7 +19,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from gearshift.routes.model_route import GROUP, PLURAL, VERSION, ModelRoute
-from gearshift_operator import autoscaler, children, metrics, periodic, status
+from gearshift_operator import autoscaler, children, image_rollouts, metrics, periodic, status
 from gearshift_operator.kube import (
     KubeClient,
     KubeError,
@@ -45,6 +45,11 @@ CHILD_RESOURCES = (
 REJECTED = frozenset({400, 403, 422})
 _client: KubeClient | None = None
 _locks: dict[str, asyncio.Lock] = {}
+ROLLOUTS = image_rollouts.ImageRollouts(SETTINGS.image_rollout_concurrency)
+
+
+class WaitingForImageRollout(Exception):
+    """The route keeps its current image until an image-rollout slot frees."""
 
 
 def client() -> KubeClient:
@@ -79,6 +84,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # is restarted in the same process (tests): start both afresh.
     _locks.clear()
     SCALE_STATES.clear()
+    ROLLOUTS.running.clear()
+    ROLLOUTS.concurrency = SETTINGS.image_rollout_concurrency
+    ROLLOUTS.lock = asyncio.Lock()
     _client = None
     if SETTINGS.operator_metrics_port >= 0:
         start_http_server(SETTINGS.operator_metrics_port)
@@ -242,7 +250,7 @@ async def write_status(route_body: Any, fields: dict[str, Any], conds: status.Co
         # Deleted meanwhile (routes carry no finalizer): nothing left to report on.
 
 
-async def reconcile(body: Any, logger: Any, reason: str) -> None:
+async def reconcile(body: Any, logger: Any, reason: str) -> bool:
     """Make the children match the route, then report their real state in status.
 
     Route handlers and child events for one route run one at a time (no create races).
@@ -250,14 +258,47 @@ async def reconcile(body: Any, logger: Any, reason: str) -> None:
     meta = body["metadata"]
     lock = _locks.setdefault(f"{meta['namespace']}/{meta['name']}", asyncio.Lock())
     async with lock:
-        await _reconcile(body, logger, reason)
+        return await _reconcile(body, logger, reason)
 
 
-async def _reconcile(body: Any, logger: Any, reason: str) -> None:
+async def _paced(route: ModelRoute, desired: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The children with the Deployment's current image kept, when an image-only change
+    must wait for a rollout slot; None when the children may be applied as built."""
+    key = f"{route.namespace}/{route.name}"
+    wanted = next((c for c in desired if c["kind"] == "Deployment"), None)
+    if wanted is None:
+        return None
+    live = await client().get(path_for("apps/v1", "Deployment", route.namespace, route.name))
+    if live is None:
+        return None
+    if image_rollouts.rollout_complete(live) and (
+        image_rollouts.container_image(live) == image_rollouts.container_image(wanted)
+    ):
+        ROLLOUTS.finished(key)
+    current = image_rollouts.container_image(live)
+    if current == image_rollouts.container_image(wanted):
+        return None
+    kept = SETTINGS.model_copy(update={"image": current, "proxy_image": current})
+    held = children.build_children(route, kept)
+    held_deployment = next(c for c in held if c["kind"] == "Deployment")
+    if image_rollouts.template_hash(held_deployment) != image_rollouts.template_hash(live):
+        return None  # more than the image changed: roll as usual
+    async with ROLLOUTS.lock:
+        if ROLLOUTS.may_start(key):
+            return None
+    return held
+
+
+async def _reconcile(body: Any, logger: Any, reason: str) -> bool:
+    """Returns True when an image change is held back (waiting for a rollout slot)."""
     generation = body["metadata"].get("generation")
+    waiting = False
     try:
         route = _route(body)
         desired = children.build_children(route, SETTINGS)
+        held = await _paced(route, desired)
+        if held is not None:
+            desired, waiting = held, True
     except (ValueError, children.SpecError) as err:
         metrics.RECONCILES.labels(result="invalid").inc()
         kopf.warn(body, reason="InvalidSpec", message=str(err)[:1000])
@@ -266,7 +307,7 @@ async def _reconcile(body: Any, logger: Any, reason: str) -> None:
             {"observedGeneration": generation},
             status.conditions_for_error("InvalidSpec", str(err)[:1000], generation),
         )
-        return
+        return False
     base = {
         "observedGeneration": generation,
         "endpoint": children.endpoint(route, SETTINGS),
@@ -275,7 +316,7 @@ async def _reconcile(body: Any, logger: Any, reason: str) -> None:
     fallback = await _fallback_condition(route, generation)
     if not desired:
         await write_status(body, base, status.conditions_for_external(generation) + fallback)
-        return
+        return False
     changes: list[str] = []
     try:
         for child in desired:
@@ -291,7 +332,7 @@ async def _reconcile(body: Any, logger: Any, reason: str) -> None:
             {"observedGeneration": generation},
             status.conditions_for_error(cause, str(err)[:1000], generation),
         )
-        return
+        return False
     except (KubeError, httpx.HTTPError) as err:
         # A conflict, throttling, a server error or a lost connection: try again soon.
         raise kopf.TemporaryError(f"applying children failed: {err}", delay=10) from err
@@ -303,6 +344,7 @@ async def _reconcile(body: Any, logger: Any, reason: str) -> None:
     deployment = await client().get(path_for("apps/v1", "Deployment", route.namespace, route.name))
     counts, conds = status.deployment_status(deployment, generation)
     await write_status(body, {**base, **counts}, conds + fallback)
+    return waiting
 
 
 async def _fallback_condition(route: ModelRoute, generation: int | None) -> status.Conditions:
@@ -341,12 +383,18 @@ async def route_changed(
     body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, reason: Any, **_: Any
 ) -> None:
     metrics.ROUTE_RUNS.inc()
-    await reconcile(body, logger, f"route {reason}")
+    waiting = await reconcile(body, logger, f"route {reason}")
     pin_desired_replicas(body, patch)
     wake_if_demanded(body, patch)
     if reason in ("create", "resume"):
         meta = body["metadata"]
         await reconcile_dependents(meta["namespace"], meta["name"], logger)
+    if waiting:
+        raise kopf.TemporaryError(
+            "new model-server image waits for a rollout slot "
+            f"(image_rollout_concurrency {SETTINGS.image_rollout_concurrency})",
+            delay=SETTINGS.image_rollout_retry_s,
+        )
 
 
 def pin_desired_replicas(body: kopf.Body, patch: kopf.Patch) -> None:

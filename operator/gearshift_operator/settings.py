@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     grace_margin_seconds: int = Field(
         15, ge=1, description="terminationGracePeriodSeconds = drain_seconds + this margin."
     )
+    image_rollout_concurrency: int = Field(
+        1,
+        ge=0,
+        description="Routes that move to a new model-server image at the same time (a chart "
+        "upgrade); the others keep their image until a slot frees. 0: all at once.",
+    )
+    image_rollout_retry_s: float = Field(
+        30.0, gt=0, description="How often a route waiting for an image-rollout slot retries."
+    )
     headless_services: bool = Field(
         True,
         description="Give each route a headless Service (clusterIP None): its DNS name "

@@ -403,3 +403,23 @@ def test_pod_template_override_cannot_touch_what_the_operator_owns(
 ) -> None:
     with pytest.raises(children.SpecError, match=fragment):
         children.deployment(_with_override("small", override), Settings())
+
+
+@pytest.mark.parametrize(("example", "service"), [("small", "slm"), ("provider", "proxy")])
+def test_every_env_var_the_operator_sets_is_a_real_server_setting(
+    example: str, service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renamed setting fails here, not as an ignored env var in a cluster."""
+    from gearshift.cli.registry import load_service
+
+    pod = children.deployment(_route(example), Settings())["spec"]["template"]["spec"]
+    prefix = f"GEARSHIFT_{service.upper()}_"
+    env = {k: v for k, v in _env(pod["containers"][0]).items() if k.startswith(prefix)}
+    fields = load_service(service).Settings.model_fields
+    unknown = [k for k in env if k.removeprefix(prefix).lower() not in fields]
+    assert not unknown
+    assert env[f"{prefix}MAX_CONNECTION_AGE_S"] == "300"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_service(service).Settings()
+    assert settings.max_connection_age_s == 300

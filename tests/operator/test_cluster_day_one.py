@@ -95,3 +95,62 @@ async def test_routes_carry_no_finalizer_and_go_without_the_operator(
     assert await _get(apiserver, f"{ROUTES}/smollm2-small") is None
     for path in (DEPLOYMENTS, SERVICES, PDBS):
         assert await _get(apiserver, f"{path}/smollm2-small") is None
+
+
+def _image(dep: dict[str, Any]) -> str:
+    return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+async def _complete_rollout(api: ApiServer, name: str) -> None:
+    """What the Deployment controller reports once every replica runs the new template."""
+    dep = await _get(api, f"{DEPLOYMENTS}/{name}")
+    assert dep is not None
+    done = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+    done["observedGeneration"] = dep["metadata"]["generation"]
+    await _send(api, "PATCH", f"{DEPLOYMENTS}/{name}/status", {"status": done})
+
+
+async def test_a_new_image_rolls_one_route_at_a_time(
+    apiserver: ApiServer, kubeconfig: Path
+) -> None:
+    from gearshift_operator import handlers
+
+    names = ["route-a", "route-b", "route-c"]
+    runner = _runner()
+    await asyncio.to_thread(runner.__enter__)
+    try:
+        for name in names:
+            route = _example("small")
+            route["metadata"]["name"] = name
+            route["spec"]["model"]["servedName"] = name
+            await _send(apiserver, "POST", ROUTES, route)
+        for name in names:
+            await _eventually(lambda n=name: _get(apiserver, f"{DEPLOYMENTS}/{n}"), name)
+            await _complete_rollout(apiserver, name)
+    finally:
+        await _stop(runner)
+
+    # A chart upgrade: the operator restarts with a new model-server image.
+    old = handlers.SETTINGS
+    new_image = "ghcr.io/gearshift-dev/gearshift-gpu:0.2.0"
+    handlers.SETTINGS = old.model_copy(update={"image": new_image, "image_rollout_retry_s": 0.5})
+    runner = _runner()
+    await asyncio.to_thread(runner.__enter__)
+    try:
+
+        async def upgraded(count: int) -> list[str] | None:
+            deps = [await _get(apiserver, f"{DEPLOYMENTS}/{n}") for n in names]
+            done = [n for n, d in zip(names, deps, strict=True) if d and _image(d) == new_image]
+            return done if len(done) >= count else None
+
+        first = await _eventually(lambda: upgraded(1), "the first route on the new image")
+        await asyncio.sleep(2.0)  # several retries: the others keep their image meanwhile
+        assert await upgraded(1) == first and not await upgraded(2)
+        await _complete_rollout(apiserver, first[0])
+        second = await _eventually(lambda: upgraded(2), "the second route after the first")
+        assert not await upgraded(3)
+        await _complete_rollout(apiserver, next(n for n in second if n not in first))
+        await _eventually(lambda: upgraded(3), "every route on the new image")
+    finally:
+        handlers.SETTINGS = old
+        await _stop(runner)
