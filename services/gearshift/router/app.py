@@ -143,6 +143,11 @@ class Settings(MultiWorkerSettings):
         le=100_000,
         description="Characters of retrieved passages put into a grounded prompt.",
     )
+    retriever_api_key: str = Field(
+        "",
+        description="Key sent as `authorization: Bearer` to retrievers that check keys (a "
+        "service key, tenant '*', in the retriever's api_keys_file); empty sends none.",
+    )
     # Input limits, checked before any work (docs/router.md "Limits").
     max_body_bytes: int = Field(
         InputLimits.max_body_bytes, ge=1024, description="Largest HTTP request body (413 above)."
@@ -279,7 +284,7 @@ class RouterApp:
             self.embedder.embed_many, settings.selection_threshold, settings.selection_margin
         )
         self.table.listeners.append(self.selector.warm)
-        self.retriever = RetrieverClient(settings.source_timeout_s)
+        self.retriever = RetrieverClient(settings.source_timeout_s, settings.retriever_api_key)
         self.pipeline = Pipeline(
             PipelineConfig(
                 request_timeout_s=settings.request_timeout_s,
