@@ -2,11 +2,12 @@
 
     flock /tmp/gearshift-vllm.lock python benchmarks/bench_source_answer.py [--rounds 2]
 
-One process starts the real SLM server (vLLM CPU engine, the project's small model), a
-real retriever (embedded backend) holding the project's docs/ as source `gearshift-docs`
-(real embeddings), and a real router over loopback gRPC, with one model route (the SLM)
-so both kinds of answer come from the same model. Each question (the 24 questions of
-bench_retriever.py, about docs/) is asked twice per round, in alternating order:
+A `gearshift serve retriever` process (embedded backend) holds the project's docs/ as
+source `gearshift-docs` (real embeddings); this process then starts the real SLM server
+(vLLM CPU engine, the project's small model) and a real router over loopback gRPC, with
+one model route (the SLM), so both kinds of answer come from the same model. Each
+question (the 24 questions of bench_retriever.py, about docs/) is asked once per round
+as each kind, in alternating order:
 
 - plain: `model: local-slm` (the model answers from the question alone);
 - source: `model: gearshift-docs` (the router searches the source, builds the grounded
@@ -22,8 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -40,8 +44,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from bench_retriever import QUESTIONS
 
 from gearshift.dev.machine import describe_machine
-from gearshift.retriever.app import Settings as RetrieverSettings
-from gearshift.retriever.app import build_app as build_retriever
 from gearshift.router.app import RouterApp
 from gearshift.router.app import Settings as RouterSettings
 from gearshift.router.local import LOCAL_SLM_ROUTE, local_default_routes
@@ -73,6 +75,25 @@ async def ingest_docs(address: str) -> int:
 
         response = await stub.Ingest(documents(), timeout=600)
     return sum(r.chunks for r in response.results)
+
+
+def start_retriever(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`gearshift serve retriever` (embedded backend) in its own process, once SERVING."""
+    ready = Path(tmp, "retriever.ready")
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "gearshift.cli.main", "serve", "retriever",
+            "--grpc-port", "0", "--metrics-port", "-1", "--log-format", "text",
+            "--data-dir", f"{tmp}/retriever", "--ready-file", str(ready),
+        ],
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("the retriever did not start")
+        time.sleep(0.2)
+    return process, f"127.0.0.1:{json.loads(ready.read_text())['grpc_port']}"
 
 
 def write_config(tmp: str, routes: list[dict[str, Any]]) -> tuple[Path, Path]:
@@ -113,17 +134,14 @@ async def ask(
 async def main(rounds: int, max_tokens: int) -> None:
     print(f"Machine: {describe_machine()}; load {os.getloadavg()[0]:.1f}\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="gearshift-bench-source-") as tmp:
+        retriever, retriever_address = start_retriever(tmp)
+        chunks = await ingest_docs(retriever_address)
+        print(f"retriever {retriever_address}: {chunks} chunks of docs/", flush=True)
         slm_settings = SlmSettings(host="127.0.0.1", grpc_port=0, metrics_port=-1)
         slm = SlmApp(slm_settings)
         slm_host = GrpcServiceHost(slm, slm_settings)
         slm_port = await slm_host.start()
         assert slm.engine is not None
-        retriever_settings = RetrieverSettings(
-            host="127.0.0.1", grpc_port=0, metrics_port=-1, data_dir=f"{tmp}/retriever"
-        )
-        retriever_host = GrpcServiceHost(build_retriever(retriever_settings), retriever_settings)
-        retriever_address = f"127.0.0.1:{await retriever_host.start()}"
-        chunks = await ingest_docs(retriever_address)
         routes = [
             r
             for r in local_default_routes(
@@ -156,6 +174,7 @@ async def main(rounds: int, max_tokens: int) -> None:
         )
         router_host = GrpcServiceHost(RouterApp(router_settings), router_settings)
         router_port = await router_host.start()
+        print("router started; asking", flush=True)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{router_port}") as channel:
                 stub = router_pb2_grpc.RouterServiceStub(channel)
@@ -173,7 +192,8 @@ async def main(rounds: int, max_tokens: int) -> None:
                             runs[kind].append(await ask(stub, question, model, max_tokens))
         finally:
             await router_host.stop(0)
-            await retriever_host.stop(0)
+            retriever.terminate()
+            retriever.wait(30)
             await slm_host.stop(0)
     assert all(r[3] > 0 for r in runs["source"]), "every source answer carries citations"
     print(
