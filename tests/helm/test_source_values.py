@@ -9,7 +9,14 @@ import pytest
 from gearshift.router.app import Settings as RouterSettings
 from tests.helm.chart import component_name, env_of, find, objects, objects_of, render
 
-KNOBS = ("selection_threshold", "selection_margin", "source_timeout_s", "source_context_chars")
+KNOBS = (
+    "selection_threshold",
+    "selection_margin",
+    "source_timeout_s",
+    "source_context_chars",
+    "selection_tiebreak_window",
+    "selection_tiebreak_timeout_s",
+)
 
 
 def _router_env(objs: list[dict[str, Any]]) -> dict[str, str]:
@@ -23,6 +30,8 @@ def test_the_selection_knobs_render_with_the_routers_own_defaults() -> None:
     for knob in KNOBS:
         raw = env[f"GEARSHIFT_ROUTER_{knob.upper()}"]
         assert float(raw) == float(defaults[knob].default), knob
+    assert env["GEARSHIFT_ROUTER_SELECTION_TIEBREAK"] == "false"
+    assert defaults["selection_tiebreak"].default is False
 
 
 def test_the_selection_knobs_can_be_set() -> None:
