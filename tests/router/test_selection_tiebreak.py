@@ -58,6 +58,8 @@ def test_only_close_options_over_the_threshold_are_put_to_the_model() -> None:
     assert close_candidates(selection, 0.6, 0.5) == []
     lone = Selection((ranked[0], _candidate("x", 0.49, excluded=True)), ranked[0], "")
     assert [c.name for c in close_candidates(lone, 0.25, 0.05)] == ["a"]
+    top_excluded = Selection((_candidate("x", 0.6, excluded=True), *ranked), None, "")
+    assert close_candidates(top_excluded, 0.25, 0.5) == []
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,10 @@ class Verdict:
 def close_candidates(selection: Selection, threshold: float, window: float) -> list[Candidate]:
     """The options the small model should choose among: every one that reaches the
     threshold, is not excluded, and scores within `window` of the best (at most
-    MAX_CHOICES); fewer than two means there is nothing to break."""
+    MAX_CHOICES); fewer than two means there is nothing to break. A best option that
+    matches its excludes ends the selection with "no option fits", tie-break or not."""
+    if not selection.candidates or selection.candidates[0].excluded:
+        return []
     ranked = [c for c in selection.candidates if c.score >= threshold and not c.excluded]
     if not ranked:
         return []
