@@ -18,6 +18,7 @@ import grpc
 import kopf
 
 from gearshift.routes.model_route import GROUP, VERSION
+from gearshift.runtime.api_keys import bearer_metadata
 from gearshift.v1 import retriever_pb2, retriever_pb2_grpc
 from gearshift_operator import periodic, status
 from gearshift_operator.kube import KubeError, path_for
@@ -70,7 +71,11 @@ async def observe(
     try:
         async with grpc.aio.insecure_channel(endpoint) as channel:
             stub = retriever_pb2_grpc.RetrieverServiceStub(channel)
-            response = await stub.Stats(request, timeout=settings.retriever_timeout_s)
+            response = await stub.Stats(
+                request,
+                timeout=settings.retriever_timeout_s,
+                metadata=bearer_metadata(settings.retriever_api_key),
+            )
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
             return fields, _ready(

@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     retriever_timeout_s: float = Field(
         2.0, gt=0, description="Deadline of one retriever Stats call."
     )
+    retriever_api_key: str = Field(
+        "",
+        description="Key sent as `authorization: Bearer` to retrievers that check keys (a "
+        "service key, tenant '*', in the retriever's api_keys_file); empty sends none.",
+    )
     log_level: str = Field("INFO", description="Log level.")
 
     def size_class_table(self) -> dict[str, SizeClass]:

@@ -124,6 +124,21 @@ The wiring the chart fills in per component: addresses of the other services, pa
 mounted files, ports the operator gives model servers. Users can still override any of
 these keys in `<component>.settings`. Returns YAML.
 */}}
+{{/*
+The retriever's service key (env `GEARSHIFT_<COMPONENT>_RETRIEVER_API_KEY`) for the router
+and the operator, when the retriever checks keys. Takes dict root, component.
+*/}}
+{{- define "gearshift.retrieverKeyEnv" -}}
+{{- $keys := .root.Values.retriever.apiKeys }}
+{{- if and .root.Values.retriever.enabled $keys.existingSecret }}
+- name: GEARSHIFT_{{ upper .component }}_RETRIEVER_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $keys.existingSecret }}
+      key: {{ required "retriever.apiKeys.clientKey: the Secret's key holding the router's and operator's service key" $keys.clientKey }}
+{{- end }}
+{{- end }}
+
 {{- define "gearshift.wiring" -}}
 {{- $root := .root }}
 {{- $w := dict }}
@@ -156,6 +171,9 @@ these keys in `<component>.settings`. Returns YAML.
 {{- $_ := set $w "backend" (eq $root.Values.retriever.backend "inprocess" | ternary "usearch" "pgvector") }}
 {{- if eq $root.Values.retriever.backend "inprocess" }}
 {{- $_ := set $w "data_dir" $root.Values.retriever.inprocess.mountPath }}
+{{- end }}
+{{- if $root.Values.retriever.apiKeys.existingSecret }}
+{{- $_ := set $w "api_keys_file" (printf "/etc/gearshift/api-keys/%s" $root.Values.retriever.apiKeys.key) }}
 {{- end }}
 {{- else if eq .component "proxy" }}
 {{- $_ := set $w "config_file" "/etc/gearshift/proxy/config.yaml" }}

@@ -9,10 +9,12 @@ from pathlib import Path
 import grpc
 
 from gearshift.embeddings import MicroBatcher, shared_embedder
+from gearshift.retriever.access import Access
 from gearshift.retriever.backends import Backend
 from gearshift.retriever.core import Retriever
 from gearshift.retriever.servicer import RetrieverServicer
 from gearshift.retriever.settings import Settings
+from gearshift.runtime.api_keys import KeyTable
 from gearshift.v1 import retriever_pb2, retriever_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,10 @@ def make_backend(settings: Settings) -> Backend:
         from gearshift.retriever.backends.pgvector_backend import PgvectorBackend
 
         return PgvectorBackend(
-            settings.postgres_url, timeout_s=settings.db_timeout_s, pool_size=settings.pool_size
+            settings.postgres_url,
+            timeout_s=settings.db_timeout_s,
+            pool_size=settings.pool_size,
+            keyword_rank_limit=settings.keyword_rank_limit,
         )
     from gearshift.retriever.backends.embedded import EmbeddedBackend
 
@@ -46,11 +51,12 @@ class RetrieverApp:
         self.settings = settings
         self.backend = make_backend(settings)
         self.retriever = Retriever(settings, self.backend)
+        self.access = Access(KeyTable(settings.api_keys_file) if settings.api_keys_file else None)
         self.batcher: MicroBatcher | None = None
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         retriever_pb2_grpc.add_RetrieverServiceServicer_to_server(
-            RetrieverServicer(self.retriever), server
+            RetrieverServicer(self.retriever, self.access), server
         )
         return [retriever_pb2.DESCRIPTOR.services_by_name["RetrieverService"].full_name]
 

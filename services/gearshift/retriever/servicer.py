@@ -3,7 +3,8 @@
 Errors of one document (empty, oversized, binary) are reported in its result and
 the stream goes on; errors of the request itself (no source, mixed sources, bad
 arguments) are INVALID_ARGUMENT, an unknown source is NOT_FOUND and a backend
-outage is UNAVAILABLE.
+outage is UNAVAILABLE. With a keys file, a call without a known key is UNAUTHENTICATED
+and one naming another tenant than its key's is PERMISSION_DENIED (`access.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gearshift.embeddings import DIM
+from gearshift.retriever.access import Access
 from gearshift.retriever.core import MODES, DocumentIn, IngestOutcome, Retriever
 from gearshift.retriever.records import Hit, public_version
 from gearshift.runtime.errors import FieldViolation, InvalidArgument, grpc_errors
@@ -25,15 +27,10 @@ from gearshift.v1 import retriever_pb2, retriever_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-DEFAULT_TENANT = "default"
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 100
 MAX_DOCUMENT_ID_CHARS = 1024
 _SOURCE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-def _tenant(value: str) -> str:
-    return value.strip() or DEFAULT_TENANT
 
 
 def _require_source(value: str, field: str = "source") -> str:
@@ -96,23 +93,28 @@ def _result(outcome: IngestOutcome) -> retriever_pb2.IngestResult:
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     """Implements the RetrieverService contract over a `Retriever`."""
 
-    def __init__(self, retriever: Retriever) -> None:
+    def __init__(self, retriever: Retriever, access: Access | None = None) -> None:
         self.retriever = retriever
+        self.access = access or Access(None)
+
+    def _tenant(self, context: Context, requested: str) -> str:
+        return self.access.tenant(self.access.caller(context), requested)
 
     @grpc_errors
     async def Ingest(
         self, request_iterator: AsyncIterator[retriever_pb2.IngestDocument], context: Context
     ) -> retriever_pb2.IngestResponse:
         limit = self.retriever.settings.max_documents_per_stream
+        caller = self.access.caller(context)  # before reading any document
         tenant = source = ""
         results: list[retriever_pb2.IngestResult] = []
         position = 0
         async for document in request_iterator:
             if not source:
-                tenant = _tenant(document.tenant)
+                tenant = self.access.tenant(caller, document.tenant)
                 source = _require_source(document.source, f"documents[{position}].source")
                 await self.retriever.ensure_source(tenant, source)
-            elif document.source != source or _tenant(document.tenant) != tenant:
+            elif document.source != source or self.access.tenant(caller, document.tenant) != tenant:
                 raise InvalidArgument(
                     [
                         FieldViolation(
@@ -178,6 +180,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     async def Search(
         self, request: retriever_pb2.SearchRequest, context: Context
     ) -> retriever_pb2.SearchResponse:
+        tenant = self._tenant(context, request.tenant)
         violations: list[FieldViolation] = []
         source = _require_source(request.source)
         if not request.query.strip():
@@ -192,7 +195,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             raise InvalidArgument(violations)
         vector = _embedding(request.embedding)
         hits, version = await self.retriever.search(
-            _tenant(request.tenant), source, request.query, vector, top_k, mode
+            tenant, source, request.query, vector, top_k, mode
         )
         return retriever_pb2.SearchResponse(
             passages=[_passage(source, hit) for hit in hits],
@@ -203,10 +206,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     async def Delete(
         self, request: retriever_pb2.DeleteRequest, context: Context
     ) -> retriever_pb2.DeleteResponse:
+        tenant = self._tenant(context, request.tenant)
         source = _require_source(request.source)
-        outcome = await self.retriever.delete(
-            _tenant(request.tenant), source, list(request.document_ids)
-        )
+        outcome = await self.retriever.delete(tenant, source, list(request.document_ids))
         return retriever_pb2.DeleteResponse(
             documents_deleted=outcome.documents,
             chunks_deleted=outcome.chunks,
@@ -217,7 +219,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     async def Stats(
         self, request: retriever_pb2.RetrieverStatsRequest, context: Context
     ) -> retriever_pb2.RetrieverStatsResponse:
-        tenant = _tenant(request.tenant)
+        tenant = self._tenant(context, request.tenant)
         if request.source:
             _require_source(request.source)
             found = [await self.retriever.source_info(tenant, request.source)]

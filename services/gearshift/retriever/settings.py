@@ -29,6 +29,13 @@ class Settings(ServiceSettings):
     postgres_url: str = Field(
         "", description="pgvector backend: libpq URL, e.g. postgresql://user@host:5432/db."
     )
+    api_keys_file: str = Field(
+        "",
+        description="YAML mapping API key -> tenant (a mounted Secret; reloaded on change), "
+        "the router's format; tenant '*' marks a service key that may act on any tenant. "
+        "Set: every call needs `authorization: Bearer <key>` (else UNAUTHENTICATED). "
+        "Empty: no key is checked.",
+    )
     db_timeout_s: float = Field(
         5.0, gt=0, description="Timeout of every backend call; on expiry the call is UNAVAILABLE."
     )
@@ -51,6 +58,14 @@ class Settings(ServiceSettings):
         ge=1,
         le=1000,
         description="Hits each ranking (vector, keyword) contributes before fusion.",
+    )
+    keyword_rank_limit: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="pgvector backend: keyword search ranks at most twice this many chunks "
+        "(those holding every query word, then those holding any, each capped at this), so "
+        "its cost stays bounded on a large source; 0 ranks every match.",
     )
     rrf_k: int = Field(
         60, ge=1, description="Reciprocal rank fusion constant: score = sum 1 / (rrf_k + rank)."

@@ -27,6 +27,7 @@ from gearshift.router.retriever_client import RetrieverClient
 from gearshift.router.routing_table import RoutesFileWatcher, RoutingTable
 from gearshift.router.scorer_reload import ReloadingScorer, load_scorer_file
 from gearshift.router.scoring import DifficultyScorer, load_scorer
+from gearshift.router.selection_tiebreak import SmallModelTieBreak
 from gearshift.router.selector import DEFAULT_MARGIN, DEFAULT_THRESHOLD, Selector
 from gearshift.router.servicer import RouterServicer
 from gearshift.runtime.settings import MultiWorkerSettings
@@ -149,6 +150,27 @@ class Settings(MultiWorkerSettings):
         ge=200,
         le=100_000,
         description="Characters of retrieved passages put into a grounded prompt.",
+    )
+    selection_tiebreak: bool = Field(
+        False,
+        description="When the best options are within selection_tiebreak_window of each "
+        "other, ask the small model to choose among their descriptions (falls back to the "
+        "embedding choice on any failure). Off: it adds a model call to close selections.",
+    )
+    selection_tiebreak_window: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Score distance from the best option within which options count as "
+        "close for the tie-break (at least selection_margin).",
+    )
+    selection_tiebreak_timeout_s: float = Field(
+        2.0, gt=0, description="Deadline of the tie-break's model call; then the embedding choice."
+    )
+    retriever_api_key: str = Field(
+        "",
+        description="Key sent as `authorization: Bearer` to retrievers that check keys (a "
+        "service key, tenant '*', in the retriever's api_keys_file); empty sends none.",
     )
     # Input limits, checked before any work (docs/router.md "Limits").
     max_body_bytes: int = Field(
@@ -282,11 +304,23 @@ class RouterApp:
             if settings.cache_address
             else None
         )
+        tiebreak = (
+            SmallModelTieBreak(
+                self.table,
+                max(settings.selection_tiebreak_window, settings.selection_margin),
+                settings.selection_tiebreak_timeout_s,
+            )
+            if settings.selection_tiebreak
+            else None
+        )
         self.selector = Selector(
-            self.embedder.embed_many, settings.selection_threshold, settings.selection_margin
+            self.embedder.embed_many,
+            settings.selection_threshold,
+            settings.selection_margin,
+            tiebreak,
         )
         self.table.listeners.append(self.selector.warm)
-        self.retriever = RetrieverClient(settings.source_timeout_s)
+        self.retriever = RetrieverClient(settings.source_timeout_s, settings.retriever_api_key)
         self.pipeline = Pipeline(
             PipelineConfig(
                 request_timeout_s=settings.request_timeout_s,

@@ -212,7 +212,9 @@ class Planner:
             d.selection_reason = "selection skipped: the question has no embedding"
             return None, None
         with tracer.start_as_current_span("router.select") as span:
-            selection = await self.selector.select(snapshot, plan.embedding)
+            selection = await self.selector.select(
+                snapshot, plan.embedding, plan.question, plan.remaining()
+            )
             span.set_attribute("gearshift.selection", selection.reason)
         for c in selection.candidates:
             d.candidates.add(

@@ -3,6 +3,7 @@
 Every search carries the router's deadline (`source_timeout_s`, cut to the request's own
 remaining time): a slow or dead retriever costs at most that long, after which the
 planner skips the source with the reason (or, for a pinned source, answers UNAVAILABLE).
+A retriever that checks keys gets the router's `retriever_api_key` as a bearer token.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 
 from gearshift.router.backends import CHANNEL_OPTIONS
 from gearshift.router.routing_table import Source
+from gearshift.runtime.api_keys import bearer_metadata
 from gearshift.runtime.telemetry import insecure_channel
 from gearshift.v1 import retriever_pb2, retriever_pb2_grpc
 
@@ -19,8 +21,9 @@ from gearshift.v1 import retriever_pb2, retriever_pb2_grpc
 class RetrieverClient:
     """Searches data sources, creating a traced channel per endpoint on first use."""
 
-    def __init__(self, timeout_s: float = 2.0) -> None:
+    def __init__(self, timeout_s: float = 2.0, api_key: str = "") -> None:
         self.timeout_s = timeout_s
+        self.metadata = bearer_metadata(api_key)
         self._stubs: dict[str, tuple[object, retriever_pb2_grpc.RetrieverServiceAsyncStub]] = {}
 
     def _stub(self, endpoint: str) -> retriever_pb2_grpc.RetrieverServiceAsyncStub:
@@ -48,7 +51,9 @@ class RetrieverClient:
             mode=source.mode,
         )
         timeout = max(0.001, min(self.timeout_s, time_remaining))
-        return await self._stub(source.endpoint).Search(request, timeout=timeout)
+        return await self._stub(source.endpoint).Search(
+            request, timeout=timeout, metadata=self.metadata
+        )
 
     async def close(self) -> None:
         entries, self._stubs = list(self._stubs.values()), {}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -190,6 +190,22 @@ def select(candidates: Sequence[Candidate], threshold: float, margin: float) -> 
     )
 
 
+class TieBreak(Protocol):
+    """Settles a selection whose best options are close (see selection_tiebreak.py)."""
+
+    window: float
+
+    async def settle(
+        self,
+        selection: Selection,
+        question: str,
+        options: Sequence[Option],
+        snapshot: Snapshot,
+        threshold: float,
+        time_remaining: float,
+    ) -> Selection: ...
+
+
 class Selector:
     """Keeps the option index in step with the routing table and selects per question.
 
@@ -202,10 +218,12 @@ class Selector:
         embed_many: Callable[[list[str]], Awaitable[FloatArray]],
         threshold: float = DEFAULT_THRESHOLD,
         margin: float = DEFAULT_MARGIN,
+        tiebreak: TieBreak | None = None,
     ) -> None:
         self.embed_many = embed_many
         self.threshold = threshold
         self.margin = margin
+        self.tiebreak = tiebreak
         self._index: OptionIndex | None = None
         self._lock = asyncio.Lock()
 
@@ -240,6 +258,18 @@ class Selector:
         task = loop.create_task(self.index_for(snapshot))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    async def select(self, snapshot: Snapshot, embedding: Sequence[float]) -> Selection:
+    async def select(
+        self,
+        snapshot: Snapshot,
+        embedding: Sequence[float],
+        question: str = "",
+        time_remaining: float = float("inf"),
+    ) -> Selection:
+        """The selection for a question; close calls go to the tie-break when one is set."""
         index = await self.index_for(snapshot)
-        return select(index.score(embedding), self.threshold, self.margin)
+        selection = select(index.score(embedding), self.threshold, self.margin)
+        if self.tiebreak is None or not question:
+            return selection
+        return await self.tiebreak.settle(
+            selection, question, index.options, snapshot, self.threshold, time_remaining
+        )

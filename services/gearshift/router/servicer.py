@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from gearshift.router.auth import KeyTable
+from gearshift.router.auth import KeyTable, bearer_of
 from gearshift.router.limits import InputLimits, log_refusal
 from gearshift.router.outcomes.feedback import OutcomeService
 from gearshift.router.pipeline import Pipeline
@@ -15,13 +15,6 @@ from gearshift.runtime.errors import FailedPrecondition, GearshiftError, grpc_er
 from gearshift.v1 import router_pb2, router_pb2_grpc
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def _authorization(context: Context) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            return value if isinstance(value, str) else value.decode()
-    return None
 
 
 class RouterServicer(router_pb2_grpc.RouterServiceServicer):
@@ -41,7 +34,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
 
     def _admit(self, request: router_pb2.ChatRequest, context: Context) -> str:
         """Authenticates, then checks the input limits before any work is done."""
-        tenant = self.keys.authenticate(_authorization(context))
+        tenant = self.keys.authenticate(bearer_of(context))
         try:
             self.limits.check_chat_request(request)
         except GearshiftError as exc:
@@ -75,7 +68,7 @@ class RouterServicer(router_pb2_grpc.RouterServiceServicer):
     async def Feedback(
         self, request: router_pb2.FeedbackRequest, context: Context
     ) -> router_pb2.FeedbackResponse:
-        tenant = self.keys.authenticate(_authorization(context))
+        tenant = self.keys.authenticate(bearer_of(context))
         if self.outcomes is None:
             raise FailedPrecondition(
                 "outcome recording is off on this router (set outcomes_enabled)",

@@ -87,8 +87,16 @@ _HIT_JOIN = (
 )
 
 
+# expansion_search is the HNSW search's candidate list; it must stay well above the 50
+# candidates hybrid search asks for, or the nearest chunk is missed on large sources (64
+# found the target in 83% of the 100k-chunk benchmark's queries).
+EXPANSION_SEARCH = 128
+
+
 def _new_index() -> Index:
-    return Index(ndim=DIM, metric="cos", dtype="f32", connectivity=16, expansion_search=64)
+    return Index(
+        ndim=DIM, metric="cos", dtype="f32", connectivity=16, expansion_search=EXPANSION_SEARCH
+    )
 
 
 def _key(tenant: str, source: str) -> str:
@@ -453,9 +461,11 @@ class EmbeddedBackend:
         if not similarity:
             return []
         marks = ",".join("?" * len(similarity))
+        # `+c.tenant`: the ids are looked up by primary key; letting SQLite use the
+        # (tenant, source) index instead scans the whole source (38 ms at 100k chunks).
         rows = self.db.execute(
             f"SELECT {_HIT_COLUMNS} FROM {_HIT_JOIN} WHERE c.id IN ({marks}) "
-            "AND c.tenant = ? AND c.source = ?",
+            "AND +c.tenant = ? AND +c.source = ?",
             (*similarity, tenant, source),
         ).fetchall()
         hits = [Hit.from_row(row, similarity[int(row[0])], similarity[int(row[0])]) for row in rows]

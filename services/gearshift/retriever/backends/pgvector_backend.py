@@ -7,6 +7,10 @@ old chunks or the new ones. Every call runs under a timeout (client side with
 `asyncio.wait_for`, server side with `statement_timeout`) and the pool opens lazily,
 so a dead database means quick `BackendError`s (UNAVAILABLE), never a hung call.
 
+The GIN index on the tsvectors has no pending list (`fastupdate = off`): sources are
+searched far more often than written, and an unmerged pending list is scanned whole by
+every keyword search until a vacuum merges it.
+
 The HNSW index spans every source, and pgvector before 0.8 filters after the index
 scan: a small source beside a large one can come back short. A vector search that
 returns fewer than k rows is therefore repeated as an exact scan of the source alone.
@@ -78,7 +82,8 @@ CREATE INDEX IF NOT EXISTS gearshift_retriever_chunks_document
 CREATE INDEX IF NOT EXISTS gearshift_retriever_chunks_hnsw
     ON gearshift_retriever_chunks USING hnsw (embedding vector_cosine_ops);
 CREATE INDEX IF NOT EXISTS gearshift_retriever_chunks_tsv
-    ON gearshift_retriever_chunks USING gin (tsv);
+    ON gearshift_retriever_chunks USING gin (tsv) WITH (fastupdate = off);
+ALTER INDEX gearshift_retriever_chunks_tsv SET (fastupdate = off);
 """
 
 _HIT_COLUMNS = "c.id, c.document_id, d.title, c.title, c.chunk_index, c.text, d.metadata"
@@ -87,6 +92,43 @@ _HIT_JOIN = (
     "ON d.tenant = c.tenant AND d.source = c.source AND d.document_id = c.document_id"
 )
 
+# Keyword search ranks a bounded candidate set: `ts_rank_cd` reads every row it scores,
+# and an OR of common words can match most of a large source. The candidates come from
+# the GIN index: every chunk holding ALL the query's words (the ones the rank puts first)
+# and the first matches of ANY word, each pass capped at keyword_rank_limit rows, so the
+# rank runs over at most twice that many rows whatever the source's size.
+_BOUNDED_KEYWORD = f"""
+WITH candidates AS MATERIALIZED (
+    (SELECT id FROM gearshift_retriever_chunks
+     WHERE tenant = %(tenant)s AND source = %(source)s
+       AND tsv @@ to_tsquery('english', %(every)s) LIMIT %(limit)s)
+    UNION
+    (SELECT id FROM gearshift_retriever_chunks
+     WHERE tenant = %(tenant)s AND source = %(source)s
+       AND tsv @@ to_tsquery('english', %(any)s) LIMIT %(limit)s)
+), ranked AS (
+    SELECT c.id, ts_rank_cd(c.tsv, to_tsquery('english', %(any)s)) AS rank
+    FROM candidates JOIN gearshift_retriever_chunks c ON c.id = candidates.id
+    ORDER BY rank DESC, c.id LIMIT %(k)s
+)
+SELECT {_HIT_COLUMNS}, ranked.rank FROM ranked
+JOIN {_HIT_JOIN} ON c.id = ranked.id
+ORDER BY ranked.rank DESC, c.id
+"""
+
+
+def _bounded_params(
+    any_word: str, every_word: str, tenant: str, source: str, limit: int, k: int
+) -> dict[str, Any]:
+    return {
+        "any": any_word,
+        "every": every_word,
+        "tenant": tenant,
+        "source": source,
+        "limit": limit,
+        "k": k,
+    }
+
 
 class PgvectorBackend:
     """Sources in three PostgreSQL tables; HNSW on embeddings, GIN on tsvectors."""
@@ -94,10 +136,16 @@ class PgvectorBackend:
     name = "pgvector"
 
     def __init__(
-        self, url: str, timeout_s: float = 5.0, pool_size: int = 4, ef_search: int = 100
+        self,
+        url: str,
+        timeout_s: float = 5.0,
+        pool_size: int = 4,
+        ef_search: int = 100,
+        keyword_rank_limit: int = 1000,
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.keyword_rank_limit = keyword_rank_limit
         self.db = PgvectorPool(
             url,
             SCHEMA,
@@ -303,16 +351,24 @@ class PgvectorBackend:
     async def keyword_search(self, tenant: str, source: str, words: list[str], k: int) -> list[Hit]:
         if not words:
             return []
-        tsquery = " | ".join(words)
+        any_word = " | ".join(words)
+        every_word = " & ".join(words)
+        limit = self.keyword_rank_limit
 
         async def q(conn: AsyncConnection[Any]) -> list[Hit]:
-            cur = await conn.execute(
-                f"SELECT {_HIT_COLUMNS}, ts_rank_cd(c.tsv, query) AS rank "
-                f"FROM {_HIT_JOIN}, to_tsquery('english', %s) query "
-                "WHERE c.tenant = %s AND c.source = %s AND c.tsv @@ query "
-                "ORDER BY rank DESC, c.id LIMIT %s",
-                (tsquery, tenant, source, k),
-            )
+            if limit <= 0:  # rank every match (the unbounded form, kept for comparison)
+                cur = await conn.execute(
+                    f"SELECT {_HIT_COLUMNS}, ts_rank_cd(c.tsv, query) AS rank "
+                    f"FROM {_HIT_JOIN}, to_tsquery('english', %s) query "
+                    "WHERE c.tenant = %s AND c.source = %s AND c.tsv @@ query "
+                    "ORDER BY rank DESC, c.id LIMIT %s",
+                    (any_word, tenant, source, k),
+                )
+            else:
+                cur = await conn.execute(
+                    _BOUNDED_KEYWORD,
+                    _bounded_params(any_word, every_word, tenant, source, limit, k),
+                )
             return [Hit.from_row(row[:7], float(row[7])) for row in await cur.fetchall()]
 
         return await self._with_conn(q)
