@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from gearshift.router.backends import CHANNEL_OPTIONS
 from gearshift.router.routing_table import Source
 from gearshift.runtime.telemetry import insecure_channel
+from gearshift.runtime.trace_context import outgoing_metadata
 from gearshift.v1 import retriever_pb2, retriever_pb2_grpc
 
 
@@ -48,7 +49,9 @@ class RetrieverClient:
             mode=source.mode,
         )
         timeout = max(0.001, min(self.timeout_s, time_remaining))
-        return await self._stub(source.endpoint).Search(request, timeout=timeout)
+        return await self._stub(source.endpoint).Search(
+            request, timeout=timeout, metadata=outgoing_metadata()
+        )
 
     async def close(self) -> None:
         entries, self._stubs = list(self._stubs.values()), {}

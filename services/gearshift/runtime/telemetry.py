@@ -134,9 +134,15 @@ def shutdown_telemetry() -> None:
 
 
 def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
-    """Extracts incoming W3C context and opens a server span per call (when tracing)."""
+    """Extracts incoming W3C context; opens a server span per call when tracing.
+
+    Without tracing, each call still continues (or starts) a trace id, cheaply
+    (`trace_context`), so answers and logs carry one.
+    """
     if not _tracing:
-        return []
+        from gearshift.runtime.trace_context import TraceContextServerInterceptor
+
+        return [TraceContextServerInterceptor()]
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
     from gearshift.runtime.tracing_server import TracingServerInterceptor
