@@ -38,7 +38,7 @@ from gearshift.runtime.errors import (
     InvalidArgument,
 )
 from gearshift.runtime.telemetry import tracing_enabled
-from gearshift.runtime.trace_context import light_context
+from gearshift.runtime.trace_context import LightScope
 from gearshift.v1 import common_pb2, router_pb2
 
 log = logging.getLogger(__name__)
@@ -489,13 +489,14 @@ class OpenAIHttpApi:
         )
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        parent = (
-            propagate.extract(request.headers)
+        with (
+            tracer.start_as_current_span(
+                "POST /v1/chat/completions",
+                context=propagate.extract(request.headers),
+                kind=trace.SpanKind.SERVER,
+            )
             if tracing_enabled()
-            else light_context(request.headers.get("traceparent"))
-        )
-        with tracer.start_as_current_span(
-            "POST /v1/chat/completions", context=parent, kind=trace.SpanKind.SERVER
+            else LightScope(request.headers.get("traceparent"))
         ) as span:
             recording = span.is_recording()
             if recording:

@@ -80,14 +80,30 @@ def light_span(traceparent: str | None) -> LightSpan:
     return LightSpan(*parsed)
 
 
-def light_context(traceparent: str | None) -> otel_context.Context:
-    """A context whose current span is `light_span(traceparent)` (for `context=`)."""
-    return trace.set_span_in_context(light_span(traceparent))
-
-
 def enter(traceparent: str | None) -> None:
     """Makes `light_span(traceparent)` the current span of the running task."""
     otel_context.attach(trace.set_span_in_context(light_span(traceparent)))
+
+
+class LightScope:
+    """`with`: the light span of `traceparent` is current inside, the previous after.
+
+    What the no-op tracer's `start_as_current_span` would do for the same context,
+    without its two generator-based context managers (about 8 us less per request).
+    """
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, traceparent: str | None) -> None:
+        self._span = light_span(traceparent)
+        self._token: object = None
+
+    def __enter__(self) -> LightSpan:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
 def outgoing_metadata() -> tuple[tuple[str, str], ...] | None:
