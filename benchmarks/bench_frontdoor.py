@@ -9,10 +9,11 @@ upstream (canned completion) behind every path:
   -> proxy (gRPC) -> stub;
 - LiteLLM proxy (1 worker) -> stub, when the `litellm` command is installed.
 
-Each path runs in up to six set-ups: this tree with tracing off; this tree exporting
+Each path runs in up to seven set-ups: this tree with tracing off; this tree exporting
 traces at a 10% sample ratio to a local OTLP receiver (over HTTP/protobuf, and over gRPC
-unless `--no-grpc-export`); a baseline tree (`--baseline-tree`,
-e.g. a checkout of main) as it runs today; and the proxy with `workers` 1 and 2 (not
+unless `--no-grpc-export`); a baseline tree (`--baseline-tree`, e.g. a checkout of main)
+as it runs today, and optionally a second one (`--issue-baseline-tree`, main when the
+issue was filed, which its 2x goal refers to); and the proxy with `workers` 1 and 2 (not
 pinned: both cores). With `--pin` (default on 2+ cores) every single-worker service is
 pinned with taskset, routers to one core and proxies to the other, as "one core per
 service". Rounds interleave every set-up so the shared machine's drift hits all alike;
@@ -21,7 +22,8 @@ the same round), req/s at 32, and CPU ms per request of each service process (ut
 stime from /proc, summed over worker processes). Then the goals, as ratios of this run.
 
     python benchmarks/bench_frontdoor.py [--rounds 3] [--requests 600]
-        [--baseline-tree /tmp/gs-16-baseline] [--no-pin]
+        [--baseline-tree /tmp/frontdoor-base] [--issue-baseline-tree /tmp/frontdoor-issue]
+        [--no-pin]
 """
 
 from __future__ import annotations
@@ -393,11 +395,20 @@ def report(
     return "\n".join(lines), summary
 
 
+ISSUE_BASELINE = "issue baseline"
+
+
 def goals(summary: dict[Row, dict[str, float]], baseline: str) -> str:
     def get(label: str, path: str, key: str) -> float:
         return summary.get((label, path), {}).get(key, float("nan"))
 
     checks = [
+        (
+            "router path req/s at c=32 vs issue baseline",
+            get("tracing off", "router", "rps") / get(ISSUE_BASELINE, "router", "rps"),
+            ">= 2.0x",
+            2.0,
+        ),
         (
             "router path req/s at c=32 vs baseline",
             get("tracing off", "router", "rps") / get(baseline, "router", "rps"),
@@ -474,6 +485,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=600, help="per path, round and c>1")
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--baseline-tree", type=Path, help="a checkout to compare against")
+    parser.add_argument(
+        "--issue-baseline-tree", type=Path, help="main when the issue was filed (its 2x goal)"
+    )
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--no-tracing", action="store_true", help="skip the 10%% set-up")
     parser.add_argument("--no-workers", action="store_true", help="skip the workers set-ups")
@@ -503,6 +517,12 @@ def main() -> None:
                     0,
                     Setup(baseline, args.baseline_tree.resolve(), proxy_cpu=proxy_cpu,
                           router_cpu=router_cpu),
+                )  # fmt: skip
+            if args.issue_baseline_tree:
+                setups.insert(
+                    0,
+                    Setup(ISSUE_BASELINE, args.issue_baseline_tree.resolve(),
+                          proxy_cpu=proxy_cpu, router_cpu=router_cpu),
                 )  # fmt: skip
             if not args.no_tracing:
                 otlp_port = free_port()

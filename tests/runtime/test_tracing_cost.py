@@ -88,7 +88,8 @@ def test_without_an_exporter_no_sdk_and_no_interceptors_are_installed() -> None:
         "from gearshift.runtime import telemetry\n"
         "telemetry.setup_telemetry('probe')\n"
         "span = trace.get_tracer('t').start_span('s')\n"
-        "print(telemetry.tracing_enabled(), telemetry.server_interceptors(),"
+        "server = [type(i).__name__ for i in telemetry.server_interceptors()]\n"
+        "print(telemetry.tracing_enabled(), ','.join(server),"
         " telemetry.client_interceptors(), span.is_recording(),"
         " type(trace.get_tracer_provider()).__name__)\n"
     )
@@ -97,7 +98,14 @@ def test_without_an_exporter_no_sdk_and_no_interceptors_are_installed() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "[]", "[]", "False", "ProxyTracerProvider"]
+    # Only the trace-id interceptor (continues or mints ids, records nothing), no SDK.
+    assert done.stdout.split() == [
+        "False",
+        "TraceContextServerInterceptor",
+        "[]",
+        "False",
+        "ProxyTracerProvider",
+    ]
 
 
 async def test_client_spans_only_when_sampled_and_the_callee_follows(

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import grpc
 
 from gearshift.runtime.telemetry import insecure_channel
+from gearshift.runtime.trace_context import outgoing_metadata
 from gearshift.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class CacheClient:
             response: cache_pb2.LookupResponse = await self._stub.Lookup(
                 cache_pb2.LookupRequest(scope=scope, text=text, embedding=embedding),
                 timeout=self.lookup_timeout_s,
+                metadata=outgoing_metadata(),
             )
             return response
         except grpc.aio.AioRpcError as exc:
@@ -62,7 +64,9 @@ class CacheClient:
 
     async def _store(self, request: cache_pb2.StoreRequest) -> None:
         try:
-            response = await self._stub.Store(request, timeout=self.store_timeout_s)
+            response = await self._stub.Store(
+                request, timeout=self.store_timeout_s, metadata=outgoing_metadata()
+            )
             if not response.stored:
                 log.info("cache refused the answer: %s", response.reason)
         except grpc.aio.AioRpcError as exc:

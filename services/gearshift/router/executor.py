@@ -32,6 +32,7 @@ from gearshift.router.routing_table import Route, RoutingTable
 from gearshift.runtime.errors import DeadlineExceeded, GearshiftError, Unavailable
 from gearshift.runtime.genai import model_span, record_response
 from gearshift.runtime.telemetry import current_trace_id
+from gearshift.runtime.trace_context import outgoing_metadata
 from gearshift.v1 import cache_pb2, common_pb2, inference_pb2, router_pb2
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ class Executor:
         timeout = self._attempt_timeout(plan)
         stub = self.table.pool.stub(attempt.endpoint)
         if not plan.stream:
-            response = await stub.Generate(greq, timeout=timeout)
+            response = await stub.Generate(greq, timeout=timeout, metadata=outgoing_metadata())
             record_response(
                 span,
                 model=response.model or route.model,
@@ -229,7 +230,7 @@ class Executor:
                 usage=response.usage,
             )
             return
-        call = stub.GenerateStream(greq, timeout=timeout)
+        call = stub.GenerateStream(greq, timeout=timeout, metadata=outgoing_metadata())
         try:
             async for chunk in call:
                 yield chunk

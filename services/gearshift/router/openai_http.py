@@ -38,6 +38,7 @@ from gearshift.runtime.errors import (
     InvalidArgument,
 )
 from gearshift.runtime.telemetry import tracing_enabled
+from gearshift.runtime.trace_context import LightScope
 from gearshift.v1 import common_pb2, router_pb2
 
 log = logging.getLogger(__name__)
@@ -488,9 +489,14 @@ class OpenAIHttpApi:
         )
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        parent = propagate.extract(request.headers) if tracing_enabled() else None
-        with tracer.start_as_current_span(
-            "POST /v1/chat/completions", context=parent, kind=trace.SpanKind.SERVER
+        with (
+            tracer.start_as_current_span(
+                "POST /v1/chat/completions",
+                context=propagate.extract(request.headers),
+                kind=trace.SpanKind.SERVER,
+            )
+            if tracing_enabled()
+            else LightScope(request.headers.get("traceparent"))
         ) as span:
             recording = span.is_recording()
             if recording:

@@ -15,6 +15,7 @@ from gearshift.router.backends import CHANNEL_OPTIONS
 from gearshift.router.routing_table import Source
 from gearshift.runtime.api_keys import bearer_metadata
 from gearshift.runtime.telemetry import insecure_channel
+from gearshift.runtime.trace_context import outgoing_metadata
 from gearshift.v1 import retriever_pb2, retriever_pb2_grpc
 
 
@@ -52,7 +53,7 @@ class RetrieverClient:
         )
         timeout = max(0.001, min(self.timeout_s, time_remaining))
         return await self._stub(source.endpoint).Search(
-            request, timeout=timeout, metadata=self.metadata
+            request, timeout=timeout, metadata=self.metadata + (outgoing_metadata() or ())
         )
 
     async def close(self) -> None:

@@ -25,6 +25,7 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def start_draining(self) -> None:
         self.draining = True
@@ -56,11 +57,20 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or details.method.startswith(ALWAYS_SERVED):
             return handler
+        # One wrapper per method, reused: a new handler object on every call also made
+        # every interceptor before this one (metrics, tracing) miss its own per-method
+        # cache and rebuild its wrapper, label children and tracer on every call.
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cast("grpc.RpcMethodHandler[Any, Any]", cached[1])
         if handler.unary_unary is not None:
-            return self._wrap_unary(handler)
-        if handler.unary_stream is not None:
-            return self._wrap_stream(handler)
-        return handler  # no client-streaming methods in the contracts
+            wrapped = self._wrap_unary(handler)
+        elif handler.unary_stream is not None:
+            wrapped = self._wrap_stream(handler)
+        else:
+            return handler  # no client-streaming methods in the contracts
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
 
     async def _refuse(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(
