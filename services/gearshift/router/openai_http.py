@@ -288,6 +288,10 @@ def decision_headers(
         headers["x-gearshift-escalated-from"] = ",".join(decision.escalated_from)
     if decision.source:
         headers["x-gearshift-source"] = decision.source
+    if decision.excluded:  # routes left out for a missing capability: "local-slm(tools)"
+        headers["x-gearshift-excluded"] = ",".join(
+            f"{e.route}({'+'.join(e.missing)})" for e in decision.excluded
+        )
     return headers
 
 
