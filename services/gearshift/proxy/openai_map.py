@@ -29,7 +29,7 @@ def message_json(m: common_pb2.ChatMessage) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": m.role, "content": m.content}
     if m.name:
         msg["name"] = m.name
-    if m.tool_calls:
+    if m.tool_calls:  # content stays "", not null: templates that know no tools concatenate it
         msg["tool_calls"] = [
             {
                 "id": c.id,
@@ -38,8 +38,6 @@ def message_json(m: common_pb2.ChatMessage) -> dict[str, Any]:
             }
             for c in m.tool_calls
         ]
-        if not m.content:
-            msg["content"] = None
     if m.tool_call_id:
         msg["tool_call_id"] = m.tool_call_id
     return msg
