@@ -303,6 +303,8 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
         }
         if engine.max_model_len is not None:
             specific["MAX_MODEL_LEN"] = str(engine.max_model_len)
+        if route.spec.capabilities.tool_parser:
+            specific["TOOL_PARSER"] = route.spec.capabilities.tool_parser
         env = _env({f"GEARSHIFT_SLM_{k}": v for k, v in {**common, **specific}.items()})
         env += _hub_env(route)
         if route.spec.model.source.startswith("hf://"):

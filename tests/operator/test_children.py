@@ -55,6 +55,17 @@ def test_mig_profile_and_custom_table_from_settings(tmp_path: Path) -> None:
     assert pod["tolerations"] == [{"key": "mig", "operator": "Exists"}]
 
 
+def test_route_tool_parser_reaches_the_slm_server() -> None:
+    """capabilities.toolParser is the SLM server's tool_parser; without it none is set."""
+    route = _route("small")
+    container = children.deployment(route, Settings())["spec"]["template"]["spec"]["containers"][0]
+    assert "GEARSHIFT_SLM_TOOL_PARSER" not in _env(container)
+    route.spec.capabilities.tools = True
+    route.spec.capabilities.tool_parser = "hermes"
+    container = children.deployment(route, Settings())["spec"]["template"]["spec"]["containers"][0]
+    assert _env(container)["GEARSHIFT_SLM_TOOL_PARSER"] == "hermes"
+
+
 def test_engine_route_runs_serve_slm_with_engine_settings() -> None:
     settings = Settings(drain_seconds=40, grace_margin_seconds=20)
     dep = children.deployment(_route("small"), settings)

@@ -34,6 +34,29 @@ def test_crd_shape() -> None:
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     for needed in ("Tier", "Size", "Model", "Replicas", "Ready", "Age"):
         assert needed in columns
+    # `kubectl get mr -o wide` (priority 1) shows what each route's model can do.
+    wide = {
+        c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"] if c.get("priority")
+    }
+    assert wide == {
+        "Tools": ".spec.capabilities.tools",
+        "JSON": ".spec.capabilities.jsonSchema",
+        "Logprobs": ".spec.capabilities.logprobs",
+        "Vision": ".spec.capabilities.vision",
+        "Context": ".spec.capabilities.contextTokens",
+    }
+
+
+def test_capabilities_are_accepted_and_defaulted() -> None:
+    obj = _mutate(
+        "small",
+        spec__capabilities={"tools": True, "toolParser": "hermes", "contextTokens": 8192},
+    )
+    assert validate(obj) == []
+    caps = ModelRoute.model_validate(obj).spec.capabilities
+    assert (caps.tools, caps.tool_parser, caps.context_tokens) == (True, "hermes", 8192)
+    assert (caps.json_schema, caps.logprobs, caps.vision) == (False, True, False)
+    assert ModelRoute.model_validate(_example("small")).spec.capabilities.tools is False
 
 
 def _walk(schema: dict[str, Any], path: str = "") -> list[str]:
@@ -148,6 +171,16 @@ BAD = {
         "nodePath",
     ),
     "bad-model-source": (_mutate("small", spec__model__source="s3://bucket/x"), "source"),
+    "tool-parser-without-tools": (
+        _mutate("small", spec__capabilities={"toolParser": "hermes"}),
+        "toolParser",
+    ),
+    "tool-parser-not-a-name": (
+        _mutate("small", spec__capabilities={"tools": True, "toolParser": "Hermes Pro"}),
+        "toolParser",
+    ),
+    "context-too-small": (_mutate("small", spec__capabilities={"contextTokens": 4}), "context"),
+    "capability-not-a-bool": (_mutate("small", spec__capabilities={"tools": "yes"}), "tools"),
 }
 
 # Where the API server points for each new case (the schema path, or the CEL fieldPath).
@@ -170,6 +203,10 @@ FIELD_PATHS = {
     "token-without-hub-source": ".spec.model.tokenSecretRef",
     "node-path-outside-models": ".spec.model.nodePath",
     "bad-model-source": "spec.model.source",
+    "tool-parser-without-tools": ".spec.capabilities.toolParser",
+    "tool-parser-not-a-name": "spec.capabilities.toolParser",
+    "context-too-small": "spec.capabilities.contextTokens",
+    "capability-not-a-bool": "spec.capabilities.tools",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import os
 import time
@@ -147,3 +148,78 @@ def test_key_file_rotation_and_redaction(tmp_path: Path) -> None:
     with pytest.raises(MissingKey) as err:
         source.get()
     assert str(path) in str(err.value) and "sk-" not in str(err.value)
+
+
+def test_openai_options_map_onto_the_upstream_request_and_back() -> None:
+    from gearshift.proxy import openai_map
+    from gearshift.v1 import common_pb2, inference_pb2
+
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    request = inference_pb2.GenerateRequest(
+        tenant="team-a",
+        user="alice",
+        messages=[
+            common_pb2.ChatMessage(role="user", content="weather?"),
+            common_pb2.ChatMessage(
+                role="assistant",
+                tool_calls=[common_pb2.ToolCall(id="c1", name="w", arguments='{"city":"Oslo"}')],
+            ),
+            common_pb2.ChatMessage(role="tool", tool_call_id="c1", content="sunny"),
+        ],
+        sampling=common_pb2.SamplingParams(
+            presence_penalty=0.5,
+            logit_bias={42: -100.0},
+            n=2,
+            response_format=common_pb2.ResponseFormat(
+                type="json_schema", name="s", schema_json='{"type": "object"}', strict=True
+            ),
+        ),
+        tools=[common_pb2.Tool(name="w", parameters_json=json.dumps(schema))],
+        tool_choice=common_pb2.ToolChoice(mode="function", function_name="w"),
+        parallel_tool_calls=False,
+    )
+    body = openai_map.request_body(request, "up-model", stream=False)
+    assert body["messages"][1]["tool_calls"][0]["function"] == {
+        "name": "w",
+        "arguments": '{"city":"Oslo"}',
+    }
+    assert body["messages"][2]["tool_call_id"] == "c1"
+    assert body["presence_penalty"] == 0.5 and "frequency_penalty" not in body
+    assert body["logit_bias"] == {"42": -100.0} and body["n"] == 2
+    assert body["response_format"]["json_schema"] == {
+        "name": "s",
+        "schema": {"type": "object"},
+        "strict": True,
+    }
+    assert body["tools"][0]["function"]["parameters"] == schema
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "w"}}
+    assert body["parallel_tool_calls"] is False and body["user"] == "alice"
+
+    call = {"id": "c9", "type": "function", "function": {"name": "w", "arguments": "{}"}}
+    done = openai_map.parse_completion(
+        {
+            "choices": [
+                {"index": 1, "message": {"content": "b"}, "finish_reason": "stop"},
+                {
+                    "index": 0,
+                    "message": {"content": None, "tool_calls": [call]},
+                    "finish_reason": "tool_calls",
+                },
+            ]
+        }
+    )
+    assert done.finish_reason == common_pb2.FINISH_REASON_TOOL_CALLS
+    assert [(c.id, c.name) for c in done.tool_calls] == [("c9", "w")]
+    assert [c.index for c in done.choices] == [0, 1] and done.choices[1].text == "b"
+    delta = openai_map.parse_chunk(
+        {
+            "choices": [
+                {
+                    "index": 1,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]},
+                }
+            ]
+        }
+    )
+    [part] = delta.parts
+    assert part.index == 1 and part.tool_calls[0].arguments == "{"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -14,10 +15,12 @@ from gearshift.router.context_digest import context_digest, is_sampled
 from gearshift.router.local import local_default_routes
 from gearshift.router.openai_http import parse_chat_request
 from gearshift.router.pipeline import Pipeline, PipelineConfig, Plan
+from gearshift.router.request_options import structured_answer_problem
 from gearshift.router.routing_table import Route, RoutingTable, routes_from_objects
 from gearshift.router.scoring import LengthScorer
 from gearshift.routes import ModelRoute
-from gearshift.runtime.errors import InvalidArgument, Unauthenticated
+from gearshift.routes.model_route import Capabilities
+from gearshift.runtime.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from gearshift.v1 import common_pb2, router_pb2
 
 
@@ -85,25 +88,112 @@ def test_openai_body_parsing_names_bad_fields() -> None:
     assert chat.sampling.max_tokens == 7 and list(chat.sampling.stop) == ["\n"]
     assert chat.cache_policy == router_pb2.CACHE_POLICY_NO_STORE
     with pytest.raises(InvalidArgument) as info:
-        parse_chat_request({"messages": "x", "temperature": "hot", "n": 2}, {})
+        parse_chat_request({"messages": "x", "temperature": "hot", "n": 0}, {})
     fields = {v.field for v in info.value.violations}
     assert {"messages", "temperature", "n"} <= fields
 
 
 def test_parameters_the_router_cannot_honour_are_refused_by_name() -> None:
     base = {"model": "auto", "messages": [{"role": "user", "content": "q"}]}
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
-    body = {**base, "tools": tools, "response_format": {"type": "json_object"}}
+    functions = [{"name": "f", "parameters": {}}]
+    body = {**base, "functions": functions, "audio": {"voice": "alloy"}}
     with pytest.raises(InvalidArgument) as info:
         parse_chat_request(body, {})
     fields = {v.field for v in info.value.violations}
-    assert fields == {"tools", "response_format"}
+    assert fields == {"functions", "audio"}
+    assert "tools" in info.value.violations[0].description
     assert "drop_unsupported_params" in info.value.violations[0].description
     # Neutral values (as SDKs send them) are fine, and an operator may choose to drop.
-    neutral = {**base, "response_format": {"type": "text"}, "presence_penalty": 0, "tools": []}
+    neutral = {**base, "modalities": ["text"], "functions": []}
     parse_chat_request(neutral, {})
     chat, _ = parse_chat_request(body, {}, drop_unsupported=True)
     assert [m.content for m in chat.messages] == ["q"]
+
+
+def test_openai_options_become_contract_fields() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    body = {
+        "messages": [
+            {"role": "user", "content": "q"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "42"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}],
+        "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "parallel_tool_calls": False,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+        "presence_penalty": 0.5,
+        "frequency_penalty": -0.5,
+        "logit_bias": {"50256": -100},
+        "n": 2,
+        "user": "alice",
+        "max_completion_tokens": 9,
+    }
+    chat, _ = parse_chat_request(body, {})
+    assert chat.messages[1].tool_calls[0].name == "f" and chat.messages[1].content == ""
+    assert chat.messages[2].tool_call_id == "c1"
+    assert [t.name for t in chat.tools] == ["f"] and json.loads(
+        chat.tools[0].parameters_json
+    ) == schema
+    assert (chat.tool_choice.mode, chat.tool_choice.function_name) == ("function", "f")
+    assert chat.HasField("parallel_tool_calls") and not chat.parallel_tool_calls
+    s = chat.sampling
+    assert (
+        s.response_format.type == "json_schema"
+        and json.loads(s.response_format.schema_json) == schema
+    )
+    assert (round(s.presence_penalty, 3), round(s.frequency_penalty, 3)) == (0.5, -0.5)
+    assert dict(s.logit_bias) == {50256: -100.0} and s.n == 2 and s.max_tokens == 9
+    assert chat.user == "alice"
+    with pytest.raises(InvalidArgument) as info:
+        parse_chat_request(
+            {**body, "tool_choice": 3, "logit_bias": {"x": 1}, "response_format": {"type": 1}}, {}
+        )
+    assert {v.field for v in info.value.violations} == {
+        "tool_choice",
+        "logit_bias",
+        "response_format",
+    }
+
+
+def test_digest_keys_options_that_change_the_answer() -> None:
+    msgs = _msgs(("user", "q"))
+    plain = common_pb2.SamplingParams(temperature=0.0)
+    assert context_digest(msgs, plain) == context_digest(
+        msgs, common_pb2.SamplingParams(temperature=0.0, logprobs=True)
+    )
+    for changed in (
+        common_pb2.SamplingParams(temperature=0.0, presence_penalty=1.0),
+        common_pb2.SamplingParams(temperature=0.0, frequency_penalty=1.0),
+        common_pb2.SamplingParams(temperature=0.0, logit_bias={7: 5.0}),
+        common_pb2.SamplingParams(
+            temperature=0.0, response_format=common_pb2.ResponseFormat(type="json_object")
+        ),
+    ):
+        assert context_digest(msgs, changed) != context_digest(msgs, plain)
+    a = common_pb2.ResponseFormat(type="json_schema", schema_json='{"type": "object"}')
+    b = common_pb2.ResponseFormat(type="json_schema", schema_json='{"type": "array"}')
+    assert context_digest(msgs, common_pb2.SamplingParams(response_format=a)) != context_digest(
+        msgs, common_pb2.SamplingParams(response_format=b)
+    )
+
+
+def test_structured_answers_are_checked_before_caching() -> None:
+    fmt = common_pb2.ResponseFormat(
+        type="json_schema",
+        schema_json=json.dumps({"type": "object", "required": ["a"]}),
+    )
+    assert structured_answer_problem(fmt, '{"a": 1}') == ""
+    assert "schema" in structured_answer_problem(fmt, '{"b": 1}')
+    assert "not JSON" in structured_answer_problem(fmt, '{"a": ')
+    assert structured_answer_problem(common_pb2.ResponseFormat(type="json_object"), "[1]")
+    assert structured_answer_problem(common_pb2.ResponseFormat(), "free text") == ""
 
 
 def _route(name: str, tier: str, **kw: object) -> Route:
@@ -176,3 +266,41 @@ def test_local_default_routes_are_valid_model_routes() -> None:
     assert by_tier["slm"].endpoints == ("127.0.0.1:1",) and by_tier["slm"].model == "small"
     assert by_tier["slm"].fallback == by_tier["llm"].name
     assert by_tier["llm"].max_share == 0.3
+
+
+async def test_routes_without_a_needed_capability_are_excluded_with_reasons() -> None:
+    plain = _route("small", "slm")
+    tools = Capabilities(tools=True, json_schema=True)
+    big = _route("big", "llm", capabilities=tools)
+    pipeline, _ = _pipeline([plain, big], threshold=0.99)
+    request = router_pb2.ChatRequest(messages=_msgs(("user", "weather?")))
+    request.tools.add(name="get_weather")
+    decision = await pipeline.route(request, "t", None)
+    assert decision.route == "big"  # the easy question would have gone to small
+    assert [(e.route, list(e.missing)) for e in decision.excluded] == [("small", ["tools"])]
+    assert "excluded small: lacks tools" in decision.reasons
+    # tool_choice none asks for nothing: every route stays.
+    request.tool_choice.mode = "none"
+    assert (await pipeline.route(request, "t", None)).route == "small"
+    # Pinning a route that lacks the capability is refused, never downgraded.
+    request.tool_choice.mode = "auto"
+    request.model = "small"
+    with pytest.raises(FailedPrecondition, match="tools"):
+        await pipeline.route(request, "t", None)
+
+
+async def test_no_capable_route_is_failed_precondition_naming_the_capability() -> None:
+    pipeline, _ = _pipeline(
+        [_route("small", "slm"), _route("big", "llm", capabilities=Capabilities(tools=True))]
+    )
+    request = router_pb2.ChatRequest(messages=_msgs(("user", "json please")))
+    request.sampling.response_format.type = "json_object"
+    with pytest.raises(FailedPrecondition) as info:
+        await pipeline.route(request, "t", None)
+    assert info.value.reason == "CAPABILITY_MISSING"
+    assert "jsonSchema" in info.value.message and "small lacks jsonSchema" in info.value.message
+    short = Capabilities(context_tokens=64)
+    pipeline, _ = _pipeline([_route("small", "slm", capabilities=short), _route("big", "llm")])
+    request = router_pb2.ChatRequest(messages=_msgs(("user", "x" * 1000)))
+    decision = await pipeline.route(request, "t", None)
+    assert decision.route == "big" and decision.excluded[0].missing == ["contextTokens"]

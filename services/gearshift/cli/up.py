@@ -123,6 +123,7 @@ def plan(
         )
     if "proxy" in services:
         from gearshift.proxy.config import local_standin_config
+        from gearshift.router.local import STANDIN_TOOL_FLAGS
 
         specs.append(
             ProcessSpec(
@@ -144,6 +145,7 @@ def plan(
                     "127.0.0.1",
                     "--port",
                     str(ports.upstream),
+                    *STANDIN_TOOL_FLAGS,
                 ],
                 env,
                 health_url=f"http://127.0.0.1:{ports.upstream}/health",

@@ -6,6 +6,8 @@ dispatcher reports as the upstream's malformed answer rather than crashing.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,24 +16,66 @@ from gearshift.v1 import common_pb2, inference_pb2
 FINISH_REASONS = {
     "stop": common_pb2.FINISH_REASON_STOP,
     "eos": common_pb2.FINISH_REASON_STOP,
-    "tool_calls": common_pb2.FINISH_REASON_STOP,
-    "function_call": common_pb2.FINISH_REASON_STOP,
+    "tool_calls": common_pb2.FINISH_REASON_TOOL_CALLS,
+    "function_call": common_pb2.FINISH_REASON_TOOL_CALLS,
     "length": common_pb2.FINISH_REASON_LENGTH,
     "content_filter": common_pb2.FINISH_REASON_CONTENT_FILTER,
     "abort": common_pb2.FINISH_REASON_ABORT,
 }
 
 
+def message_json(m: common_pb2.ChatMessage) -> dict[str, Any]:
+    """One contract message as an OpenAI message (tool calls and tool results included)."""
+    msg: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name:
+        msg["name"] = m.name
+    if m.tool_calls:  # content stays "", not null: templates that know no tools concatenate it
+        msg["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.arguments},
+            }
+            for c in m.tool_calls
+        ]
+    if m.tool_call_id:
+        msg["tool_call_id"] = m.tool_call_id
+    return msg
+
+
+def tools_json(tools: Sequence[common_pb2.Tool]) -> list[dict[str, Any]]:
+    out = []
+    for t in tools:
+        function: dict[str, Any] = {"name": t.name}
+        if t.description:
+            function["description"] = t.description
+        if t.parameters_json:
+            function["parameters"] = json.loads(t.parameters_json)
+        if t.strict:
+            function["strict"] = True
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def response_format_json(fmt: common_pb2.ResponseFormat) -> dict[str, Any] | None:
+    if fmt.type == "json_object":
+        return {"type": "json_object"}
+    if fmt.type == "json_schema":
+        schema: dict[str, Any] = {
+            "name": fmt.name or "answer",
+            "schema": json.loads(fmt.schema_json),
+        }
+        if fmt.strict:
+            schema["strict"] = True
+        return {"type": "json_schema", "json_schema": schema}
+    return None
+
+
 def request_body(
     request: inference_pb2.GenerateRequest, upstream_model: str, *, stream: bool
 ) -> dict[str, Any]:
     """The OpenAI request for a GenerateRequest; unset sampling fields stay unset."""
-    messages: list[dict[str, str]] = []
-    for m in request.messages:
-        msg = {"role": m.role, "content": m.content}
-        if m.name:
-            msg["name"] = m.name
-        messages.append(msg)
+    messages = [message_json(m) for m in request.messages]
     body: dict[str, Any] = {"model": upstream_model, "messages": messages, "stream": stream}
     if stream:
         body["stream_options"] = {"include_usage": True}
@@ -50,8 +94,29 @@ def request_body(
         body["logprobs"] = True
         if s.top_logprobs:
             body["top_logprobs"] = s.top_logprobs
-    if request.tenant:
-        body["user"] = request.tenant  # providers use it for abuse monitoring
+    if s.HasField("presence_penalty"):
+        body["presence_penalty"] = round(s.presence_penalty, 6)
+    if s.HasField("frequency_penalty"):
+        body["frequency_penalty"] = round(s.frequency_penalty, 6)
+    if s.logit_bias:
+        body["logit_bias"] = {str(k): round(v, 6) for k, v in sorted(s.logit_bias.items())}
+    if s.n > 1:
+        body["n"] = s.n
+    if (fmt := response_format_json(s.response_format)) is not None:
+        body["response_format"] = fmt
+    if request.tools:
+        body["tools"] = tools_json(request.tools)
+        choice = request.tool_choice
+        if choice.mode == "function":
+            body["tool_choice"] = {"type": "function", "function": {"name": choice.function_name}}
+        elif choice.mode:
+            body["tool_choice"] = choice.mode
+        if request.HasField("parallel_tool_calls"):
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+    # Providers use `user` for abuse monitoring: the end user when the caller named one,
+    # else the tenant.
+    if request.user or request.tenant:
+        body["user"] = request.user or request.tenant
     return body
 
 
@@ -88,12 +153,43 @@ def _usage_counts(raw: Any) -> tuple[int, int] | None:
     return int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0)
 
 
+def parse_tool_calls(raw: Any) -> list[common_pb2.ToolCall]:
+    """message.tool_calls -> ToolCall list (function calls only)."""
+    out = []
+    for item in raw or []:
+        function = item["function"]
+        out.append(
+            common_pb2.ToolCall(
+                id=str(item.get("id") or ""),
+                name=str(function["name"]),
+                arguments=str(function.get("arguments") or ""),
+            )
+        )
+    return out
+
+
 @dataclass
 class Completion:
     text: str
     finish_reason: int
     logprobs: list[common_pb2.TokenLogprob]
     usage: tuple[int, int] | None
+    tool_calls: list[common_pb2.ToolCall] = field(default_factory=list)
+    choices: list[common_pb2.Choice] = field(default_factory=list)  # every answer when n > 1
+
+
+def _choice(raw: Any) -> common_pb2.Choice:
+    message = raw["message"]
+    text = message.get("content") or ""
+    if not isinstance(text, str):
+        raise ValueError("message.content is not a string")
+    return common_pb2.Choice(
+        index=int(raw.get("index") or 0),
+        text=text,
+        finish_reason=finish_reason(raw.get("finish_reason")),  # type: ignore[arg-type]
+        logprobs=parse_logprobs(raw.get("logprobs")),
+        tool_calls=parse_tool_calls(message.get("tool_calls")),
+    )
 
 
 def parse_completion(data: dict[str, Any]) -> Completion:
@@ -101,40 +197,70 @@ def parse_completion(data: dict[str, Any]) -> Completion:
     choices = data["choices"]
     if not isinstance(choices, list) or not choices:
         raise ValueError("no choices in the answer")
-    choice = choices[0]
-    message = choice["message"]
-    text = message.get("content") or ""
-    if not isinstance(text, str):
-        raise ValueError("message.content is not a string")
+    parsed = sorted((_choice(c) for c in choices), key=lambda c: c.index)
+    first = parsed[0]
     return Completion(
-        text=text,
-        finish_reason=finish_reason(choice.get("finish_reason")),
-        logprobs=parse_logprobs(choice.get("logprobs")),
+        text=first.text,
+        finish_reason=first.finish_reason,
+        logprobs=list(first.logprobs),
         usage=_usage_counts(data.get("usage")),
+        tool_calls=list(first.tool_calls),
+        choices=parsed if len(parsed) > 1 else [],
     )
 
 
 @dataclass
-class Delta:
+class Part:
+    """What one stream event added to one answer."""
+
+    index: int = 0
     text: str = ""
     finish_reason: int = common_pb2.FINISH_REASON_UNSPECIFIED
     logprobs: list[common_pb2.TokenLogprob] = field(default_factory=list)
+    tool_calls: list[common_pb2.ToolCallDelta] = field(default_factory=list)
+
+
+@dataclass
+class Delta:
+    """One stream event: a part per answer it touches, and/or the usage event."""
+
+    parts: list[Part] = field(default_factory=list)
     usage: tuple[int, int] | None = None
 
 
+def parse_tool_call_deltas(raw: Any) -> list[common_pb2.ToolCallDelta]:
+    out = []
+    for item in raw or []:
+        function = item.get("function") or {}
+        out.append(
+            common_pb2.ToolCallDelta(
+                index=int(item.get("index") or 0),
+                id=str(item.get("id") or ""),
+                name=str(function.get("name") or ""),
+                arguments=str(function.get("arguments") or ""),
+            )
+        )
+    return out
+
+
 def parse_chunk(event: dict[str, Any]) -> Delta:
-    """One streamed event: a content delta, a finish reason, and/or the usage event."""
+    """One streamed event: content and tool-call deltas, finish reasons, and/or usage."""
     out = Delta(usage=_usage_counts(event.get("usage")))
     choices = event.get("choices") or []
     if not isinstance(choices, list):
         raise ValueError("choices is not a list")
-    if choices:
-        choice = choices[0]
+    for choice in choices:
         delta = choice.get("delta") or {}
         text = delta.get("content") or ""
         if not isinstance(text, str):
             raise ValueError("delta.content is not a string")
-        out.text = text
-        out.finish_reason = finish_reason(choice.get("finish_reason"))
-        out.logprobs = parse_logprobs(choice.get("logprobs"))
+        out.parts.append(
+            Part(
+                index=int(choice.get("index") or 0),
+                text=text,
+                finish_reason=finish_reason(choice.get("finish_reason")),
+                logprobs=parse_logprobs(choice.get("logprobs")),
+                tool_calls=parse_tool_call_deltas(delta.get("tool_calls")),
+            )
+        )
     return out

@@ -102,7 +102,9 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, request: inference_pb2.GenerateRequest
     ) -> tuple[ModelBackend, str, str, int]:
         backend = self._backend(request.model)
-        require_valid_chat(request.messages, request.sampling)
+        require_valid_chat(
+            request.messages, request.sampling, tools=request.tools, tool_choice=request.tool_choice
+        )
         tenant = request.tenant or ANONYMOUS_TENANT
         estimate = estimate_tokens(sum(len(m.content) for m in request.messages))
         self._admit(tenant, backend.config.name, estimate)
@@ -199,6 +201,8 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
             logprobs=completion.logprobs,
             time_to_first_token_ms=elapsed_ms,
             upstream=route.name,
+            tool_calls=completion.tool_calls,
+            choices=completion.choices,
         )
 
     @grpc_errors
@@ -251,23 +255,44 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
             backend.load.add_ttft((time.perf_counter() - started) * 1000)
             # From here on the client gets data: no retry, no fail-over.
             finish: int = common_pb2.FINISH_REASON_UNSPECIFIED
+            last_index = 0  # the answer whose finish reason goes on the last chunk
             usage: tuple[int, int] | None = None
             text_chars = 0
             delta: openai_map.Delta | None = first
             sent = 0
             async with contextlib.aclosing(events):
                 while True:
-                    if delta is not None:
-                        usage = delta.usage or usage
-                        finish = delta.finish_reason or finish
-                        if delta.text or delta.logprobs or sent == 0:
-                            text_chars += len(delta.text)
+                    for part in delta.parts if delta is not None else ():
+                        if part.finish_reason:
+                            if finish and last_index != part.index:
+                                # n > 1: an earlier answer's end goes out on its own; the
+                                # last one's waits for the usage, on the last chunk.
+                                yield inference_pb2.GenerateChunk(
+                                    request_id=request_id,
+                                    model=model,
+                                    index=last_index,
+                                    finish_reason=finish,  # type: ignore[arg-type]
+                                )
+                            finish, last_index = part.finish_reason, part.index
+                        if part.text or part.logprobs or part.tool_calls or sent == 0:
+                            text_chars += len(part.text) + sum(
+                                len(c.arguments) for c in part.tool_calls
+                            )
                             yield inference_pb2.GenerateChunk(
                                 request_id=request_id,
                                 model=model,
-                                text_delta=delta.text,
-                                logprobs=delta.logprobs,
+                                index=part.index,
+                                text_delta=part.text,
+                                logprobs=part.logprobs,
+                                tool_calls=part.tool_calls,
                                 upstream=route.name if sent == 0 else "",
+                            )
+                            sent += 1
+                    if delta is not None:
+                        usage = delta.usage or usage
+                        if sent == 0 and not delta.parts:
+                            yield inference_pb2.GenerateChunk(
+                                request_id=request_id, model=model, upstream=route.name
                             )
                             sent += 1
                     try:
@@ -301,6 +326,7 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
             yield inference_pb2.GenerateChunk(
                 request_id=request_id,
                 model=model,
+                index=last_index,
                 finish_reason=finish or common_pb2.FINISH_REASON_STOP,  # type: ignore[arg-type]
                 usage=result,
             )

@@ -43,18 +43,31 @@ def context_digest(
     """A stable hex digest of the system prompt, earlier turns and sampling settings.
 
     The last user turn (the question) is excluded: the cache compares it by meaning.
-    `logprobs` and `top_logprobs` are excluded because they do not change the text.
+    `logprobs` and `top_logprobs` are excluded because they do not change the text (a
+    logprobs request bypasses the cache anyway: request_options.py). Penalties, logit_bias
+    and the response format (type and schema) are included when set.
     """
     last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
     context = [[m.role, m.name, m.content] for i, m in enumerate(messages) if i != last_user]
     trailing_name = messages[last_user].name if last_user >= 0 else ""
-    settings = {
+    settings: dict[str, object] = {
         "temperature": round(effective_temperature(sampling), 4),
         "top_p": round(float(sampling.top_p), 4) if sampling.HasField("top_p") else DEFAULT_TOP_P,
         "max_tokens": int(sampling.max_tokens) if sampling.HasField("max_tokens") else None,
         "stop": sorted(sampling.stop),
         "seed": int(sampling.seed) if sampling.HasField("seed") else None,
     }
+    # Options that change the answer, keyed only when set: requests without them keep the
+    # digest (and so the cache entries) they had before these options existed.
+    for name in ("presence_penalty", "frequency_penalty"):
+        if sampling.HasField(name) and getattr(sampling, name) != 0.0:
+            settings[name] = round(float(getattr(sampling, name)), 4)
+    if sampling.logit_bias:
+        settings["logit_bias"] = sorted((k, round(v, 4)) for k, v in sampling.logit_bias.items())
+    fmt = sampling.response_format
+    if fmt.type in ("json_object", "json_schema"):
+        schema = json.loads(fmt.schema_json) if fmt.schema_json else None
+        settings["response_format"] = [fmt.type, schema, fmt.strict]
     payload = json.dumps(
         {"context": context, "name": trailing_name, "sampling": settings},
         sort_keys=True,

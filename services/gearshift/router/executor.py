@@ -28,6 +28,7 @@ from gearshift.router.escalation_policy import EscalationPolicy
 from gearshift.router.outcomes.events import AnsweredEvent, AnswerObserver
 from gearshift.router.plan import PipelineConfig, Plan
 from gearshift.router.planner import set_route
+from gearshift.router.request_options import structured_answer_problem, unary_chunks
 from gearshift.router.routing_table import Route, RoutingTable
 from gearshift.runtime.errors import DeadlineExceeded, GearshiftError, Unavailable
 from gearshift.runtime.genai import model_span, record_response
@@ -126,7 +127,7 @@ class Executor:
                         attempt.finish = chunk.finish_reason
                         release = [chunk]
                         if not attempt.sent:
-                            if not chunk.text_delta and not attempt.finish:
+                            if not (chunk.text_delta or chunk.tool_calls) and not attempt.finish:
                                 continue  # nothing to show yet: escalation still possible
                             if self._failed_generation(plan, chunk):
                                 escalate_why = "finish reason ERROR"
@@ -149,7 +150,11 @@ class Executor:
                             self._answered(plan, route)
                         for i, part in enumerate(release):
                             out = router_pb2.ChatStreamChunk(
-                                request_id=plan.request_id, text_delta=part.text_delta
+                                request_id=plan.request_id,
+                                text_delta=part.text_delta,
+                                tool_calls=part.tool_calls,
+                                index=part.index,
+                                logprobs=part.logprobs if plan.sampling.logprobs else (),
                             )
                             if not attempt.sent:
                                 attempt.sent = True
@@ -222,13 +227,8 @@ class Executor:
                 finish_reason=response.finish_reason,
             )
             self.table.record_success(attempt.endpoint)  # it answered, whatever it said
-            yield inference_pb2.GenerateChunk(
-                model=response.model,
-                text_delta=response.text,
-                logprobs=response.logprobs,
-                finish_reason=response.finish_reason,
-                usage=response.usage,
-            )
+            for chunk in unary_chunks(response):
+                yield chunk
             return
         call = stub.GenerateStream(greq, timeout=timeout, metadata=outgoing_metadata())
         try:
@@ -274,13 +274,15 @@ class Executor:
         sampling.CopyFrom(plan.sampling)
         if want_logprobs:
             sampling.logprobs = True
-        return inference_pb2.GenerateRequest(
+        request = inference_pb2.GenerateRequest(
             request_id=plan.request_id,
             tenant=plan.tenant,
             model=route.model,
             messages=plan.messages,
             sampling=sampling,
         )
+        request.MergeFrom(plan.extras)  # tools, tool_choice, user (request_options.py)
+        return request
 
     def _attempt_timeout(self, plan: Plan) -> float:
         remaining = plan.remaining()
@@ -307,6 +309,7 @@ class Executor:
         route = plan.routes[index]
         return (
             self.config.cascade
+            and plan.cascade_ok
             and not plan.pinned
             and (not plan.stream or self.config.cascade_stream_chars > 0)
             and route.tier == "slm"
@@ -388,6 +391,9 @@ class Executor:
         if not plan.store or self.cache is None or plan.scope is None:
             return
         if finish != common_pb2.FINISH_REASON_STOP or not answer:
+            return
+        if problem := structured_answer_problem(plan.sampling.response_format, answer):
+            log.warning("request %s: structured answer not cached: %s", plan.request_id, problem)
             return
         self.cache.store_in_background(
             cache_pb2.StoreRequest(

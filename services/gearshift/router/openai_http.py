@@ -18,7 +18,7 @@ import grpc
 from aiohttp import web
 from opentelemetry import propagate, trace
 
-from gearshift.router import http_server
+from gearshift.router import http_server, openai_params
 from gearshift.router.auth import KeyTable
 from gearshift.router.limits import (
     INT64_MAX,
@@ -68,13 +68,7 @@ ERROR_TYPE = {
     409: "invalid_request_error",
     429: "rate_limit_error",
 }
-FINISH = {
-    common_pb2.FINISH_REASON_STOP: "stop",
-    common_pb2.FINISH_REASON_LENGTH: "length",
-    common_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
-    common_pb2.FINISH_REASON_ABORT: "abort",
-    common_pb2.FINISH_REASON_ERROR: "error",
-}
+FINISH = openai_params.FINISH
 CACHE_POLICIES = {
     "": router_pb2.CACHE_POLICY_UNSPECIFIED,
     "default": router_pb2.CACHE_POLICY_UNSPECIFIED,
@@ -132,6 +126,14 @@ def _content(value: Any, path: str, violations: list[FieldViolation]) -> str:
         for j, part in enumerate(value):
             if isinstance(part, Mapping) and part.get("type") == "text":
                 texts.append(str(part.get("text", "")))
+            elif isinstance(part, Mapping) and part.get("type") in ("image_url", "input_image"):
+                violations.append(
+                    FieldViolation(
+                        f"{path}[{j}]",
+                        "image input is not carried by the router's contract yet (capability "
+                        "vision); send text parts only",
+                    )
+                )
             else:
                 violations.append(FieldViolation(f"{path}[{j}]", "only text parts are supported"))
         return "".join(texts)
@@ -150,31 +152,19 @@ def _number(body: Mapping[str, Any], name: str, violations: list[FieldViolation]
 
 
 # Parameters that change what the answer must be, which the router's contract cannot
-# carry: answering without them would look like success and be wrong (text instead of a
-# tool call, prose instead of JSON). Neutral values are accepted.
+# carry: answering without them would look like success and be wrong (a legacy function
+# call answered as text, audio never produced). Neutral values are accepted.
 UNSUPPORTED_PARAMS: dict[str, str] = {
-    "tools": "tool calling is not supported",
-    "tool_choice": "tool calling is not supported",
-    "functions": "function calling is not supported",
-    "function_call": "function calling is not supported",
-    "response_format": "only {'type': 'text'} is supported",
-    "logit_bias": "not supported",
-    "presence_penalty": "only 0 is supported",
-    "frequency_penalty": "only 0 is supported",
+    "functions": "legacy function calling is not supported; send `tools` instead",
+    "function_call": "legacy function calling is not supported; send `tool_choice` instead",
     "audio": "audio output is not supported",
     "modalities": "only ['text'] is supported",
     "prediction": "predicted outputs are not supported",
 }
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "response_format": ({"type": "text"},),
-    "presence_penalty": (0, 0.0),
-    "frequency_penalty": (0, 0.0),
     "modalities": (["text"],),
-    "tools": ([],),
     "functions": ([],),
-    "tool_choice": ("none", "auto"),  # without tools these ask for nothing
     "function_call": ("none", "auto"),
-    "logit_bias": ({},),
 }
 
 
@@ -217,8 +207,13 @@ def parse_chat_request(
                 role=str(msg.get("role", "")),
                 content=_content(msg.get("content"), f"messages[{i}].content", violations),
                 name=str(msg.get("name") or ""),
+                tool_calls=openai_params.parse_tool_calls(
+                    msg.get("tool_calls"), f"messages[{i}].tool_calls", violations
+                ),
+                tool_call_id=str(msg.get("tool_call_id") or ""),
             )
         )
+    openai_params.parse_options(body, request, violations)
     sampling = request.sampling
     # Every number is range-checked before it meets a protobuf field: an integer of 2**64
     # or 1e400 would otherwise raise inside the conversion (a 500, not the client's 400).
@@ -262,9 +257,6 @@ def parse_chat_request(
             sampling.top_logprobs = int(top_logprobs)
         else:
             violations.append(bad)
-    n = body.get("n")
-    if n not in (None, 1):
-        violations.append(FieldViolation("n", "only n=1 is supported"))
     policy = headers.get(CACHE_POLICY_HEADER, "").lower()
     if policy not in CACHE_POLICIES:
         violations.append(
@@ -297,6 +289,10 @@ def decision_headers(
         headers["x-gearshift-escalated-from"] = ",".join(decision.escalated_from)
     if decision.source:
         headers["x-gearshift-source"] = decision.source
+    if decision.excluded:  # routes left out for a missing capability: "local-slm(tools)"
+        headers["x-gearshift-excluded"] = ",".join(
+            f"{e.route}({'+'.join(e.missing)})" for e in decision.excluded
+        )
     return headers
 
 
@@ -512,7 +508,10 @@ class OpenAIHttpApi:
                     limits=self.limits,
                 )
                 if stream:
-                    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                    options = body.get("stream_options") or {}
+                    include_usage = isinstance(options, Mapping) and bool(
+                        options.get("include_usage")
+                    )
                     return await self._stream(request, chat, tenant, include_usage)
                 response = await self.pipeline.chat(chat, tenant, None)
             except GearshiftError as exc:
@@ -529,14 +528,7 @@ class OpenAIHttpApi:
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": _model_name(response.decision),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": response.text},
-                        "finish_reason": FINISH.get(response.finish_reason, "stop"),
-                        "logprobs": None,
-                    }
-                ],
+                "choices": openai_params.choices_json(response, chat.sampling.logprobs),
                 "usage": _usage(response.usage),
             }
             extension = gearshift_extension(response.decision.source, response.citations)
@@ -619,10 +611,14 @@ class OpenAIHttpApi:
 
         source = first.decision.source
 
+        want_logprobs = chat.sampling.logprobs
+
         def event(
-            delta: dict[str, str],
+            delta: dict[str, Any],
             finish: str | None,
             citations: Sequence[router_pb2.Citation] = (),
+            index: int = 0,
+            logprobs: Sequence[common_pb2.TokenLogprob] = (),
         ) -> bytes:
             payload: dict[str, Any] = {
                 "id": chat_id,
@@ -630,7 +626,14 @@ class OpenAIHttpApi:
                 "created": created,
                 "model": model,
                 "choices": [
-                    {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                    {
+                        "index": index,
+                        "delta": delta,
+                        "finish_reason": finish,
+                        "logprobs": openai_params.logprobs_json(logprobs)
+                        if want_logprobs
+                        else None,
+                    }
                 ],
             }
             extension = gearshift_extension(source, citations)
@@ -641,16 +644,24 @@ class OpenAIHttpApi:
         usage = common_pb2.Usage()
         try:
             chunk: router_pb2.ChatStreamChunk | None = first
-            is_first = True
+            started: set[int] = set()  # choices whose first delta (with the role) went out
             while chunk is not None:
-                delta: dict[str, str] = {"content": chunk.text_delta}
-                if is_first:
+                delta: dict[str, Any] = {"content": chunk.text_delta}
+                if chunk.tool_calls:
+                    delta["tool_calls"] = openai_params.tool_call_deltas_json(chunk.tool_calls)
+                    if not chunk.text_delta:
+                        delta["content"] = None
+                if chunk.index not in started:
                     delta["role"] = "assistant"
-                    is_first = False
-                finish = FINISH.get(chunk.finish_reason) if chunk.finish_reason else None
+                    started.add(chunk.index)
+                finish = (
+                    openai_params.FINISH.get(chunk.finish_reason) if chunk.finish_reason else None
+                )
                 if chunk.HasField("usage"):
                     usage.CopyFrom(chunk.usage)
-                await response.write(event(delta, finish, chunk.citations))
+                await response.write(
+                    event(delta, finish, chunk.citations, chunk.index, chunk.logprobs)
+                )
                 chunk = await anext(chunks, None)
             if include_usage:
                 tail = {

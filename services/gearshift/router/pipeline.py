@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from gearshift.router.answers import AnswerFolder
 from gearshift.router.cache_client import CacheClient
 from gearshift.router.embedding import QueryEmbedder
 from gearshift.router.escalation_policy import EscalationPolicy
@@ -96,18 +97,16 @@ class Pipeline:
         """A whole routed answer: the executor's chunks folded into one response."""
         plan = await self.planner.plan(request, tenant, time_remaining)
         response = router_pb2.ChatResponse(request_id=plan.request_id)
-        parts: list[str] = []
+        answers = AnswerFolder()
         async for chunk in self.executor.run(plan):
             if chunk.HasField("decision"):
                 response.decision.CopyFrom(chunk.decision)
                 response.trace_id = chunk.trace_id
-            parts.append(chunk.text_delta)
-            if chunk.finish_reason:
-                response.finish_reason = chunk.finish_reason
+            answers.add(chunk)
             if chunk.HasField("usage"):
                 response.usage.CopyFrom(chunk.usage)
             response.citations.extend(chunk.citations)
-        response.text = "".join(parts)
+        answers.fill(response)
         if not response.HasField("usage"):
             response.usage.CopyFrom(common_pb2.Usage())
         return response

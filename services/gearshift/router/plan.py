@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from gearshift.router.routing_table import Route, Source
 from gearshift.router.selector import DEFAULT_MARGIN, DEFAULT_THRESHOLD
-from gearshift.v1 import cache_pb2, common_pb2, retriever_pb2, router_pb2
+from gearshift.v1 import cache_pb2, common_pb2, inference_pb2, retriever_pb2, router_pb2
 
 AUTO_MODELS = frozenset({"", "auto"})
 AUTO_SCOPE = "auto"
@@ -65,6 +65,10 @@ class Plan:
     source_pinned: bool = False
     passages: list[retriever_pb2.Passage] = field(default_factory=list)
     citations: list[router_pb2.Citation] = field(default_factory=list)
+    # OpenAI options beyond sampling (request_options.py): what every backend call carries
+    # besides messages and sampling, and whether the small-model cascade may judge the answer.
+    extras: inference_pb2.GenerateRequest = field(default_factory=inference_pb2.GenerateRequest)
+    cascade_ok: bool = True
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

@@ -15,7 +15,7 @@ from collections.abc import MutableSequence, Sequence
 import grpc
 from opentelemetry import trace
 
-from gearshift.router import metrics
+from gearshift.router import capabilities, metrics, request_options
 from gearshift.router.cache_client import CacheClient
 from gearshift.router.cold_start import ColdStartWaiter
 from gearshift.router.context_digest import (
@@ -80,14 +80,21 @@ class Planner:
     ) -> Plan:
         """Validates, looks the question up in the cache and picks the routes to try."""
         messages = list(request.messages)
-        extra = []
-        if messages and messages[-1].role != "user":
+        extra = request_options.schema_violations(request)
+        if messages and messages[-1].role not in ("user", "tool"):
             extra.append(
                 FieldViolation(
-                    f"messages[{len(messages) - 1}].role", "the last message must be from the user"
+                    f"messages[{len(messages) - 1}].role",
+                    "the last message must be from the user (or a tool result)",
                 )
             )
-        require_valid_chat(messages, request.sampling, extra=extra)
+        require_valid_chat(
+            messages,
+            request.sampling,
+            extra=extra,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+        )
         budget = self.config.request_timeout_s
         if time_remaining is not None:
             budget = min(budget, time_remaining)
@@ -100,7 +107,10 @@ class Planner:
             decision=router_pb2.RouteDecision(),
             deadline=time.monotonic() + budget,
             question=question_text(messages),
+            extras=request_options.generate_extras(request),
+            cascade_ok=request_options.cascade_allowed(request),
         )
+        needs = capabilities.needs_of(request)
         span = trace.get_current_span()
         if span.is_recording():
             span.set_attribute("gearshift.tenant", tenant)
@@ -117,7 +127,10 @@ class Planner:
                 if pinned_route is None:  # cold: woken just now
                     assert self.cold_start is not None
                     pinned_route = await self.cold_start.wait(request.model, plan.remaining())
+                capabilities.require(pinned_route, needs)
                 plan.pinned = True
+        if pinned_route is None:  # only routes that can serve what the request asks
+            snapshot = capabilities.capable_snapshot(snapshot, needs, plan.decision)
 
         lookup, plan.store = self._cache_policy(request, plan)
         if lookup or plan.store or pinned_route is None:
@@ -298,6 +311,10 @@ class Planner:
         if policy == router_pb2.CACHE_POLICY_BYPASS:
             plan.decision.cache = common_pb2.CACHE_OUTCOME_BYPASS
             reasons.append("cache bypassed by the caller")
+            return False, False
+        if why := request_options.cache_bypass_reason(request):
+            plan.decision.cache = common_pb2.CACHE_OUTCOME_BYPASS
+            reasons.append(f"cache bypassed: {why}")
             return False, False
         if is_sampled(request.sampling) and not self.config.store_sampled:
             plan.decision.cache = common_pb2.CACHE_OUTCOME_BYPASS

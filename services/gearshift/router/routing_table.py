@@ -25,6 +25,7 @@ import grpc
 from gearshift.router.backends import BackendPool
 from gearshift.routes import ModelRoute, load_routes
 from gearshift.routes.data_source import DataSource, load_sources
+from gearshift.routes.model_route import Capabilities
 from gearshift.v1 import inference_pb2
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,9 @@ class Route:
     description: str = ""
     examples: tuple[str, ...] = ()
     excludes: tuple[str, ...] = ()
+    capabilities: Capabilities = field(
+        default_factory=lambda: Capabilities.model_validate({}), hash=False
+    )
 
     def accepts(self, difficulty: float) -> bool:
         return self.difficulty_min <= difficulty <= self.difficulty_max
@@ -77,6 +81,7 @@ class Route:
             description=mr.spec.description,
             examples=tuple(mr.spec.examples),
             excludes=tuple(mr.spec.excludes),
+            capabilities=mr.spec.capabilities,
         )
 
 

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "gearshift.dev"
@@ -198,6 +205,40 @@ class Routing(_Model):
     endpoint: str = Field("", description="Explicit host:port; else status.endpoint.")
 
 
+TOOL_PARSER_NAME = r"^[a-z0-9][a-z0-9_.-]*$"
+
+
+class Capabilities(_Model):
+    """What the route's model can do; the router sends a request only where it fits.
+
+    Defaults are what any chat model behind vLLM or an OpenAI-compatible provider does;
+    everything else must be declared, so that a request needing it is never silently
+    answered by a model without it.
+    """
+
+    tools: StrictBool = Field(False, description="Calls functions (OpenAI tools).")
+    tool_parser: str | None = Field(
+        None,
+        pattern=TOOL_PARSER_NAME,
+        max_length=64,
+        description="vLLM tool parser for the model's call format (engine routes), e.g. hermes.",
+    )
+    json_schema: StrictBool = Field(
+        False, description="Follows response_format json_object and json_schema."
+    )
+    logprobs: StrictBool = Field(True, description="Returns token log-probabilities.")
+    vision: StrictBool = Field(False, description="Reads images in user messages.")
+    context_tokens: int | None = Field(
+        None, ge=16, description="Largest prompt plus answer in tokens (unset: not checked)."
+    )
+
+    @model_validator(mode="after")
+    def _parser_needs_tools(self) -> Capabilities:
+        if self.tool_parser is not None and not self.tools:
+            raise ValueError("capabilities.toolParser needs capabilities.tools")
+        return self
+
+
 class Replicas(_Model):
     """Replica bounds; `desired` is the scale subresource's field (autoscaler or kubectl scale)."""
 
@@ -289,6 +330,7 @@ class ModelRouteSpec(OptionMetadata):
     engine: Engine | None = None
     upstream: Upstream | None = None
     routing: Routing = Field(default_factory=lambda: Routing.model_validate({}))
+    capabilities: Capabilities = Field(default_factory=lambda: Capabilities.model_validate({}))
     replicas: Replicas = Field(default_factory=lambda: Replicas.model_validate({}))
     autoscaling: Autoscaling | None = None
     lifecycle: Lifecycle = Field(default_factory=lambda: Lifecycle.model_validate({}))

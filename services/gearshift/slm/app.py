@@ -37,7 +37,10 @@ class SlmApp:
         self.engine = engine
         self._owns_engine = engine is None
         self.servicer = InferenceServicer(
-            lambda: self.engine, self._served_name, settings.max_tokens_default
+            lambda: self.engine,
+            self._served_name,
+            settings.max_tokens_default,
+            tool_parser=settings.tool_parser,
         )
 
     def _served_name(self) -> str:

@@ -10,6 +10,7 @@ to what fits.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -27,36 +28,66 @@ class ChatTokenizer(Protocol):
     def encode(self, text: str, **kwargs: Any) -> list[int]: ...
 
 
-def to_template_messages(messages: Sequence[common_pb2.ChatMessage]) -> list[dict[str, str]]:
-    """Proto messages as the dicts chat templates expect (`name` only when given)."""
-    out: list[dict[str, str]] = []
+def to_template_messages(messages: Sequence[common_pb2.ChatMessage]) -> list[dict[str, Any]]:
+    """Proto messages as the dicts chat templates expect (`name` only when given).
+
+    Tool calls go in OpenAI's shape with the arguments as a mapping, which is what tool-aware
+    templates (Hermes, Qwen, Llama 3) iterate over; templates without tool support ignore them.
+    """
+    out: list[dict[str, Any]] = []
     for msg in messages:
-        turn = {"role": msg.role, "content": msg.content}
+        turn: dict[str, Any] = {"role": msg.role, "content": msg.content}
         if msg.name:
             turn["name"] = msg.name
+        if msg.tool_call_id:
+            turn["tool_call_id"] = msg.tool_call_id
+        if msg.tool_calls:
+            turn["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": _arguments(call.arguments)},
+                }
+                for call in msg.tool_calls
+            ]
         out.append(turn)
     return out
 
 
-def render_prompt(tokenizer: ChatTokenizer, messages: Sequence[common_pb2.ChatMessage]) -> str:
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return text
+
+
+def render_prompt(
+    tokenizer: ChatTokenizer,
+    messages: Sequence[common_pb2.ChatMessage],
+    tools: Sequence[dict[str, Any]] | None = None,
+) -> str:
     """The prompt text: the conversation in the model's template, ready for the answer."""
     if not getattr(tokenizer, "chat_template", None):
         raise FailedPrecondition(
             "the served model has no chat template; add chat_template.jinja to its folder",
             reason="NO_CHAT_TEMPLATE",
         )
+    kwargs: dict[str, Any] = {"tools": list(tools)} if tools else {}
     text = tokenizer.apply_chat_template(
-        to_template_messages(messages), tokenize=False, add_generation_prompt=True
+        to_template_messages(messages), tokenize=False, add_generation_prompt=True, **kwargs
     )
     return str(text)
 
 
 def prompt_token_ids(
-    tokenizer: ChatTokenizer, messages: Sequence[common_pb2.ChatMessage]
+    tokenizer: ChatTokenizer,
+    messages: Sequence[common_pb2.ChatMessage],
+    tools: Sequence[dict[str, Any]] | None = None,
 ) -> list[int]:
     """Token ids of the rendered prompt.
 
     The template already writes every special token the model expects, so the
     tokenizer must not add its own (a doubled BOS changes answers).
     """
-    return list(tokenizer.encode(render_prompt(tokenizer, messages), add_special_tokens=False))
+    prompt = render_prompt(tokenizer, messages, tools)
+    return list(tokenizer.encode(prompt, add_special_tokens=False))

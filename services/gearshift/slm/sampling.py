@@ -10,6 +10,7 @@ that long).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,11 +53,52 @@ def token_budget(
     return TokenBudget(max_tokens=min(wanted, room), clipped=wanted > room)
 
 
-def to_vllm(sampling: common_pb2.SamplingParams, max_tokens: int, *, delta: bool = True) -> Any:
-    """Builds `vllm.SamplingParams`; every contract field is carried over."""
+def structured_outputs(
+    sampling: common_pb2.SamplingParams, forced_schema: dict[str, Any] | None = None
+) -> Any:
+    """vLLM structured outputs for a forced tool call or a `response_format`, else None.
+
+    A forced tool call wins over the response format (as in vLLM's own server): the answer
+    must then be the call's JSON.
+    """
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if forced_schema is not None:
+        return StructuredOutputsParams(json=forced_schema)
+    fmt = sampling.response_format
+    if fmt.type == "json_object":
+        return StructuredOutputsParams(json_object=True)
+    if fmt.type == "json_schema":
+        return StructuredOutputsParams(json=json.loads(fmt.schema_json))
+    return None
+
+
+def to_vllm(
+    sampling: common_pb2.SamplingParams,
+    max_tokens: int,
+    *,
+    delta: bool = True,
+    forced_schema: dict[str, Any] | None = None,
+    keep_special_tokens: bool = False,
+) -> Any:
+    """Builds `vllm.SamplingParams`; every contract field is carried over.
+
+    `keep_special_tokens` keeps markers such as `<tool_call>` in the text, which some
+    models mark special and a tool parser needs to see.
+    """
     from vllm.sampling_params import RequestOutputKind, SamplingParams
 
     return SamplingParams(
+        n=max(1, sampling.n),
+        presence_penalty=sampling.presence_penalty
+        if sampling.HasField("presence_penalty")
+        else 0.0,
+        frequency_penalty=sampling.frequency_penalty
+        if sampling.HasField("frequency_penalty")
+        else 0.0,
+        logit_bias=dict(sampling.logit_bias) or None,
+        structured_outputs=structured_outputs(sampling, forced_schema),
+        skip_special_tokens=not keep_special_tokens,
         max_tokens=max_tokens,
         temperature=sampling.temperature
         if sampling.HasField("temperature")

@@ -37,6 +37,7 @@ from gearshift.runtime.validation import require_valid_chat
 from gearshift.slm.chat_template import prompt_token_ids
 from gearshift.slm.engine import SlmEngine
 from gearshift.slm.sampling import to_vllm, token_budget
+from gearshift.slm.tools import ToolMode, forced_calls, parsed_calls, tool_dicts, tool_mode
 from gearshift.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,9 @@ FINISH_REASONS = {
 
 @dataclass
 class Piece:
-    """What one engine step added to an answer."""
+    """What one engine step added to one answer (`index` of n)."""
 
+    index: int = 0
     text: str = ""
     logprobs: list[common_pb2.TokenLogprob] = field(default_factory=list)
     finish_reason: common_pb2.FinishReason.ValueType = common_pb2.FINISH_REASON_UNSPECIFIED
@@ -144,10 +146,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         engine: Callable[[], SlmEngine | None],
         served_name: Callable[[], str],
         max_tokens_default: int = 0,
+        tool_parser: str = "",
     ) -> None:
         self._engine = engine
         self._served_name = served_name
         self._max_tokens_default = max_tokens_default
+        self._tool_parser = tool_parser
 
     def _ready_engine(self) -> SlmEngine:
         engine = self._engine()
@@ -161,10 +165,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     async def _admit(
         self, engine: SlmEngine, request: inference_pb2.GenerateRequest
-    ) -> tuple[Call, Any]:
+    ) -> tuple[Call, Any, ToolMode]:
         """Validates, resolves the model, tokenizes (off the event loop) and sizes the answer."""
         received = time.perf_counter()
-        require_valid_chat(request.messages, request.sampling)
+        require_valid_chat(
+            request.messages,
+            request.sampling,
+            tools=request.tools,
+            tool_choice=request.tool_choice,
+        )
+        mode = tool_mode(request, self._tool_parser)
         if request.model and request.model != engine.served_name:
             raise NotFound(
                 f"model {request.model!r} is not served here; this server serves "
@@ -186,8 +196,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             )
         # In one worker thread (a Hugging Face tokenizer is not safe to share between
         # threads): a long prompt no longer stalls every other call on the event loop.
+        template_tools = tool_dicts(request.tools) if mode.kind == "auto" else None
         ids = await asyncio.get_running_loop().run_in_executor(
-            _TOKENIZER_THREAD, prompt_token_ids, engine.tokenizer, request.messages
+            _TOKENIZER_THREAD, prompt_token_ids, engine.tokenizer, request.messages, template_tools
         )
         sampling = request.sampling
         budget = token_budget(
@@ -210,13 +221,18 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             span.set_attribute("gen_ai.request.max_tokens", budget.max_tokens)
             span.set_attribute("gen_ai.usage.input_tokens", len(ids))
         try:
-            params = to_vllm(sampling, budget.max_tokens)
+            params = to_vllm(
+                sampling,
+                budget.max_tokens,
+                forced_schema=mode.schema,
+                keep_special_tokens=mode.kind == "auto",
+            )
         except Exception as exc:
             refused = as_invalid_argument(exc)
             if refused is None:
                 raise
             raise refused from exc
-        return call, (ids, params)
+        return call, (ids, params), mode
 
     async def _generate(
         self,
@@ -239,22 +255,27 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 engine.engine_input(ids), params, request_id=call.engine_id
             )
             async for out in stream:
-                completion = out.outputs[0]
-                new_ids = list(completion.token_ids)
-                if new_ids and not call.first_token_ms:
-                    call.first_token_ms = (time.perf_counter() - call.received) * 1000.0
-                    tracker.record_ttft(call.first_token_ms)
-                call.completion_tokens += len(new_ids)
-                piece = Piece(
-                    text=completion.text,
-                    logprobs=convert_logprobs(new_ids, completion.logprobs, top_k),
-                    completion_tokens=len(new_ids),
-                )
+                # One output per answer (n > 1 gives several, each with its own index).
+                for completion in out.outputs:
+                    new_ids = list(completion.token_ids)
+                    if new_ids and not call.first_token_ms:
+                        call.first_token_ms = (time.perf_counter() - call.received) * 1000.0
+                        tracker.record_ttft(call.first_token_ms)
+                    call.completion_tokens += len(new_ids)
+                    piece = Piece(
+                        index=completion.index,
+                        text=completion.text,
+                        logprobs=convert_logprobs(new_ids, completion.logprobs, top_k),
+                        completion_tokens=len(new_ids),
+                    )
+                    if completion.finish_reason is not None:
+                        finish = completion.finish_reason
+                        piece.finish_reason = FINISH_REASONS.get(
+                            finish, common_pb2.FINISH_REASON_STOP
+                        )
+                    yield piece
                 if out.finished:
                     finished = True
-                    finish = completion.finish_reason or "stop"
-                    piece.finish_reason = FINISH_REASONS.get(finish, common_pb2.FINISH_REASON_STOP)
-                yield piece
         except Exception as exc:
             cause = "error"
             refused = as_invalid_argument(exc)
@@ -288,26 +309,47 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> inference_pb2.GenerateResponse:
         engine = self._ready_engine()
-        call, prompt = await self._admit(engine, request)
-        text: list[str] = []
-        logprobs: list[common_pb2.TokenLogprob] = []
-        finish_reason = common_pb2.FINISH_REASON_UNSPECIFIED
+        call, prompt, mode = await self._admit(engine, request)
+        answers: dict[int, common_pb2.Choice] = {}
         pieces = self._generate(engine, call, prompt, request.sampling.top_logprobs, context)
         async with contextlib.aclosing(pieces):
             async for piece in pieces:
-                text.append(piece.text)
-                logprobs.extend(piece.logprobs)
+                answer = answers.setdefault(piece.index, common_pb2.Choice(index=piece.index))
+                answer.text += piece.text
+                answer.logprobs.extend(piece.logprobs)
                 if piece.finish_reason:
-                    finish_reason = piece.finish_reason
+                    answer.finish_reason = piece.finish_reason
+        choices = [answers[i] for i in sorted(answers)] or [common_pb2.Choice()]
+        for choice in choices:
+            self._tool_calls(engine, mode, choice)
+        first = choices[0]
         return inference_pb2.GenerateResponse(
             request_id=call.request_id,
             model=engine.served_name,
-            text="".join(text),
-            finish_reason=finish_reason,
+            text=first.text,
+            finish_reason=first.finish_reason,
             usage=call.usage(),
-            logprobs=logprobs,
+            logprobs=first.logprobs,
             time_to_first_token_ms=call.first_token_ms,
+            tool_calls=first.tool_calls,
+            choices=choices if len(choices) > 1 else [],
         )
+
+    def _tool_calls(self, engine: SlmEngine, mode: ToolMode, choice: common_pb2.Choice) -> None:
+        """Turns a finished answer's text into tool calls, when the request has tools."""
+        if mode.kind == "none":
+            return
+        if mode.kind == "forced":
+            calls = forced_calls(mode, choice.text)
+            text = ""
+        else:
+            text, calls = parsed_calls(mode, self._tool_parser, engine.tokenizer, choice.text)
+        if not calls:  # no call made, or a forced one cut off mid-JSON (finish LENGTH)
+            return
+        choice.text = text
+        choice.tool_calls.extend(calls)
+        if choice.finish_reason == common_pb2.FINISH_REASON_STOP:
+            choice.finish_reason = common_pb2.FINISH_REASON_TOOL_CALLS
 
     @grpc_errors
     async def GenerateStream(
@@ -316,21 +358,48 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[inference_pb2.GenerateChunk]:
         engine = self._ready_engine()
-        call, prompt = await self._admit(engine, request)
+        call, prompt, mode = await self._admit(engine, request)
+        n = max(1, request.sampling.n)
+        open_answers = set(range(n))
+        held: dict[int, common_pb2.Choice] = {}  # tools: text parsed at the end of the answer
         pieces = self._generate(engine, call, prompt, request.sampling.top_logprobs, context)
         async with contextlib.aclosing(pieces):
             async for piece in pieces:
-                last = piece.finish_reason != common_pb2.FINISH_REASON_UNSPECIFIED
-                if not (piece.text or piece.logprobs or last):
-                    continue  # the detokenizer held text back (partial character, stop prefix)
-                yield inference_pb2.GenerateChunk(
+                done = piece.finish_reason != common_pb2.FINISH_REASON_UNSPECIFIED
+                if done:
+                    open_answers.discard(piece.index)
+                last = done and not open_answers
+                chunk = inference_pb2.GenerateChunk(
                     request_id=call.request_id,
                     model=engine.served_name,
+                    index=piece.index,
                     text_delta=piece.text,
                     logprobs=piece.logprobs,
                     finish_reason=piece.finish_reason,
                     usage=call.usage() if last else None,
                 )
+                if mode.kind != "none":
+                    # The calls are known only once the answer is complete: hold its text.
+                    answer = held.setdefault(piece.index, common_pb2.Choice(index=piece.index))
+                    answer.text += piece.text
+                    chunk.text_delta = ""
+                    if not done:
+                        if piece.logprobs:
+                            yield chunk
+                        continue
+                    answer.finish_reason = piece.finish_reason
+                    self._tool_calls(engine, mode, answer)
+                    chunk.text_delta = answer.text
+                    chunk.finish_reason = answer.finish_reason
+                    chunk.tool_calls.extend(
+                        common_pb2.ToolCallDelta(
+                            index=i, id=c.id, name=c.name, arguments=c.arguments
+                        )
+                        for i, c in enumerate(answer.tool_calls)
+                    )
+                elif not (piece.text or piece.logprobs or done):
+                    continue  # the detokenizer held text back (partial character, stop prefix)
+                yield chunk
 
     @grpc_errors
     async def GetModelInfo(

@@ -7,6 +7,7 @@ Kept free of vLLM imports so `gearshift serve slm --help` answers instantly.
 from __future__ import annotations
 
 import json
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -67,6 +68,20 @@ class Settings(ServiceSettings):
         description="Answer length when a request leaves max_tokens unset; 0: as many as "
         "fit in the context (the contract's default).",
     )
+
+    tool_parser: str = Field(
+        "",
+        description="vLLM tool parser for the served model's tool-call format (e.g. hermes, "
+        "llama3_json); empty: only forced tool calls (tool_choice required or a named "
+        "function) are served. The operator sets it from the route's capabilities.toolParser.",
+    )
+
+    @field_validator("tool_parser")
+    @classmethod
+    def _known_parser(cls, value: str) -> str:
+        if value and not re.match(r"^[a-z0-9_.-]+$", value):
+            raise ValueError(f"tool_parser {value!r} is not a vLLM tool parser name")
+        return value
 
     @field_validator("extra_engine_args")
     @classmethod

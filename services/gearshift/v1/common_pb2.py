@@ -24,27 +24,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gearshift/v1/common.proto\x12\x0cgearshift.v1\":\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"\xd2\x01\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x10\n\x08logprobs\x18\x06 \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\x07 \x01(\rB\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"a\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\"U\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12%\n\x03top\x18\x03 \x03(\x0b\x32\x18.gearshift.v1.TopLogprob\",\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02*\xb3\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x05*\xb5\x01\n\x0c\x43\x61\x63heOutcome\x12\x1d\n\x19\x43\x41\x43HE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41\x43HE_OUTCOME_HIT_EXACT\x10\x01\x12\x1e\n\x1a\x43\x41\x43HE_OUTCOME_HIT_SEMANTIC\x10\x02\x12\x16\n\x12\x43\x41\x43HE_OUTCOME_MISS\x10\x03\x12\x18\n\x14\x43\x41\x43HE_OUTCOME_BYPASS\x10\x04\x12\x17\n\x13\x43\x41\x43HE_OUTCOME_ERROR\x10\x05*H\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x0e\n\nTIER_CACHE\x10\x01\x12\x0c\n\x08TIER_SLM\x10\x02\x12\x0c\n\x08TIER_LLM\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gearshift/v1/common.proto\x12\x0cgearshift.v1\"|\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12*\n\ntool_calls\x18x \x03(\x0b\x32\x16.gearshift.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18y \x01(\t\"\xf1\x03\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x10\n\x08logprobs\x18\x06 \x01(\x08\x12\x14\n\x0ctop_logprobs\x18\x07 \x01(\r\x12\x1d\n\x10presence_penalty\x18x \x01(\x02H\x04\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18y \x01(\x02H\x05\x88\x01\x01\x12?\n\nlogit_bias\x18z \x03(\x0b\x32+.gearshift.v1.SamplingParams.LogitBiasEntry\x12\t\n\x01n\x18{ \x01(\r\x12\x35\n\x0fresponse_format\x18| \x01(\x0b\x32\x1c.gearshift.v1.ResponseFormat\x1a\x30\n\x0eLogitBiasEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penalty\"Q\n\x0eResponseFormat\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bschema_json\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"R\n\x04Tool\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\x12\x0e\n\x06strict\x18\x04 \x01(\x08\"1\n\nToolChoice\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12\x15\n\rfunction_name\x18\x02 \x01(\t\"7\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\targuments\x18\x03 \x01(\t\"K\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\targuments\x18\x04 \x01(\t\"\xb2\x01\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x31\n\rfinish_reason\x18\x03 \x01(\x0e\x32\x1a.gearshift.v1.FinishReason\x12,\n\x08logprobs\x18\x04 \x03(\x0b\x32\x1a.gearshift.v1.TokenLogprob\x12*\n\ntool_calls\x18\x05 \x03(\x0b\x32\x16.gearshift.v1.ToolCall\"a\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\x12\x10\n\x08\x63ost_usd\x18\x04 \x01(\x01\"U\n\x0cTokenLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02\x12%\n\x03top\x18\x03 \x03(\x0b\x32\x18.gearshift.v1.TopLogprob\",\n\nTopLogprob\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07logprob\x18\x02 \x01(\x02*\xd1\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x17\n\x13\x46INISH_REASON_ABORT\x10\x03\x12\x17\n\x13\x46INISH_REASON_ERROR\x10\x04\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x05\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x06*\xb5\x01\n\x0c\x43\x61\x63heOutcome\x12\x1d\n\x19\x43\x41\x43HE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43\x41\x43HE_OUTCOME_HIT_EXACT\x10\x01\x12\x1e\n\x1a\x43\x41\x43HE_OUTCOME_HIT_SEMANTIC\x10\x02\x12\x16\n\x12\x43\x41\x43HE_OUTCOME_MISS\x10\x03\x12\x18\n\x14\x43\x41\x43HE_OUTCOME_BYPASS\x10\x04\x12\x17\n\x13\x43\x41\x43HE_OUTCOME_ERROR\x10\x05*H\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\x0e\n\nTIER_CACHE\x10\x01\x12\x0c\n\x08TIER_SLM\x10\x02\x12\x0c\n\x08TIER_LLM\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gearshift.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FINISHREASON']._serialized_start=549
-  _globals['_FINISHREASON']._serialized_end=728
-  _globals['_CACHEOUTCOME']._serialized_start=731
-  _globals['_CACHEOUTCOME']._serialized_end=912
-  _globals['_TIER']._serialized_start=914
-  _globals['_TIER']._serialized_end=986
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._loaded_options = None
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_options = b'8\001'
+  _globals['_FINISHREASON']._serialized_start=1435
+  _globals['_FINISHREASON']._serialized_end=1644
+  _globals['_CACHEOUTCOME']._serialized_start=1647
+  _globals['_CACHEOUTCOME']._serialized_end=1828
+  _globals['_TIER']._serialized_start=1830
+  _globals['_TIER']._serialized_end=1902
   _globals['_CHATMESSAGE']._serialized_start=43
-  _globals['_CHATMESSAGE']._serialized_end=101
-  _globals['_SAMPLINGPARAMS']._serialized_start=104
-  _globals['_SAMPLINGPARAMS']._serialized_end=314
-  _globals['_USAGE']._serialized_start=316
-  _globals['_USAGE']._serialized_end=413
-  _globals['_TOKENLOGPROB']._serialized_start=415
-  _globals['_TOKENLOGPROB']._serialized_end=500
-  _globals['_TOPLOGPROB']._serialized_start=502
-  _globals['_TOPLOGPROB']._serialized_end=546
+  _globals['_CHATMESSAGE']._serialized_end=167
+  _globals['_SAMPLINGPARAMS']._serialized_start=170
+  _globals['_SAMPLINGPARAMS']._serialized_end=667
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_start=526
+  _globals['_SAMPLINGPARAMS_LOGITBIASENTRY']._serialized_end=574
+  _globals['_RESPONSEFORMAT']._serialized_start=669
+  _globals['_RESPONSEFORMAT']._serialized_end=750
+  _globals['_TOOL']._serialized_start=752
+  _globals['_TOOL']._serialized_end=834
+  _globals['_TOOLCHOICE']._serialized_start=836
+  _globals['_TOOLCHOICE']._serialized_end=885
+  _globals['_TOOLCALL']._serialized_start=887
+  _globals['_TOOLCALL']._serialized_end=942
+  _globals['_TOOLCALLDELTA']._serialized_start=944
+  _globals['_TOOLCALLDELTA']._serialized_end=1019
+  _globals['_CHOICE']._serialized_start=1022
+  _globals['_CHOICE']._serialized_end=1200
+  _globals['_USAGE']._serialized_start=1202
+  _globals['_USAGE']._serialized_end=1299
+  _globals['_TOKENLOGPROB']._serialized_start=1301
+  _globals['_TOKENLOGPROB']._serialized_end=1386
+  _globals['_TOPLOGPROB']._serialized_start=1388
+  _globals['_TOPLOGPROB']._serialized_end=1432
 # @@protoc_insertion_point(module_scope)

@@ -25,29 +25,29 @@ _sym_db = _symbol_database.Default()
 from gearshift.v1 import common_pb2 as gearshift_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cgearshift/v1/inference.proto\x12\x0cgearshift.v1\x1a\x19gearshift/v1/common.proto\"\xa1\x01\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12+\n\x08messages\x18\x04 \x03(\x0b\x32\x19.gearshift.v1.ChatMessage\x12.\n\x08sampling\x18\x05 \x01(\x0b\x32\x1c.gearshift.v1.SamplingParams\"\xfa\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x31\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x1a.gearshift.v1.FinishReason\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x13.gearshift.v1.Usage\x12,\n\x08logprobs\x18\x06 \x03(\x0b\x32\x1a.gearshift.v1.TokenLogprob\x12\x1e\n\x16time_to_first_token_ms\x18\x07 \x01(\x01\x12\x10\n\x08upstream\x18\x08 \x01(\t\"\xdd\x01\n\rGenerateChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ntext_delta\x18\x03 \x01(\t\x12,\n\x08logprobs\x18\x04 \x03(\x0b\x32\x1a.gearshift.v1.TokenLogprob\x12\x31\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1a.gearshift.v1.FinishReason\x12\"\n\x05usage\x18\x06 \x01(\x0b\x32\x13.gearshift.v1.Usage\x12\x10\n\x08upstream\x18\x07 \x01(\t\"\x15\n\x13GetModelInfoRequest\"\xaf\x01\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x1a\n\x12max_context_tokens\x18\x03 \x01(\r\x12&\n\x04load\x18\x04 \x01(\x0b\x32\x18.gearshift.v1.LoadReport\x12/\n\tupstreams\x18\x05 \x03(\x0b\x32\x1c.gearshift.v1.UpstreamStatus\x12\r\n\x05ready\x18\x06 \x01(\x08\"\xa1\x01\n\nLoadReport\x12\x18\n\x10running_requests\x18\x01 \x01(\r\x12\x18\n\x10waiting_requests\x18\x02 \x01(\r\x12\x16\n\x0ekv_cache_usage\x18\x03 \x01(\x02\x12#\n\x1bgenerated_tokens_per_second\x18\x04 \x01(\x01\x12\"\n\x1atime_to_first_token_p50_ms\x18\x05 \x01(\x01\"\x8b\x01\n\x0eUpstreamStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08priority\x18\x02 \x01(\x05\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12+\n\x07\x62reaker\x18\x04 \x01(\x0e\x32\x1a.gearshift.v1.BreakerState\x12\x1c\n\x14\x63onsecutive_failures\x18\x05 \x01(\r*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32\xf9\x01\n\x10InferenceService\x12I\n\x08Generate\x12\x1d.gearshift.v1.GenerateRequest\x1a\x1e.gearshift.v1.GenerateResponse\x12N\n\x0eGenerateStream\x12\x1d.gearshift.v1.GenerateRequest\x1a\x1b.gearshift.v1.GenerateChunk0\x01\x12J\n\x0cGetModelInfo\x12!.gearshift.v1.GetModelInfoRequest\x1a\x17.gearshift.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cgearshift/v1/inference.proto\x12\x0cgearshift.v1\x1a\x19gearshift/v1/common.proto\"\xbb\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12+\n\x08messages\x18\x04 \x03(\x0b\x32\x19.gearshift.v1.ChatMessage\x12.\n\x08sampling\x18\x05 \x01(\x0b\x32\x1c.gearshift.v1.SamplingParams\x12!\n\x05tools\x18x \x03(\x0b\x32\x12.gearshift.v1.Tool\x12-\n\x0btool_choice\x18y \x01(\x0b\x32\x18.gearshift.v1.ToolChoice\x12 \n\x13parallel_tool_calls\x18z \x01(\x08H\x00\x88\x01\x01\x12\x0c\n\x04user\x18{ \x01(\tB\x16\n\x14_parallel_tool_calls\"\xcd\x02\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x31\n\rfinish_reason\x18\x04 \x01(\x0e\x32\x1a.gearshift.v1.FinishReason\x12\"\n\x05usage\x18\x05 \x01(\x0b\x32\x13.gearshift.v1.Usage\x12,\n\x08logprobs\x18\x06 \x03(\x0b\x32\x1a.gearshift.v1.TokenLogprob\x12\x1e\n\x16time_to_first_token_ms\x18\x07 \x01(\x01\x12\x10\n\x08upstream\x18\x08 \x01(\t\x12*\n\ntool_calls\x18x \x03(\x0b\x32\x16.gearshift.v1.ToolCall\x12%\n\x07\x63hoices\x18y \x03(\x0b\x32\x14.gearshift.v1.Choice\"\x9d\x02\n\rGenerateChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ntext_delta\x18\x03 \x01(\t\x12,\n\x08logprobs\x18\x04 \x03(\x0b\x32\x1a.gearshift.v1.TokenLogprob\x12\x31\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x1a.gearshift.v1.FinishReason\x12\"\n\x05usage\x18\x06 \x01(\x0b\x32\x13.gearshift.v1.Usage\x12\x10\n\x08upstream\x18\x07 \x01(\t\x12/\n\ntool_calls\x18x \x03(\x0b\x32\x1b.gearshift.v1.ToolCallDelta\x12\r\n\x05index\x18y \x01(\r\"\x15\n\x13GetModelInfoRequest\"\xaf\x01\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x1a\n\x12max_context_tokens\x18\x03 \x01(\r\x12&\n\x04load\x18\x04 \x01(\x0b\x32\x18.gearshift.v1.LoadReport\x12/\n\tupstreams\x18\x05 \x03(\x0b\x32\x1c.gearshift.v1.UpstreamStatus\x12\r\n\x05ready\x18\x06 \x01(\x08\"\xa1\x01\n\nLoadReport\x12\x18\n\x10running_requests\x18\x01 \x01(\r\x12\x18\n\x10waiting_requests\x18\x02 \x01(\r\x12\x16\n\x0ekv_cache_usage\x18\x03 \x01(\x02\x12#\n\x1bgenerated_tokens_per_second\x18\x04 \x01(\x01\x12\"\n\x1atime_to_first_token_p50_ms\x18\x05 \x01(\x01\"\x8b\x01\n\x0eUpstreamStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08priority\x18\x02 \x01(\x05\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12+\n\x07\x62reaker\x18\x04 \x01(\x0e\x32\x1a.gearshift.v1.BreakerState\x12\x1c\n\x14\x63onsecutive_failures\x18\x05 \x01(\r*|\n\x0c\x42reakerState\x12\x1d\n\x19\x42REAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x42REAKER_STATE_CLOSED\x10\x01\x12\x16\n\x12\x42REAKER_STATE_OPEN\x10\x02\x12\x1b\n\x17\x42REAKER_STATE_HALF_OPEN\x10\x03\x32\xf9\x01\n\x10InferenceService\x12I\n\x08Generate\x12\x1d.gearshift.v1.GenerateRequest\x1a\x1e.gearshift.v1.GenerateResponse\x12N\n\x0eGenerateStream\x12\x1d.gearshift.v1.GenerateRequest\x1a\x1b.gearshift.v1.GenerateChunk0\x01\x12J\n\x0cGetModelInfo\x12!.gearshift.v1.GetModelInfoRequest\x1a\x17.gearshift.v1.ModelInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gearshift.v1.inference_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BREAKERSTATE']._serialized_start=1221
-  _globals['_BREAKERSTATE']._serialized_end=1345
+  _globals['_BREAKERSTATE']._serialized_start=1522
+  _globals['_BREAKERSTATE']._serialized_end=1646
   _globals['_GENERATEREQUEST']._serialized_start=74
-  _globals['_GENERATEREQUEST']._serialized_end=235
-  _globals['_GENERATERESPONSE']._serialized_start=238
-  _globals['_GENERATERESPONSE']._serialized_end=488
-  _globals['_GENERATECHUNK']._serialized_start=491
-  _globals['_GENERATECHUNK']._serialized_end=712
-  _globals['_GETMODELINFOREQUEST']._serialized_start=714
-  _globals['_GETMODELINFOREQUEST']._serialized_end=735
-  _globals['_MODELINFO']._serialized_start=738
-  _globals['_MODELINFO']._serialized_end=913
-  _globals['_LOADREPORT']._serialized_start=916
-  _globals['_LOADREPORT']._serialized_end=1077
-  _globals['_UPSTREAMSTATUS']._serialized_start=1080
-  _globals['_UPSTREAMSTATUS']._serialized_end=1219
-  _globals['_INFERENCESERVICE']._serialized_start=1348
-  _globals['_INFERENCESERVICE']._serialized_end=1597
+  _globals['_GENERATEREQUEST']._serialized_end=389
+  _globals['_GENERATERESPONSE']._serialized_start=392
+  _globals['_GENERATERESPONSE']._serialized_end=725
+  _globals['_GENERATECHUNK']._serialized_start=728
+  _globals['_GENERATECHUNK']._serialized_end=1013
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1015
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1036
+  _globals['_MODELINFO']._serialized_start=1039
+  _globals['_MODELINFO']._serialized_end=1214
+  _globals['_LOADREPORT']._serialized_start=1217
+  _globals['_LOADREPORT']._serialized_end=1378
+  _globals['_UPSTREAMSTATUS']._serialized_start=1381
+  _globals['_UPSTREAMSTATUS']._serialized_end=1520
+  _globals['_INFERENCESERVICE']._serialized_start=1649
+  _globals['_INFERENCESERVICE']._serialized_end=1898
 # @@protoc_insertion_point(module_scope)

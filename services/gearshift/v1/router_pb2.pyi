@@ -61,6 +61,10 @@ class ChatRequest(_message.Message):
     MESSAGES_FIELD_NUMBER: _builtins.int
     SAMPLING_FIELD_NUMBER: _builtins.int
     CACHE_POLICY_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_FIELD_NUMBER: _builtins.int
+    PARALLEL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Caller-chosen id for logs; the router makes one when empty."""
     model: _builtins.str
@@ -70,6 +74,10 @@ class ChatRequest(_message.Message):
     """
     cache_policy: Global___CachePolicy.ValueType
     """Cache policy for this request."""
+    parallel_tool_calls: _builtins.bool
+    """May the model make several calls in one turn."""
+    user: _builtins.str
+    """The end user on whose behalf the tenant calls (OpenAI's `user`)."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
         """The conversation; at least one message, the last one from the user."""
@@ -77,6 +85,14 @@ class ChatRequest(_message.Message):
     @_builtins.property
     def sampling(self) -> _common_pb2.SamplingParams:
         """Sampling parameters, passed to the chosen backend."""
+
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Tool]:
+        """Functions the model may call; only routes with the `tools` capability serve them."""
+
+    @_builtins.property
+    def tool_choice(self) -> _common_pb2.ToolChoice:
+        """Whether and which tool the model must call."""
 
     def __init__(
         self,
@@ -86,12 +102,18 @@ class ChatRequest(_message.Message):
         messages: _abc.Iterable[_common_pb2.ChatMessage] | None = ...,
         sampling: _common_pb2.SamplingParams | None = ...,
         cache_policy: Global___CachePolicy.ValueType = ...,
+        tools: _abc.Iterable[_common_pb2.Tool] | None = ...,
+        tool_choice: _common_pb2.ToolChoice | None = ...,
+        parallel_tool_calls: _builtins.bool | None = ...,
+        user: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "parallel_tool_calls", b"parallel_tool_calls", "sampling", b"sampling", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_policy", b"cache_policy", "messages", b"messages", "model", b"model", "request_id", b"request_id", "sampling", b"sampling"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "cache_policy", b"cache_policy", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "request_id", b"request_id", "sampling", b"sampling", "tool_choice", b"tool_choice", "tools", b"tools", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
+    _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__parallel_tool_calls) -> _WhichOneofReturnType__parallel_tool_calls | None: ...
 
 Global___ChatRequest: _TypeAlias = ChatRequest  # noqa: Y015
 
@@ -115,6 +137,7 @@ class RouteDecision(_message.Message):
     SELECTION_REASON_FIELD_NUMBER: _builtins.int
     SOURCE_CONTENT_VERSION_FIELD_NUMBER: _builtins.int
     RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    EXCLUDED_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """Name of the chosen route (a ModelRoute), or "cache" for a cache hit."""
     tier: _common_pb2.Tier.ValueType
@@ -155,6 +178,10 @@ class RouteDecision(_message.Message):
         scored for this question, best first.
         """
 
+    @_builtins.property
+    def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteExclusion]:
+        """Routes left out because they lack a capability the request needs."""
+
     def __init__(
         self,
         *,
@@ -172,14 +199,43 @@ class RouteDecision(_message.Message):
         selection_reason: _builtins.str = ...,
         source_content_version: _builtins.str = ...,
         response_id: _builtins.str = ...,
+        excluded: _abc.Iterable[Global___RouteExclusion] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "cache_similarity", b"cache_similarity", "candidates", b"candidates", "difficulty", b"difficulty", "escalated_from", b"escalated_from", "model", b"model", "reasons", b"reasons", "response_id", b"response_id", "route", b"route", "selection_reason", b"selection_reason", "source", b"source", "source_content_version", b"source_content_version", "threshold", b"threshold", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "cache_similarity", b"cache_similarity", "candidates", b"candidates", "difficulty", b"difficulty", "escalated_from", b"escalated_from", "excluded", b"excluded", "model", b"model", "reasons", b"reasons", "response_id", b"response_id", "route", b"route", "selection_reason", b"selection_reason", "source", b"source", "source_content_version", b"source_content_version", "threshold", b"threshold", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RouteDecision: _TypeAlias = RouteDecision  # noqa: Y015
+
+@_typing.final
+class RouteExclusion(_message.Message):
+    """A route the request could not use, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTE_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    route: _builtins.str
+    """The route's name."""
+    @_builtins.property
+    def missing(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The capabilities it lacks ("tools", "jsonSchema", "logprobs", "contextTokens", ...)."""
+
+    def __init__(
+        self,
+        *,
+        route: _builtins.str = ...,
+        missing: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["missing", b"missing", "route", b"route"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteExclusion: _TypeAlias = RouteExclusion  # noqa: Y015
 
 @_typing.final
 class RouteCandidate(_message.Message):
@@ -280,6 +336,9 @@ class ChatResponse(_message.Message):
     DECISION_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     CITATIONS_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    CHOICES_FIELD_NUMBER: _builtins.int
+    LOGPROBS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request's id."""
     text: _builtins.str
@@ -300,6 +359,18 @@ class ChatResponse(_message.Message):
     def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
         """The passages the answer was grounded in, when it came from a data source."""
 
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCall]:
+        """Tool calls the model made (finish reason TOOL_CALLS)."""
+
+    @_builtins.property
+    def choices(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Choice]:
+        """Every answer when n > 1 (text, finish_reason and tool_calls above repeat choice 0)."""
+
+    @_builtins.property
+    def logprobs(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TokenLogprob]:
+        """Per-token log-probabilities of the answer, when the request asked for them."""
+
     def __init__(
         self,
         *,
@@ -310,10 +381,13 @@ class ChatResponse(_message.Message):
         decision: Global___RouteDecision | None = ...,
         trace_id: _builtins.str = ...,
         citations: _abc.Iterable[Global___Citation] | None = ...,
+        tool_calls: _abc.Iterable[_common_pb2.ToolCall] | None = ...,
+        choices: _abc.Iterable[_common_pb2.Choice] | None = ...,
+        logprobs: _abc.Iterable[_common_pb2.TokenLogprob] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "decision", b"decision", "finish_reason", b"finish_reason", "request_id", b"request_id", "text", b"text", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["choices", b"choices", "citations", b"citations", "decision", b"decision", "finish_reason", b"finish_reason", "logprobs", b"logprobs", "request_id", b"request_id", "text", b"text", "tool_calls", b"tool_calls", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -332,6 +406,9 @@ class ChatStreamChunk(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     CITATIONS_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    LOGPROBS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request's id."""
     text_delta: _builtins.str
@@ -340,6 +417,8 @@ class ChatStreamChunk(_message.Message):
     """Set on the last chunk only."""
     trace_id: _builtins.str
     """W3C trace id; set on the first chunk only."""
+    index: _builtins.int
+    """Which answer this chunk belongs to when n > 1 (0 otherwise)."""
     @_builtins.property
     def decision(self) -> Global___RouteDecision:
         """The routing decision; set on the first chunk only."""
@@ -352,6 +431,14 @@ class ChatStreamChunk(_message.Message):
     def citations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
         """The passages the answer was grounded in; set on the last chunk only."""
 
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ToolCallDelta]:
+        """Pieces of tool calls since the previous chunk."""
+
+    @_builtins.property
+    def logprobs(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TokenLogprob]:
+        """Log-probabilities of this chunk's tokens, when the request asked for them."""
+
     def __init__(
         self,
         *,
@@ -362,10 +449,13 @@ class ChatStreamChunk(_message.Message):
         usage: _common_pb2.Usage | None = ...,
         trace_id: _builtins.str = ...,
         citations: _abc.Iterable[Global___Citation] | None = ...,
+        tool_calls: _abc.Iterable[_common_pb2.ToolCallDelta] | None = ...,
+        index: _builtins.int = ...,
+        logprobs: _abc.Iterable[_common_pb2.TokenLogprob] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "decision", b"decision", "finish_reason", b"finish_reason", "request_id", b"request_id", "text_delta", b"text_delta", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "decision", b"decision", "finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs", "request_id", b"request_id", "text_delta", b"text_delta", "tool_calls", b"tool_calls", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
