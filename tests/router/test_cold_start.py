@@ -59,8 +59,13 @@ async def _planner_on_cold_route(
 ) -> tuple[Planner, KubeRouteWatcher, RoutingTable]:
     await _send(api, "POST", PATH, _cold_route())
     table = RoutingTable(BackendPool())
+    # Short watches: the emulator's shutdown waits for the open watch request to end.
     watcher = KubeRouteWatcher(
-        table, NS, watch_timeout_s=2, kubeconfig=_kubeconfig(str(api.url), tmp_path / "kc")
+        table,
+        NS,
+        watch_timeout_s=1,
+        request_timeout_s=1.0,
+        kubeconfig=_kubeconfig(str(api.url), tmp_path / "kc"),
     )
     table.demand_signal = watcher.signal_demand
     watcher.start()
@@ -127,6 +132,11 @@ async def test_a_route_that_stays_cold_fails_after_the_wait_naming_it(tmp_path: 
             with pytest.raises(GearshiftError, match=r"after waiting 0\.3 s"):
                 await planner.plan(_pinned("local-slm"), "t", 0.3)
             assert time.monotonic() - started < 5
+            # A dry run (route explain) answers at once.
+            started = time.monotonic()
+            with pytest.raises(GearshiftError, match="no waiting"):
+                await planner.plan(_pinned("local-slm"), "t", None, dry_run=True)
+            assert time.monotonic() - started < 2
             # Unknown names are still NOT_FOUND at once.
             with pytest.raises(GearshiftError) as unknown:
                 await planner.plan(_pinned("nope"), "t", None)

@@ -47,7 +47,8 @@ class ColdStartWaiter:
         if limit <= 0:
             raise Unavailable(
                 f"route {name!r} is scaled to zero and is being started; retry shortly, or "
-                "send the request with model 'auto' (cold_start_wait_s is 0: no waiting)",
+                "send the request with model 'auto' (no waiting: cold_start_wait_s is 0, or "
+                "the request has no time left, or it is a dry run)",
                 reason="ROUTE_COLD",
             )
         future: asyncio.Future[Route] = asyncio.get_running_loop().create_future()

@@ -126,7 +126,9 @@ class Planner:
                 pinned_route = self._pinned_route(request.model, snapshot)
                 if pinned_route is None:  # cold: woken just now
                     assert self.cold_start is not None
-                    pinned_route = await self.cold_start.wait(request.model, plan.remaining())
+                    # A dry run (route explain) says so at once instead of waiting.
+                    budget = 0.0 if dry_run else plan.remaining()
+                    pinned_route = await self.cold_start.wait(request.model, budget)
                 capabilities.require(pinned_route, needs)
                 plan.pinned = True
         if pinned_route is None:  # only routes that can serve what the request asks
