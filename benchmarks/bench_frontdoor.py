@@ -598,7 +598,10 @@ def main() -> None:
             )
         finally:
             for proc in reversed(procs):
-                stop(proc)
+                try:
+                    stop(proc)
+                except subprocess.TimeoutExpired:  # keep the results of a finished run
+                    print(f"pid {proc.pid} did not stop in time", file=sys.stderr)
     table, summary = report(results, concurrencies, args.rounds)
     print("### Front door: added latency, throughput and CPU per request\n")
     print(table)
