@@ -49,8 +49,7 @@ import yaml
 from bench_proxy import STUB_SERVER, free_port, pct, port_open, spawn, stop, wait_until
 
 from gearshift.dev.machine import describe_machine
-from gearshift.proxy.config import local_standin_config
-from gearshift.router.local import LOCAL_LLM_ROUTE, local_default_routes
+from gearshift.router.local import LOCAL_LLM_ROUTE
 from gearshift.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 HERE = Path(__file__).resolve().parents[1]
@@ -178,9 +177,34 @@ def serve(
     return proc
 
 
+def tree_yaml(tree: Path, function: str, *args: str) -> str:
+    """`function(*args)` of `tree`'s own code as YAML (older trees know fewer fields).
+
+    `function` is "module:name"; a list result is written as several documents.
+    """
+    module, name = function.split(":")
+    code = (
+        "import sys, yaml, importlib\n"
+        f"out = getattr(importlib.import_module({module!r}), {name!r})(*sys.argv[1:])\n"
+        "print(yaml.safe_dump_all(out) if isinstance(out, list) else yaml.safe_dump(out))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env={**os.environ, "PYTHONPATH": str(tree / "services")},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+
+
 def start_setup(setup: Setup, stub_base: str, tmp: Path) -> None:
     cfg = tmp / "proxy.yaml"
-    cfg.write_text(yaml.safe_dump(local_standin_config(stub_base, "stub", MODEL)))
+    cfg.write_text(
+        tree_yaml(
+            setup.tree, "gearshift.proxy.config:local_standin_config", stub_base, "stub", MODEL
+        )
+    )
     port = free_port()
     proxy_args = ["--config-file", str(cfg), "--grpc-port", str(port)]
     if setup.workers > 1:
@@ -191,8 +215,11 @@ def start_setup(setup: Setup, stub_base: str, tmp: Path) -> None:
         return
     routes = tmp / "routes.yaml"
     # Both tiers on the proxy; requests pin the large tier's route by name.
-    docs = local_default_routes(setup.proxy.address, MODEL, setup.proxy.address, MODEL)
-    routes.write_text(yaml.safe_dump_all(docs))
+    address = setup.proxy.address
+    routes.write_text(
+        tree_yaml(setup.tree, "gearshift.router.local:local_default_routes", address, MODEL,
+                  address, MODEL)
+    )  # fmt: skip
     keys = tmp / "keys.yaml"
     keys.write_text(yaml.safe_dump({KEY: "bench"}))
     grpc_port, http_port = free_port(), free_port()
@@ -571,7 +598,10 @@ def main() -> None:
             )
         finally:
             for proc in reversed(procs):
-                stop(proc)
+                try:
+                    stop(proc)
+                except subprocess.TimeoutExpired:  # keep the results of a finished run
+                    print(f"pid {proc.pid} did not stop in time", file=sys.stderr)
     table, summary = report(results, concurrencies, args.rounds)
     print("### Front door: added latency, throughput and CPU per request\n")
     print(table)
