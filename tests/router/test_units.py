@@ -304,3 +304,34 @@ async def test_no_capable_route_is_failed_precondition_naming_the_capability() -
     request = router_pb2.ChatRequest(messages=_msgs(("user", "x" * 1000)))
     decision = await pipeline.route(request, "t", None)
     assert decision.route == "big" and decision.excluded[0].missing == ["contextTokens"]
+
+
+def test_chunks_fold_into_choices_tool_calls_and_openai_json() -> None:
+    from gearshift.router.answers import AnswerFolder
+    from gearshift.router.openai_params import choices_json, tool_call_deltas_json
+
+    folder = AnswerFolder()
+    delta = common_pb2.ToolCallDelta
+    for chunk in (
+        router_pb2.ChatStreamChunk(
+            tool_calls=[delta(index=0, id="c1", name="f", arguments='{"a"')]
+        ),
+        router_pb2.ChatStreamChunk(index=1, text_delta="plain"),
+        router_pb2.ChatStreamChunk(
+            tool_calls=[delta(index=0, arguments=": 1}")],
+            finish_reason=common_pb2.FINISH_REASON_TOOL_CALLS,
+        ),
+        router_pb2.ChatStreamChunk(index=1, finish_reason=common_pb2.FINISH_REASON_STOP),
+    ):
+        folder.add(chunk)
+    response = router_pb2.ChatResponse()
+    folder.fill(response)
+    assert [(c.id, c.name, c.arguments) for c in response.tool_calls] == [("c1", "f", '{"a": 1}')]
+    assert [c.index for c in response.choices] == [0, 1] and response.choices[1].text == "plain"
+    first, second = choices_json(response, want_logprobs=False)
+    assert first["finish_reason"] == "tool_calls" and first["message"]["content"] is None
+    assert first["message"]["tool_calls"][0]["function"] == {"name": "f", "arguments": '{"a": 1}'}
+    assert second["message"] == {"role": "assistant", "content": "plain"}
+    assert tool_call_deltas_json([delta(index=0, arguments="x")]) == [
+        {"index": 0, "function": {"arguments": "x"}}
+    ]

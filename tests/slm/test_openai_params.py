@@ -133,3 +133,30 @@ async def test_auto_tools_without_a_parser_are_refused(slm_stub: Stub) -> None:
         await slm_stub.Generate(req, timeout=30)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "tool parser" in (err.value.details() or "")
+
+
+def test_openai_options_map_onto_vllm_sampling_params() -> None:
+    from gearshift.slm.sampling import to_vllm
+
+    fmt = common_pb2.ResponseFormat(type="json_schema", schema_json=json.dumps(PERSON))
+    params = to_vllm(
+        common_pb2.SamplingParams(
+            n=3,
+            presence_penalty=0.5,
+            frequency_penalty=-1.0,
+            logit_bias={11: 5.0},
+            response_format=fmt,
+        ),
+        16,
+    )
+    assert (params.n, params.presence_penalty, params.frequency_penalty) == (3, 0.5, -1.0)
+    assert params.logit_bias == {11: 5.0}
+    assert params.structured_outputs.json == PERSON
+    plain = to_vllm(common_pb2.SamplingParams(), 16)
+    assert plain.structured_outputs is None and plain.n == 1 and plain.presence_penalty == 0.0
+    forced = to_vllm(common_pb2.SamplingParams(response_format=fmt), 16, forced_schema={"a": 1})
+    assert forced.structured_outputs.json == {"a": 1}  # a forced tool call wins
+    json_object = common_pb2.ResponseFormat(type="json_object")
+    assert to_vllm(
+        common_pb2.SamplingParams(response_format=json_object), 8
+    ).structured_outputs.json_object
