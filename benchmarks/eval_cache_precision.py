@@ -84,6 +84,22 @@ def _label(bound: float, default: float, decider: HitDecider) -> str:
     return label + (" **default**" if bound == default else "")
 
 
+def verifier_at(rev: str) -> Verifier:
+    """The verifier weights (trees and calibration table) shipped at git revision `rev`."""
+    import tempfile
+
+    blob = subprocess.run(
+        ["git", "show", f"{rev}:services/gearshift/cache/verifier_weights.npz"],
+        capture_output=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent,
+    ).stdout
+    with tempfile.NamedTemporaryFile(suffix=".npz") as handle:
+        handle.write(blob)
+        handle.flush()
+        return Verifier(Path(handle.name))
+
+
 def question_rows(
     dev: Path,
     settings: Settings,
@@ -116,10 +132,12 @@ def question_rows(
         (bound, None, "") for bound in sorted({*BOUNDS, settings.max_false_hit_rate})
     ]
     if baseline is not None:
-        runs.append((settings.max_false_hit_rate, baseline[1], f", vetoes of {baseline[0]}"))
+        runs.append((settings.max_false_hit_rate, baseline[1], f" at {baseline[0]}"))
     for bound, difference, suffix in runs:
         decider = HitDecider(verifier, bound, settings.min_similarity)
-        if difference is not None:
+        if difference is not None and baseline is not None:
+            # That revision's decision: its real-difference checks and question table.
+            decider = HitDecider(verifier_at(baseline[0]), bound, settings.min_similarity)
             decider.difference = difference
         served = exact.copy()
         for i in np.flatnonzero(~exact):
@@ -127,6 +145,21 @@ def question_rows(
             served[i] = decider.decide(part.b[i], v[i], found).served is not None
         label = _label(bound, settings.max_false_hit_rate, decider) + suffix
         rows.append((label, *score(served, labels), int(served.sum()), ""))
+    if baseline is not None:
+        # The decision before the nearest-first decider: the verifier alone (its own hard
+        # vetoes inside), at the threshold its table at that revision gives the default.
+        old = verifier_at(baseline[0])
+        cut_old = old.threshold_for(settings.max_false_hit_rate).threshold
+        probs_old = old.predict(part.b, part.a, v, u)
+        served = exact | ((cosine >= settings.min_similarity) & (probs_old >= cut_old))
+        rows.append(
+            (
+                f"previous decision: verifier only, weights of {baseline[0]} (p >= {cut_old:.3f})",
+                *score(served, labels),
+                int(served.sum()),
+                "",
+            )
+        )
     # The issue's goal point: the verifier's ranking cut where it serves 40% of duplicates.
     probs = verifier.predict(part.b, part.a, v, u)
     ranked = np.where(exact, 2.0, np.where(cosine >= settings.min_similarity, probs, -1.0))
@@ -178,10 +211,12 @@ def statement_rows(
         (bound, None, "") for bound in sorted({*BOUNDS, settings.max_false_hit_rate})
     ]
     if baseline is not None:
-        runs.append((settings.max_false_hit_rate, baseline[1], f", vetoes of {baseline[0]}"))
+        runs.append((settings.max_false_hit_rate, baseline[1], f" at {baseline[0]}"))
     for bound, difference, suffix in runs:
         decider = HitDecider(verifier, bound, settings.min_similarity)
-        if difference is not None:
+        if difference is not None and baseline is not None:
+            # That revision's decision: its real-difference checks and question table.
+            decider = HitDecider(verifier_at(baseline[0]), bound, settings.min_similarity)
             decider.difference = difference
         outcomes = []
         for lookup, decision, origins in run_lookups(data, decider, settings.candidates):

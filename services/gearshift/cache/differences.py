@@ -337,8 +337,9 @@ def real_difference(q: str, c: str, question_pair: bool = False) -> str:
     instructions) also gets the equivalences that keep true paraphrases: amounts spelled
     differently ("24 hours" / "a day"), a negation said without a negation word ("no
     longer uses" / "remove"), a comparison seen from its other side. A question pair
-    (both sides questions: the verifier's domain, whose calibration table was measured
-    with the strict checks) gets the strict checks only.
+    (both sides questions: the verifier's domain) gets the checks the verifier itself
+    vetoes on (numbers, units, a one-sided negation, opposite words), strictly; the
+    trees judge word order, replaced words and names.
     """
     wq, wc = _words(q), _words(c)
     sq, sc = set(wq), set(wc)
@@ -372,6 +373,11 @@ def real_difference(q: str, c: str, question_pair: bool = False) -> str:
     pair = _opposite(sq - sc - carriers, sc - sq - carriers)
     if pair is not None:
         return f"opposite words ({pair[0]} / {pair[1]})"
+    if question_pair:
+        # Word order, a replaced word and names are among the trees' features, weighed on
+        # labelled question pairs; as hard refusals they cost duplicates ("How do you
+        # become a dentist?" / "How do I become a dentist?") at no precision gain.
+        return ""
     rq, rc = _content_roots(wq), _content_roots(wc)
     swap = _swapped(rq, rc)
     if swap is not None:
