@@ -10,12 +10,17 @@ exact path, ANN search, verifier. The baseline is an exact brute-force numpy sca
 of the same vectors measured in the same run. pgvector runs on a private pgserver.
 
     python benchmarks/bench_cache.py --against /tmp/gs-17-baseline --sizes 10000
+    python benchmarks/bench_cache.py --decision-ratio --sizes 10000 --rounds 6
 
 compares this tree with another checkout of the project (e.g. a worktree of main):
 each tree runs the same benchmark in a child process (its own `services/` first on
 PYTHONPATH), alternating, `--rounds` times. The table gives the p50 of the lookups
 that were semantic hits in each tree (median over rounds) and the ratio, this tree
 over the other, so a slower hit decision shows whatever the machine's load.
+
+`--decision-ratio` times the current hit decision against the previous one (the
+verifier over every candidate, rebuilt in `PreviousDecider`) in one process: one cache
+service whose decider is swapped between interleaved rounds, hit p50 and p99 each.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +45,10 @@ import numpy as np
 import numpy.typing as npt
 
 from gearshift.cache.app import CacheApp, Settings, build_app
+from gearshift.cache.decision import Candidate, Decision
 from gearshift.cache.entry import Entry
 from gearshift.cache.keys import exact_key, scope_key
+from gearshift.cache.verifier import Verifier
 from gearshift.dev.machine import describe_machine
 from gearshift.embeddings import DIM
 from gearshift.runtime.server import GrpcServiceHost
@@ -49,17 +57,24 @@ from gearshift.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 SCOPE = cache_pb2.CacheScope(tenant="bench", scope="smollm2", context_digest="")
 
 
+def qqp_embeddings() -> tuple[list[str], npt.NDArray[np.float32]]:
+    """Every QQP dev question with its embedding, as `train_verifier` caches them (the
+    whole file's, not a sample's); empty when they are not cached."""
+    from gearshift.cache.qqp import EMBEDDING_CACHE_DIR, load_pairs
+    from gearshift.embeddings.disk_cache import texts_key
+    from gearshift.embeddings.model import EMBEDDING_VERSION
+
+    pairs = load_pairs()
+    unique = sorted(set(pairs.a + pairs.b))
+    cache = EMBEDDING_CACHE_DIR / f"emb-{EMBEDDING_VERSION}-{texts_key(unique)}.npy"
+    if cache.exists():
+        return unique, np.load(cache).astype(np.float32)
+    return [], np.zeros((0, DIM), dtype=np.float32)
+
+
 def corpus(n: int) -> tuple[list[str], npt.NDArray[np.float32]]:
     """n questions with embeddings (QQP questions, extended by perturbed copies)."""
-    texts: list[str] = []
-    vectors = np.zeros((0, DIM), dtype=np.float32)
-    cache = sorted((Path.home() / ".cache/gearshift/qqp").glob("emb-*.npy"))
-    if cache:
-        from gearshift.cache.qqp import load_pairs
-
-        pairs = load_pairs()
-        texts = sorted(set(pairs.a + pairs.b))
-        vectors = np.load(cache[-1])
+    texts, vectors = qqp_embeddings()
     rng = np.random.default_rng(0)
     out_t, out_v = list(texts[:n]), vectors[:n]
     while len(out_t) < n:
@@ -140,9 +155,13 @@ async def measure(
     stub: cache_pb2_grpc.CacheServiceAsyncStub,
     queries: list[tuple[str, list[float]]],
     concurrency: int,
+    hit_latencies: list[float] | None = None,
 ) -> Measured:
+    """Latencies of `queries`; semantic hits' latencies are also appended to
+    `hit_latencies` when given (to pool them over rounds)."""
     latencies: list[float] = []
-    hit_latencies: list[float] = []
+    hit_latencies = [] if hit_latencies is None else hit_latencies
+    first_hit = len(hit_latencies)
     position = 0
 
     async def worker() -> None:
@@ -161,8 +180,9 @@ async def measure(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
-    hit_p50 = statistics.median(hit_latencies) * 1000 if hit_latencies else float("nan")
-    return Measured(statistics.median(latencies) * 1000, p99 * 1000, hit_p50, len(hit_latencies))
+    mine = hit_latencies[first_hit:]
+    hit_p50 = statistics.median(mine) * 1000 if mine else float("nan")
+    return Measured(statistics.median(latencies) * 1000, p99 * 1000, hit_p50, len(mine))
 
 
 def brute_force_ms(vectors: npt.NDArray[np.float32], queries: npt.NDArray[np.float32]) -> float:
@@ -228,6 +248,130 @@ async def run_one(
     return rows
 
 
+class PreviousDecider:
+    """The hit decision before the nearest-first decider (git 7979355^, rebuilt here): the
+    verifier over every candidate above `min_similarity`, the most probable one served
+    when it reaches the question threshold. Kept only to time it against the current one."""
+
+    def __init__(self, verifier: Verifier, max_false_hit_rate: float, min_similarity: float):
+        self.verifier = verifier
+        self.threshold_value = verifier.threshold_for(max_false_hit_rate).threshold
+        self.min_similarity = min_similarity
+
+    def threshold(self, style: str) -> float:
+        return self.threshold_value
+
+    def decide(
+        self, text: str, vector: npt.NDArray[np.float32], candidates: Sequence[Candidate]
+    ) -> Decision:
+        found = [i for i, c in enumerate(candidates) if c.similarity >= self.min_similarity]
+        if not found:
+            return Decision(served=None)
+        probs = self.verifier.predict(
+            [text] * len(found),
+            [candidates[i].question for i in found],
+            np.repeat(vector[None, :], len(found), axis=0),
+            np.stack([candidates[i].vector for i in found]),
+        )
+        best = int(np.argmax(probs))
+        index, confidence = found[best], float(probs[best])
+        return Decision(
+            served=index if confidence >= self.threshold_value else None,
+            judged=index,
+            similarity=candidates[index].similarity,
+            confidence=confidence,
+        )
+
+
+def paraphrase_queries(
+    texts: list[str], vectors: npt.NDArray[np.float32], n: int, count: int
+) -> list[tuple[str, list[float]]]:
+    """Lookups that should hit: the QQP duplicates of stored questions (their own text
+    and embedding), so both decisions judge real paraphrases; perturbed stored questions
+    when the QQP embeddings are not cached."""
+    from gearshift.cache.qqp import load_pairs
+
+    stored = set(texts[:n])
+    row = {t: i for i, t in enumerate(texts)}
+    pairs = load_pairs()
+    found: list[tuple[str, list[float]]] = []
+    if len(texts) > n:  # real QQP questions beyond the stored ones
+        for a, b, duplicate in zip(pairs.a, pairs.b, pairs.label, strict=True):
+            for kept, asked in ((a, b), (b, a)):
+                if duplicate and kept in stored and asked not in stored and asked in row:
+                    found.append((asked, vectors[row[asked]].tolist()))
+            if len(found) >= count:
+                return found[:count]
+    rng = np.random.default_rng(1)
+    pick = rng.integers(0, n, count - len(found))
+    qv = vectors[pick] + rng.normal(0, 0.02, (len(pick), DIM)).astype(np.float32)
+    qv /= np.linalg.norm(qv, axis=1, keepdims=True)
+    return found + [(texts[i] + " please", qv[j].tolist()) for j, i in enumerate(pick)]
+
+
+async def decision_ratio(args: argparse.Namespace) -> None:
+    """Hit latency of the current decision against the previous one, in one process:
+    the same cache service (usearch), its decider swapped between interleaved rounds."""
+    n = int(args.sizes.split(",")[0])
+    texts, vectors = corpus(n)
+    all_texts, all_vectors = qqp_embeddings()
+    with tempfile.TemporaryDirectory(prefix="gearshift-bench-cache-") as tmp:
+        settings = Settings(
+            grpc_port=0,
+            metrics_port=-1,
+            backend="usearch",
+            data_dir=f"{tmp}/usearch-{n}",
+            max_entries=10 * n,
+            snapshot_interval_s=0,
+        )
+        app = build_app(settings)
+        await load(app, entries(texts, vectors))
+        host = GrpcServiceHost(app, settings)
+        await host.start()
+        assert app.servicer is not None
+        current = app.servicer.decider
+        previous = PreviousDecider(
+            app.verifier, settings.max_false_hit_rate, settings.min_similarity
+        )
+        queries = paraphrase_queries(
+            all_texts or texts, all_vectors if all_texts else vectors, n, args.queries
+        )
+        hits: dict[str, list[float]] = {"previous": [], "current": []}
+        served: dict[str, int] = {"previous": 0, "current": 0}
+        load_before = os.getloadavg()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{host.port}") as channel:
+                stub = cache_pb2_grpc.CacheServiceStub(channel)
+                for decider in (previous, current):  # warm up both
+                    app.servicer.decider = decider  # type: ignore[assignment]
+                    await measure(stub, queries[:20], 1)
+                for _ in range(args.rounds):
+                    for name, decider in (("previous", previous), ("current", current)):
+                        app.servicer.decider = decider  # type: ignore[assignment]
+                        m = await measure(stub, queries, 1, hits[name])
+                        served[name] += m.hits
+        finally:
+            app.servicer.decider = current
+            await host.stop(0)
+    print(f"Machine: {describe_machine()}")
+    loads = ", ".join(f"{x:.1f}" for x in (*load_before, *os.getloadavg()))
+    print(
+        f"usearch, {n:,} entries, 1 caller, {args.queries} lookups per round, {args.rounds} "
+        f"interleaved rounds per decision; load average before and after: {loads}\n"
+    )
+    print("| decision | semantic hits | hit p50 ms | hit p99 ms |")
+    print("|---|---:|---:|---:|")
+    stats = {}
+    for name, values in hits.items():
+        values.sort()
+        p50 = statistics.median(values) * 1000
+        p99 = values[min(len(values) - 1, int(0.99 * len(values)))] * 1000
+        stats[name] = (p50, p99)
+        print(f"| {name} | {served[name]} | {p50:.2f} | {p99:.2f} |")
+    (p50_now, p99_now), (p50_old, p99_old) = stats["current"], stats["previous"]
+    print(f"\ncurrent / previous: p50 {p50_now / p50_old:.2f}, p99 {p99_now / p99_old:.2f}")
+
+
 def compare(other: Path, args: argparse.Namespace) -> None:
     """Alternating child runs of this tree and `other`; hit p50 per tree and the ratio."""
     here = Path(__file__).resolve().parents[1]
@@ -273,7 +417,15 @@ async def main() -> None:
     parser.add_argument("--against", type=Path, help="another checkout to compare with")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per tree")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--decision-ratio",
+        action="store_true",
+        help="hit latency of the current decision vs the previous one, one process (usearch)",
+    )
     args = parser.parse_args()
+    if args.decision_ratio:
+        await decision_ratio(args)
+        return
     if args.against is not None:
         compare(args.against, args)
         return

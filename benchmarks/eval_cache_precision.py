@@ -1,6 +1,6 @@
 """Precision and recall of the semantic cache's hit decision on two styles of text.
 
-    python benchmarks/eval_cache_precision.py [--dev FILE]
+    python benchmarks/eval_cache_precision.py [--dev FILE] [--baseline-rev REV]
 
 1. Questions: the held-out split of the Quora question pairs (question-graph
    components the verifier never saw in training or calibration). For each pair (a,
@@ -15,28 +15,58 @@
    paraphrases served their own origin.
 
 Plain cosine on the same all-MiniLM-L6-v2 embeddings (nearest neighbour at a
-threshold) is the baseline on both, in the same run.
+threshold) is the baseline on both, in the same run. With `--baseline-rev`, the default
+operating point is also run with the real-difference checks (`differences.py`) of that
+git revision, to compare a change of the vetoes in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import time
+import types
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from gearshift.cache.decision import Candidate, HitDecider
+from gearshift.cache.decision import Candidate, HitDecider, pair_style
+from gearshift.cache.differences import real_difference
 from gearshift.cache.keys import normalise
 from gearshift.cache.qqp import DEFAULT_DEV_FILE, embed_questions, load_pairs
 from gearshift.cache.settings import Settings
-from gearshift.cache.statements import load_statements, run_lookups
+from gearshift.cache.statements import DEV_FILE, load_statements, run_lookups
 from gearshift.cache.verifier import Verifier
 from gearshift.dev.machine import describe_machine
 
 BOUNDS = (0.05, 0.10, 0.15, 0.20)
 Row = tuple[str, float, float, int, str]
+DifferenceFn = Callable[[str, str, bool], str]
+
+
+def differences_at(rev: str) -> DifferenceFn:
+    """`real_difference` as it was at git revision `rev` (older ones take two texts)."""
+    source = subprocess.run(
+        ["git", "show", f"{rev}:services/gearshift/cache/differences.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent,
+    ).stdout
+    module = types.ModuleType(f"differences_{rev}")
+    exec(compile(source, f"differences@{rev}", "exec"), module.__dict__)
+    old: Callable[..., str] = module.real_difference
+
+    def difference(q: str, c: str, question_pair: bool) -> str:
+        try:
+            return old(q, c, question_pair)
+        except TypeError:
+            return old(q, c)
+
+    return difference
 
 
 def score(served: npt.NDArray[np.bool_], labels: npt.NDArray[np.bool_]) -> tuple[float, float]:
@@ -54,8 +84,28 @@ def _label(bound: float, default: float, decider: HitDecider) -> str:
     return label + (" **default**" if bound == default else "")
 
 
+def verifier_at(rev: str) -> Verifier:
+    """The verifier weights (trees and calibration table) shipped at git revision `rev`."""
+    import tempfile
+
+    blob = subprocess.run(
+        ["git", "show", f"{rev}:services/gearshift/cache/verifier_weights.npz"],
+        capture_output=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent,
+    ).stdout
+    with tempfile.NamedTemporaryFile(suffix=".npz") as handle:
+        handle.write(blob)
+        handle.flush()
+        return Verifier(Path(handle.name))
+
+
 def question_rows(
-    dev: Path, settings: Settings, verifier: Verifier, sample: int = 0
+    dev: Path,
+    settings: Settings,
+    verifier: Verifier,
+    sample: int = 0,
+    baseline: tuple[str, DifferenceFn] | None = None,
 ) -> tuple[str, list[Row]]:
     pairs = load_pairs(dev)
     part = pairs.subset("heldout")
@@ -78,14 +128,38 @@ def question_rows(
         rows.append(
             (f"plain cosine >= {threshold:.2f}", *score(served, labels), int(served.sum()), "")
         )
-    for bound in sorted({*BOUNDS, settings.max_false_hit_rate}):
+    runs: list[tuple[float, DifferenceFn | None, str]] = [
+        (bound, None, "") for bound in sorted({*BOUNDS, settings.max_false_hit_rate})
+    ]
+    if baseline is not None:
+        runs.append((settings.max_false_hit_rate, baseline[1], f" at {baseline[0]}"))
+    for bound, difference, suffix in runs:
         decider = HitDecider(verifier, bound, settings.min_similarity)
+        if difference is not None and baseline is not None:
+            # That revision's decision: its real-difference checks and question table.
+            decider = HitDecider(verifier_at(baseline[0]), bound, settings.min_similarity)
+            decider.difference = difference
         served = exact.copy()
         for i in np.flatnonzero(~exact):
             found = [Candidate(part.a[i], u[i], float(cosine[i]))]
             served[i] = decider.decide(part.b[i], v[i], found).served is not None
-        label = _label(bound, settings.max_false_hit_rate, decider)
+        label = _label(bound, settings.max_false_hit_rate, decider) + suffix
         rows.append((label, *score(served, labels), int(served.sum()), ""))
+    if baseline is not None:
+        # The decision before the nearest-first decider: the verifier alone (its own hard
+        # vetoes inside), at the threshold its table at that revision gives the default.
+        old = verifier_at(baseline[0])
+        cut_old = old.threshold_for(settings.max_false_hit_rate).threshold
+        probs_old = old.predict(part.b, part.a, v, u)
+        served = exact | ((cosine >= settings.min_similarity) & (probs_old >= cut_old))
+        rows.append(
+            (
+                f"previous decision: verifier only, weights of {baseline[0]} (p >= {cut_old:.3f})",
+                *score(served, labels),
+                int(served.sum()),
+                "",
+            )
+        )
     # The issue's goal point: the verifier's ranking cut where it serves 40% of duplicates.
     probs = verifier.predict(part.b, part.a, v, u)
     ranked = np.where(exact, 2.0, np.where(cosine >= settings.min_similarity, probs, -1.0))
@@ -106,7 +180,12 @@ def question_rows(
     return title, rows
 
 
-def statement_rows(split: str, settings: Settings, verifier: Verifier) -> tuple[str, list[Row]]:
+def statement_rows(
+    split: str,
+    settings: Settings,
+    verifier: Verifier,
+    baseline: tuple[str, DifferenceFn] | None = None,
+) -> tuple[str, list[Row]]:
     data = load_statements(split)
     paraphrases = sum(lk.expected is not None for lk in data.lookups)
     rows: list[Row] = []
@@ -128,14 +207,24 @@ def statement_rows(split: str, settings: Settings, verifier: Verifier) -> tuple[
             served = nearest_cos >= threshold
             outcomes.append((served, lookup.expected == origins[0], lookup.expected is None))
         rows.append(row(f"plain cosine >= {threshold:.2f}, nearest neighbour", outcomes))
-    for bound in sorted({*BOUNDS, settings.max_false_hit_rate}):
+    runs: list[tuple[float, DifferenceFn | None, str]] = [
+        (bound, None, "") for bound in sorted({*BOUNDS, settings.max_false_hit_rate})
+    ]
+    if baseline is not None:
+        runs.append((settings.max_false_hit_rate, baseline[1], f" at {baseline[0]}"))
+    for bound, difference, suffix in runs:
         decider = HitDecider(verifier, bound, settings.min_similarity)
+        if difference is not None and baseline is not None:
+            # That revision's decision: its real-difference checks and question table.
+            decider = HitDecider(verifier_at(baseline[0]), bound, settings.min_similarity)
+            decider.difference = difference
         outcomes = []
         for lookup, decision, origins in run_lookups(data, decider, settings.candidates):
             served = decision.served is not None
             right = served and lookup.expected == origins[decision.served or 0]
             outcomes.append((served, right, lookup.expected is None))
-        rows.append(row(_label(bound, settings.max_false_hit_rate, decider), outcomes))
+        label = _label(bound, settings.max_false_hit_rate, decider) + suffix
+        rows.append(row(label, outcomes))
     negatives = len(data.lookups) - paraphrases
     title = (
         f"Statements and instructions: split '{split}' ({len(data.origins)} stored, "
@@ -144,29 +233,70 @@ def statement_rows(split: str, settings: Settings, verifier: Verifier) -> tuple[
     return title, rows
 
 
+def veto_line(split: str, name: str, difference: DifferenceFn) -> str:
+    """How often the real-difference checks alone refuse a true paraphrase of its own
+    origin, and how many near-duplicates they catch (whatever the cosine)."""
+    data = load_statements(split)
+    paraphrases = [
+        (lk.text, data.origins[lk.expected]) for lk in data.lookups if lk.expected is not None
+    ]
+    negatives = [lk for lk in data.lookups if lk.expected is None]
+    refused = sum(bool(difference(p, o, pair_style(p, o) == "question")) for p, o in paraphrases)
+    # A near-duplicate belongs to the origin stored just before it in the file's order.
+    caught = 0
+    origin_of = {}
+    for group in json.loads(DEV_FILE.read_text(encoding="utf-8")):
+        for negative in group["negatives"]:
+            origin_of[negative["text"]] = group["origin"]
+    for lookup in negatives:
+        origin = origin_of[lookup.text]
+        caught += bool(
+            difference(lookup.text, origin, pair_style(lookup.text, origin) == "question")
+        )
+    return (
+        f"- {name}: refuse {refused} of {len(paraphrases)} true paraphrases "
+        f"({refused / len(paraphrases):.1%}); catch {caught} of {len(negatives)} near-duplicates"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dev", type=Path, default=DEFAULT_DEV_FILE)
     parser.add_argument(
         "--qqp-sample", type=int, default=0, help="first N held-out QQP pairs only (faster)"
     )
+    parser.add_argument(
+        "--baseline-rev",
+        default="",
+        help="also run the default point with the real-difference checks of this git revision",
+    )
+    parser.add_argument(
+        "--statements-only", action="store_true", help="skip the QQP table (no embeddings)"
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
     settings = Settings()
     verifier = Verifier()
+    baseline = (args.baseline_rev, differences_at(args.baseline_rev)) if args.baseline_rev else None
     print(f"Machine: {describe_machine()}")
     tables = [
-        question_rows(args.dev, settings, verifier, args.qqp_sample),
-        statement_rows("heldout", settings, verifier),
-        statement_rows("all", settings, verifier),
+        statement_rows("heldout", settings, verifier, baseline),
+        statement_rows("all", settings, verifier, baseline),
     ]
+    if not args.statements_only:
+        tables.insert(0, question_rows(args.dev, settings, verifier, args.qqp_sample, baseline))
     for title, rows in tables:
         print(f"\n{title}\n")
         print("| decision | precision | recall | served | wrong near-duplicates |")
         print("|---|---:|---:|---:|---|")
         for name, precision, recall, n, note in rows:
             print(f"| {name} | {precision:.3f} | {recall:.3f} | {n} | {note} |")
+    for split in ("heldout", "all"):
+        print(f"\nReal-difference checks alone, statement split '{split}':")
+        print(veto_line(split, "now", real_difference))
+        if baseline is not None:
+            print(veto_line(split, f"at {baseline[0]}", baseline[1]))
     print(f"\n({time.monotonic() - started:.0f}s)")
 
 

@@ -83,6 +83,97 @@ def test_paraphrases_show_no_real_difference(a: str, b: str) -> None:
     assert real_difference(a, b) == ""
 
 
+# Paraphrases the checks used to refuse (about 10% of the statement set's true
+# paraphrases): an amount spelled another way, "not" said without a negation word, a
+# comparison seen from its other side. None of these sentences is in the dev set.
+SAID_OTHERWISE = [
+    ("Access tokens expire after 24 hours.", "Access tokens expire after a day."),
+    ("Rotate the signing keys every seven days.", "Rotate the signing keys once a week."),
+    ("Compare the two release branches.", "Compare both release branches."),
+    (
+        "The worker no longer writes to the temp folder.",
+        "The worker stopped writing to the temp folder.",
+    ),
+    (
+        "Rebuild the index when the manifest is missing.",
+        "When there is no manifest, rebuild the index.",
+    ),
+    ("Mount the secrets volume read-only.", "Mount the secrets volume without write access."),
+    ("The job skips unused tables.", "The job skips tables that are not used."),
+    (
+        "Python is the most popular language in the survey.",
+        "No language in the survey is more popular than Python.",
+    ),
+    ("Rust compiles slower than Go.", "Go compiles faster than Rust."),
+    (
+        "The basic plan costs less than the premium plan.",
+        "The premium plan costs more than the basic plan.",
+    ),
+]
+# Near-duplicates of those with a real difference: they must still be refused.
+STILL_DIFFERENT = [
+    ("Access tokens expire after 24 hours.", "Access tokens expire after a week.", "numbers"),
+    (
+        "Rotate the signing keys every seven days.",
+        "Rotate the signing keys every seven hours.",
+        "replaced",
+    ),
+    ("Compare the two release branches.", "Compare the three release branches.", "numbers"),
+    ("Remove the global state.", "Do not remove the global state.", "negation"),
+    ("The manifest is missing.", "The manifest is not missing.", "negation"),
+    (
+        "Mount the secrets volume read-only.",
+        "Do not mount the secrets volume read-only.",
+        "negation",
+    ),
+    (
+        "Python is the most popular language in the survey.",
+        "Python is not the most popular language in the survey.",
+        "negation",
+    ),
+    ("Rust compiles faster than Go.", "Go compiles faster than Rust.", "trade places"),
+    ("Rust compiles faster than Go.", "Rust compiles slower than Go.", "opposite"),
+    (
+        "K2 is the highest mountain in the range.",
+        "Everest is the highest mountain in the range.",
+        "numbers",
+    ),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), SAID_OTHERWISE)
+def test_a_paraphrase_said_otherwise_is_no_real_difference(a: str, b: str) -> None:
+    assert real_difference(a, b) == ""
+    assert real_difference(b, a) == ""
+
+
+@pytest.mark.parametrize(("a", "b", "reason"), STILL_DIFFERENT)
+def test_near_duplicates_of_the_mended_cases_still_differ(a: str, b: str, reason: str) -> None:
+    assert reason in real_difference(a, b)
+    assert reason in real_difference(b, a)
+
+
+def test_question_pairs_keep_the_strict_checks() -> None:
+    """The verifier's calibration table was measured with the strict checks on questions."""
+    a, b = "How do I rotate keys every 24 hours?", "How do I rotate keys once a day?"
+    assert pair_style(a, b) == "question"
+    assert "numbers" in real_difference(a, b, question_pair=True)
+    assert real_difference(a, b) == ""
+    a, b = "Why is my snapshot missing?", "Why is there no snapshot?"
+    assert "negation" in real_difference(a, b, question_pair=True)
+
+
+def test_the_decision_applies_the_strict_checks_to_question_pairs() -> None:
+    vector = _unit(7)
+    question = "How do I rotate keys every 24 hours?"
+    found = [Candidate("How do I rotate keys once a day?", vector, 0.97)]
+    decision = _decider(0.9).decide(question, vector, found)
+    assert decision.served is None and "numbers" in decision.skipped[0]
+    statement = [Candidate("Rotate the keys once a day.", vector, 0.97)]
+    served = _decider(0.9).decide("Rotate the keys every 24 hours.", vector, statement)
+    assert served.served == 0, served
+
+
 def test_text_style() -> None:
     assert is_question("How do I enable 2FA?")
     assert is_question("what is the capital of france")

@@ -12,10 +12,15 @@ from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import openai
 import pytest
 
 from gearshift.router.local import local_default_routes
+from gearshift.router.outcomes.labels import outcome_labels
+from gearshift.router.outcomes.records import prompt_digest
+from gearshift.router.scorer import load_default_scorer
+from gearshift.router.scorer.prompt_features import prompt_features
 from gearshift.v1 import common_pb2, router_pb2
 from tests.router.conftest import KEY_A, KEY_B, RunningRouter, start_router, stop_router
 from tests.router.test_router_e2e import AUTH_A, EASY, chat_request, unique
@@ -181,3 +186,36 @@ async def test_postgres_store_is_shared_by_replicas(
         await stop_router(one)
         await stop_router(two)
     assert not (tmp_path / "one" / "outcomes").exists()  # nothing went to SQLite
+
+
+async def test_digest_only_router_stores_what_retraining_needs_without_the_text(
+    slm_server: Any, proxy_server: Any, tmp_path: Path
+) -> None:
+    """With outcomes_keep_prompt_text off, the question is stored as its sha256 plus the
+    scorer's prompt features: from the stored row the router's own difficulty is
+    reproduced exactly, so `gearshift scorer train --outcomes` learns from what the
+    router saw instead of from an empty prompt."""
+    router = await start_router(
+        tmp_path, routes_of(slm_server, proxy_server), outcomes_keep_prompt_text=False
+    )
+    question = unique("Write a haiku about the sea.")
+    try:
+        reply = await router.stub.Chat(
+            chat_request(question, policy=BYPASS), metadata=AUTH_A, timeout=120
+        )
+        await router.stub.Feedback(
+            router_pb2.FeedbackRequest(response_id=reply.decision.response_id, good=False),
+            metadata=AUTH_A,
+            timeout=10,
+        )
+        assert router.app.outcomes is not None
+        rows = await router.app.outcomes.store.labelled()
+    finally:
+        await stop_router(router)
+    (row,) = [r for r in rows if r.decision.response_id == reply.decision.response_id]
+    assert row.decision.prompt == "" and row.decision.prompt_digest == prompt_digest(question)
+    labels = outcome_labels([row])
+    assert len(labels) == 1 and labels.without_features == 0
+    np.testing.assert_array_equal(labels.features[0], prompt_features(question))
+    again = load_default_scorer().score_features(labels.embeddings, labels.features)[0]
+    assert again == pytest.approx(reply.decision.difficulty, abs=1e-5)

@@ -7,6 +7,7 @@ Decisions are keyed per tenant, outcomes once per source, everything survives a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -164,3 +165,59 @@ async def test_feedback_waits_for_a_batch_being_written(store: OutcomeStore) -> 
     found = await service.decision("tenant-a", "batch-199")
     assert found.response_id == "batch-199"
     await writing
+
+
+# The decisions table as the first release created it (before prompt features).
+OLD_DECISIONS_TABLE = """CREATE TABLE {name} (
+    tenant TEXT NOT NULL, response_id TEXT NOT NULL, created_at {real} NOT NULL,
+    prompt TEXT NOT NULL, prompt_digest TEXT NOT NULL, embedding {blob} NOT NULL,
+    difficulty {real} NOT NULL, threshold {real} NOT NULL, tier TEXT NOT NULL,
+    route TEXT NOT NULL, model TEXT NOT NULL, PRIMARY KEY (tenant, response_id))"""
+OLD_ROW = ("tenant-a", "old-1", 1.0, "", "e" * 64, b"\x00" * 1536, 0.2, 0.5, "slm", "r", "m")
+
+
+def old_store(kind: str, tmp_path: Path, postgres_url: str) -> str:
+    """A store with one digest-only decision, written by a router before this change."""
+    if kind == "sqlite":
+        import sqlite3
+
+        path = tmp_path / "outcomes" / "outcomes.sqlite3"
+        path.parent.mkdir()
+        with sqlite3.connect(path) as db:
+            db.execute(OLD_DECISIONS_TABLE.format(name="decisions", real="REAL", blob="BLOB"))
+            db.execute(f"INSERT INTO decisions VALUES ({', '.join('?' * 11)})", OLD_ROW)
+        return str(path.parent)
+    import psycopg
+
+    database = f"migration_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    head, _, query = postgres_url.partition("?")
+    url = f"{head.rsplit('/', 1)[0]}/{database}" + (f"?{query}" if query else "")
+    with psycopg.connect(url) as db:
+        table = OLD_DECISIONS_TABLE.format(
+            name="gearshift_decisions", real="DOUBLE PRECISION", blob="BYTEA"
+        )
+        db.execute(table)
+        db.execute(f"INSERT INTO gearshift_decisions VALUES ({', '.join(['%s'] * 11)})", OLD_ROW)
+    return url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_a_store_from_an_older_router_gains_the_features_columns_and_keeps_its_rows(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("postgres_url") if kind == "postgres" else ""
+    store = open_store(old_store(kind, tmp_path, url))
+    await store.open()
+    try:
+        old = await store.get_decision("tenant-a", "old-1")
+        assert old is not None and old.prompt_digest == "e" * 64
+        assert (old.features, old.features_version) == (b"", "")
+        new = dataclasses.replace(
+            decision(), prompt="", features=b"\x01\x02\x03\x04", features_version="1:abc"
+        )
+        await store.add_decisions([new])
+        assert await store.get_decision(new.tenant, new.response_id) == new
+    finally:
+        await store.close()

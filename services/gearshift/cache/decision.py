@@ -19,7 +19,7 @@ style, both picked for the same `max_false_hit_rate`:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,8 +104,11 @@ class HitDecider:
         max_false_hit_rate: float,
         min_similarity: float,
         statement_table: Sequence[CalibrationPoint] | None = None,
+        difference: Callable[[str, str, bool], str] = real_difference,
     ) -> None:
         self.verifier = verifier
+        # The real-difference check (replaceable so a benchmark can run a previous one).
+        self.difference = difference
         self.min_similarity = min_similarity
         table = load_statement_calibration() if statement_table is None else statement_table
         self.question_point = verifier.threshold_for(max_false_hit_rate)
@@ -122,11 +125,11 @@ class HitDecider:
             cand = candidates[i]
             if cand.similarity < self.min_similarity:
                 break
-            difference = real_difference(text, cand.question)
+            style = pair_style(text, cand.question)
+            difference = self.difference(text, cand.question, style == "question")
             if difference:
                 skipped.append(f"cosine {cand.similarity:.3f}: {difference}")
                 continue
-            style = pair_style(text, cand.question)
             if style == "question":
                 confidence = float(
                     self.verifier.predict([text], [cand.question], vector, cand.vector)[0]

@@ -78,10 +78,16 @@ def decision_probs(
 ) -> FloatArray:
     """The verifier's probabilities as the hit decision sees them: 0 for a pair with a
     named real difference (`gearshift.cache.differences`), which is never served."""
+    from gearshift.cache.decision import pair_style
     from gearshift.cache.differences import real_difference
 
     probs: FloatArray = verifier.predict(b, a, v, u)
-    differs = np.array([bool(real_difference(q, c)) for q, c in zip(b, a, strict=True)])
+    differs = np.array(
+        [
+            bool(real_difference(q, c, pair_style(q, c) == "question"))
+            for q, c in zip(b, a, strict=True)
+        ]
+    )
     probs[differs] = 0.0
     return probs
 

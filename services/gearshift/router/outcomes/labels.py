@@ -14,6 +14,12 @@ about the other one. The rules (good = score >= 0.5):
 | llm | not given | unknown: not used for training |
 
 A user's feedback wins over the shadow judge's grade for the same answer.
+
+The scorer reads the prompt's text through its prompt features. A decision stored with
+its text gets them from the text; one stored as a digest only, from the features stored
+with it. A digest-only decision without usable features (recorded by a router before
+they were stored, or with another feature layout) cannot be learned from: it is left out
+and counted, never trained on as an empty prompt.
 """
 
 from __future__ import annotations
@@ -26,19 +32,29 @@ import numpy as np
 import numpy.typing as npt
 
 from gearshift.router.outcomes.records import SOURCE_USER, LabelledDecision
+from gearshift.router.scorer.prompt_features import (
+    N_PROMPT_FEATURES,
+    PROMPT_FEATURES_VERSION,
+    features_from_bytes,
+    prompt_features,
+)
 
 GOOD = 0.5
 
 
 @dataclass(frozen=True)
 class OutcomeLabels:
-    """Labelled decisions ready for training: text, embedding and the two outcomes."""
+    """Labelled decisions ready for training: prompt features, embedding and the two
+    outcomes (`prompts` holds "" where only the digest was stored)."""
 
     response_ids: list[str]
     prompts: list[str]
     embeddings: npt.NDArray[np.float32]
+    features: npt.NDArray[np.float32]  # (n, N_PROMPT_FEATURES) prompt features
     weak_correct: npt.NDArray[np.bool_]
     strong_correct: npt.NDArray[np.bool_]
+    # Answers with an outcome left out because neither text nor usable features were kept.
+    without_features: int = 0
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -49,9 +65,19 @@ class OutcomeLabels:
             response_ids=[self.response_ids[i] for i in index],
             prompts=[self.prompts[i] for i in index],
             embeddings=self.embeddings[index],
+            features=self.features[index],
             weak_correct=self.weak_correct[index],
             strong_correct=self.strong_correct[index],
         )
+
+
+def decision_features(prompt: str, stored: bytes, version: str) -> npt.NDArray[np.float32] | None:
+    """The prompt features of a stored decision, or None when it has none usable."""
+    if prompt:
+        return prompt_features(prompt)
+    if version != PROMPT_FEATURES_VERSION:
+        return None
+    return features_from_bytes(stored)
 
 
 def label(tier: str, score: float, other_tier_better: bool | None) -> tuple[bool, bool] | None:
@@ -79,20 +105,41 @@ def outcome_labels(rows: Sequence[LabelledDecision]) -> OutcomeLabels:
     ids: list[str] = []
     prompts: list[str] = []
     vectors: list[npt.NDArray[np.float32]] = []
+    rows_features: list[npt.NDArray[np.float32]] = []
     weak: list[bool] = []
     strong: list[bool] = []
+    without_features = 0
     for row in best.values():
-        vector = row.decision.embedding_vector()
-        labels = label(row.decision.tier, row.outcome.score, row.outcome.other_tier_better)
+        d = row.decision
+        vector = d.embedding_vector()
+        labels = label(d.tier, row.outcome.score, row.outcome.other_tier_better)
         if vector.shape != (384,) or labels is None:
             continue
-        ids.append(row.decision.response_id)
-        prompts.append(row.decision.prompt)
+        features = decision_features(d.prompt, d.features, d.features_version)
+        if features is None:
+            without_features += 1
+            continue
+        ids.append(d.response_id)
+        prompts.append(d.prompt)
         vectors.append(vector.astype(np.float32))
+        rows_features.append(features)
         weak.append(labels[0])
         strong.append(labels[1])
     embeddings = np.stack(vectors) if vectors else np.zeros((0, 384), dtype=np.float32)
-    return OutcomeLabels(ids, prompts, embeddings, np.asarray(weak, bool), np.asarray(strong, bool))
+    features_matrix = (
+        np.stack(rows_features)
+        if rows_features
+        else np.zeros((0, N_PROMPT_FEATURES), dtype=np.float32)
+    )
+    return OutcomeLabels(
+        ids,
+        prompts,
+        embeddings,
+        features_matrix.astype(np.float32),
+        np.asarray(weak, bool),
+        np.asarray(strong, bool),
+        without_features=without_features,
+    )
 
 
 def held_out_mask(response_ids: Sequence[str], fraction: float) -> npt.NDArray[np.bool_]:

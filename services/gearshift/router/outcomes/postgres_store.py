@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from gearshift.router.outcomes.records import Decision, LabelledDecision, Outcome
 from gearshift.router.outcomes.sqlite_store import (
     DECISION_COLUMNS,
+    N_DECISION_COLUMNS,
     OUTCOME_COLUMNS,
     decision_from,
     decision_row,
@@ -24,12 +25,20 @@ from gearshift.router.outcomes.sqlite_store import (
 
 T = TypeVar("T")
 
+# Columns added after the first release: a table written by an older router gets them
+# when a router first reaches the database (its rows with the defaults).
+ADDED_DECISION_COLUMNS = (
+    ("features", "BYTEA NOT NULL DEFAULT ''::bytea"),
+    ("features_version", "TEXT NOT NULL DEFAULT ''"),
+)
+
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS gearshift_decisions (
         tenant TEXT NOT NULL, response_id TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
         prompt TEXT NOT NULL, prompt_digest TEXT NOT NULL, embedding BYTEA NOT NULL,
         difficulty DOUBLE PRECISION NOT NULL, threshold DOUBLE PRECISION NOT NULL,
         tier TEXT NOT NULL, route TEXT NOT NULL, model TEXT NOT NULL,
+        features BYTEA NOT NULL DEFAULT ''::bytea, features_version TEXT NOT NULL DEFAULT '',
         PRIMARY KEY (tenant, response_id))""",
     "CREATE INDEX IF NOT EXISTS gearshift_decisions_created ON gearshift_decisions (created_at)",
     """CREATE TABLE IF NOT EXISTS gearshift_outcomes (
@@ -75,11 +84,26 @@ class PostgresOutcomeStore:
                 if not self._schema_ready:
                     for statement in SCHEMA:
                         await conn.execute(statement)
+                    await self._add_missing_columns(conn)
                     await conn.commit()
                     self._schema_ready = True
                 return await fn(conn)
 
         return await asyncio.wait_for(run(), self.timeout_s * 2)
+
+    @staticmethod
+    async def _add_missing_columns(conn: AsyncConnection[Any]) -> None:
+        """ALTER only when a column is missing: it takes the table's exclusive lock."""
+        cur = await conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'gearshift_decisions' AND table_schema = current_schema()"
+        )
+        present = {row[0] for row in await cur.fetchall()}
+        for name, definition in ADDED_DECISION_COLUMNS:
+            if name not in present:
+                await conn.execute(
+                    f"ALTER TABLE gearshift_decisions ADD COLUMN IF NOT EXISTS {name} {definition}"
+                )
 
     async def add_decisions(self, decisions: Sequence[Decision]) -> None:
         rows = [decision_row(d) for d in decisions]
@@ -88,7 +112,7 @@ class PostgresOutcomeStore:
             async with conn.cursor() as cur:
                 await cur.executemany(
                     f"INSERT INTO gearshift_decisions ({DECISION_COLUMNS}) VALUES "
-                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    f"({', '.join(['%s'] * N_DECISION_COLUMNS)}) ON CONFLICT DO NOTHING",
                     rows,
                 )
 
@@ -138,7 +162,8 @@ class PostgresOutcomeStore:
                 (since,),
             )
             rows = await cur.fetchall()
-            return [LabelledDecision(decision_from(r[:11]), outcome_from(r[11:])) for r in rows]
+            n = N_DECISION_COLUMNS
+            return [LabelledDecision(decision_from(r[:n]), outcome_from(r[n:])) for r in rows]
 
         return await self._with_conn(select)
 

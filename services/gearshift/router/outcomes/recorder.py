@@ -5,12 +5,17 @@ task writes the queue to the store every `flush_interval_s` and, once an hour, d
 what has outlived its retention. When the store falls behind and the queue is full, new
 decisions are dropped (counted in a metric): an answer is never delayed for bookkeeping.
 Feedback first flushes the queue, so an answer can be rated right after it arrived.
+
+With `keep_prompt_text` off only the question's sha256 is stored, plus what retraining
+needs from the text: the scorer's prompt features (counts and ratios the text cannot be
+read back from), computed in the background task, not on the request path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -20,10 +25,26 @@ import numpy as np
 from gearshift.router.outcomes import metrics
 from gearshift.router.outcomes.records import Decision, prompt_digest
 from gearshift.router.outcomes.store import OutcomeStore
+from gearshift.router.scorer.prompt_features import (
+    PROMPT_FEATURES_VERSION,
+    features_to_bytes,
+    prompt_features,
+)
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 3600.0
+
+
+def with_features(decision: Decision, question: str) -> Decision:
+    """The decision with the prompt features of `question` (unchanged when "")."""
+    if not question:
+        return decision
+    return dataclasses.replace(
+        decision,
+        features=features_to_bytes(prompt_features(question)),
+        features_version=PROMPT_FEATURES_VERSION,
+    )
 
 
 class DecisionRecorder:
@@ -45,7 +66,9 @@ class DecisionRecorder:
         self.flush_interval_s = flush_interval_s
         self.unlabelled_ttl_s = unlabelled_ttl_s
         self.labelled_retention_s = labelled_retention_s
-        self._queue: deque[Decision] = deque()
+        # Each decision with the question text its features are still to be computed
+        # from ("" when the text itself is stored).
+        self._queue: deque[tuple[Decision, str]] = deque()
         self._flush_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._last_purge = 0.0
@@ -67,20 +90,19 @@ class DecisionRecorder:
         if len(self._queue) >= self.queue_max:
             metrics.DECISIONS_DROPPED.labels("queue_full").inc()
             return
-        self._queue.append(
-            Decision(
-                tenant=tenant,
-                response_id=response_id,
-                prompt=question if self.keep_prompt_text else "",
-                prompt_digest=prompt_digest(question),
-                embedding=np.asarray(embedding, dtype="<f4").tobytes(),
-                difficulty=difficulty,
-                threshold=threshold,
-                tier=tier,
-                route=route,
-                model=model,
-            )
+        decision = Decision(
+            tenant=tenant,
+            response_id=response_id,
+            prompt=question if self.keep_prompt_text else "",
+            prompt_digest=prompt_digest(question),
+            embedding=np.asarray(embedding, dtype="<f4").tobytes(),
+            difficulty=difficulty,
+            threshold=threshold,
+            tier=tier,
+            route=route,
+            model=model,
         )
+        self._queue.append((decision, "" if self.keep_prompt_text else question))
 
     @property
     def pending(self) -> int:
@@ -92,7 +114,7 @@ class DecisionRecorder:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(500, len(self._queue)))]
                 try:
-                    await self.store.add_decisions(batch)
+                    await self.store.add_decisions([with_features(d, q) for d, q in batch])
                 except BaseException:
                     self._queue.extendleft(reversed(batch))
                     raise

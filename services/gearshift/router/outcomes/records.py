@@ -50,6 +50,11 @@ class Decision:
     route: str
     model: str
     created_at: float = field(default_factory=time.time)
+    # Without the text, what retraining needs from it: the scorer's prompt features
+    # (`gearshift.router.scorer.prompt_features`), float32 little-endian, and their
+    # layout's version. Empty when the text is kept.
+    features: bytes = b""
+    features_version: str = ""
 
     def embedding_vector(self) -> np.ndarray:
         return np.frombuffer(self.embedding, dtype="<f4")

@@ -67,7 +67,7 @@ def apgr_on(scorer: Any, labels: OutcomeLabels) -> float | None:
 
     if len(labels) == 0 or labels.strong_correct.mean() <= labels.weak_correct.mean():
         return None
-    scores = scorer.score_many(labels.embeddings, labels.prompts)
+    scores = scorer.score_features(labels.embeddings, labels.features)
     return routing_report(scores, labels.weak_correct, labels.strong_correct).apgr
 
 
@@ -85,13 +85,16 @@ def fit_with_outcomes(
     from gearshift.router.scorer.embedding import cached_embeddings
     from gearshift.router.scorer.fit import fit_gain_model
     from gearshift.router.scorer.model import Scorer
+    from gearshift.router.scorer.prompt_features import prompt_features_many
 
     repeat = max(1, outcome_weight)
+    # The texts are not read (digest-only stores have none): the features stand for them.
     prompts = outcomes.prompts * repeat
     domains = [OUTCOME_DOMAIN] * len(prompts)
     weak = np.tile(outcomes.weak_correct, repeat)
     strong = np.tile(outcomes.strong_correct, repeat)
     embeddings: npt.NDArray[np.float32] = np.tile(outcomes.embeddings, (repeat, 1))
+    features: npt.NDArray[np.float32] = np.tile(outcomes.features, (repeat, 1))
     if base_data is not None:
         base = load_jsonl(base_data)
         base_embeddings = cached_embeddings(base.prompts, cache_dir)
@@ -100,11 +103,12 @@ def fit_with_outcomes(
         weak = np.concatenate([base.weak_correct, weak])
         strong = np.concatenate([base.strong_correct, strong])
         embeddings = np.concatenate([base_embeddings, embeddings]).astype(np.float32)
+        features = np.concatenate([prompt_features_many(base.prompts), features])
     data = RoutingData(prompts, domains, weak, strong)
-    weights = fit_gain_model(data, embeddings, meta=meta)
+    weights = fit_gain_model(data, embeddings, meta=meta, features=features)
     if len(calibration_traffic) >= 50:
-        scores = Scorer(weights).score_many(
-            calibration_traffic.embeddings, calibration_traffic.prompts
+        scores = Scorer(weights).score_features(
+            calibration_traffic.embeddings, calibration_traffic.features
         )
         weights = dataclasses.replace(weights, quantiles=Calibration.from_scores(scores).quantiles)
     return weights
@@ -157,6 +161,13 @@ def run(args: argparse.Namespace) -> int:
         since = datetime.now(UTC).timestamp() - args.since_days * 86400.0
     labels = read_labels(args.outcomes, since)
     print(f"{len(labels)} labelled answers in {args.outcomes}")
+    if labels.without_features:
+        print(
+            f"{labels.without_features} labelled answers left out: stored as a digest only, "
+            "without the prompt features retraining needs (recorded by an older router, or "
+            "with another feature layout)",
+            file=sys.stderr,
+        )
     if len(labels) == 0:
         print("no usable outcomes: nothing to learn from", file=sys.stderr)
         return EXIT_REFUSED

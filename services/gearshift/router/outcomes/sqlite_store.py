@@ -16,7 +16,9 @@ SCHEMA = (
         tenant TEXT NOT NULL, response_id TEXT NOT NULL, created_at REAL NOT NULL,
         prompt TEXT NOT NULL, prompt_digest TEXT NOT NULL, embedding BLOB NOT NULL,
         difficulty REAL NOT NULL, threshold REAL NOT NULL, tier TEXT NOT NULL,
-        route TEXT NOT NULL, model TEXT NOT NULL, PRIMARY KEY (tenant, response_id))""",
+        route TEXT NOT NULL, model TEXT NOT NULL,
+        features BLOB NOT NULL DEFAULT x'', features_version TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (tenant, response_id))""",
     "CREATE INDEX IF NOT EXISTS decisions_created ON decisions (created_at)",
     """CREATE TABLE IF NOT EXISTS outcomes (
         tenant TEXT NOT NULL, response_id TEXT NOT NULL, source TEXT NOT NULL,
@@ -25,7 +27,14 @@ SCHEMA = (
 )
 DECISION_COLUMNS = (
     "tenant, response_id, created_at, prompt, prompt_digest, embedding, difficulty, "
-    "threshold, tier, route, model"
+    "threshold, tier, route, model, features, features_version"
+)
+N_DECISION_COLUMNS = 13
+# Columns added after the first release: (name, SQLite type and default). A store
+# written by an older router gets them on open, its rows with the defaults.
+ADDED_DECISION_COLUMNS = (
+    ("features", "BLOB NOT NULL DEFAULT x''"),
+    ("features_version", "TEXT NOT NULL DEFAULT ''"),
 )
 OUTCOME_COLUMNS = "tenant, response_id, source, score, other_tier_better, comment, created_at"
 
@@ -43,6 +52,8 @@ def decision_row(d: Decision) -> tuple[Any, ...]:
         d.tier,
         d.route,
         d.model,
+        d.features,
+        d.features_version,
     )
 
 
@@ -59,6 +70,8 @@ def decision_from(row: Sequence[Any]) -> Decision:
         tier=row[8],
         route=row[9],
         model=row[10],
+        features=bytes(row[11]),
+        features_version=row[12],
     )
 
 
@@ -93,6 +106,10 @@ class SqliteOutcomeStore:
         db.execute("PRAGMA synchronous=NORMAL")
         for statement in SCHEMA:
             db.execute(statement)
+        present = {row[1] for row in db.execute("PRAGMA table_info(decisions)")}
+        for name, definition in ADDED_DECISION_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE decisions ADD COLUMN {name} {definition}")
         db.commit()
         self._db = db
 
@@ -121,7 +138,7 @@ class SqliteOutcomeStore:
             with db:
                 db.executemany(
                     f"INSERT OR IGNORE INTO decisions ({DECISION_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"VALUES ({', '.join('?' * N_DECISION_COLUMNS)})",
                     rows,
                 )
 
@@ -182,7 +199,8 @@ class SqliteOutcomeStore:
                 )
                 .fetchall()
             )
-            return [LabelledDecision(decision_from(r[:11]), outcome_from(r[11:])) for r in rows]
+            n = N_DECISION_COLUMNS
+            return [LabelledDecision(decision_from(r[:n]), outcome_from(r[n:])) for r in rows]
 
         result: list[LabelledDecision] = await self._run(select)
         return result

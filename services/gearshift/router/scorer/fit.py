@@ -13,7 +13,6 @@ import numpy.typing as npt
 
 from gearshift.router.scorer.calibration import Calibration
 from gearshift.router.scorer.data import RoutingData, stratified_folds
-from gearshift.router.scorer.features import text_features_many
 from gearshift.router.scorer.model import (
     F32,
     Scorer,
@@ -26,6 +25,7 @@ from gearshift.router.scorer.open_stage import (
     fit_open_stage,
     gain_at_score_quantile,
 )
+from gearshift.router.scorer.prompt_features import FIRST_STAGE, prompt_features_many
 
 ALPHA = 30.0
 TEMPERATURE = 0.03
@@ -105,17 +105,22 @@ def fit_gain_model(
     seed: int = 0,
     calibration_gains: npt.NDArray[np.float64] | None = None,
     meta: dict[str, object] | None = None,
+    features: F32 | None = None,
 ) -> ScorerWeights:
     """Fits the scorer on all of `data`.
 
     `calibration_gains` are out-of-fold gain estimates for the same rows (from
     `cross_validated_gains`); the probability mapping and the reference quantiles come
     from them, so calibration reflects unseen traffic. Without them the in-sample
-    estimates are used (tests, tiny data).
+    estimates are used (tests, tiny data). `features` are the rows' `prompt_features`
+    when the texts are not at hand (outcomes stored as digests); by default they are
+    computed from `data.prompts`.
     """
     names = sorted(set(data.domains))
     gain = data.gain
-    text = text_features_many(data.prompts)
+    if features is None:
+        features = prompt_features_many(data.prompts)
+    text = features[:, FIRST_STAGE]
     dom_oof = _oof_domain_features(embeddings, data, names, seed)
     coef, intercept = ridge(design_matrix(embeddings, text, dom_oof), gain, alpha)
     cents, gains = domain_centroids(embeddings, data.domains, gain, names)
@@ -133,7 +138,7 @@ def fit_gain_model(
     )
     # Familiarity band from the training traffic's own nearest-centroid cosines.
     nearest = (embeddings @ cents.T).max(axis=1)
-    raw_gains = gains_of(draft, embeddings, data.prompts)
+    raw_gains = Scorer(draft).expected_gain_features(embeddings, features)
     familiar = dataclasses.replace(
         draft,
         familiar_lo=min(float(np.quantile(nearest, FAMILIAR_LO_Q)), FAMILIAR_LO_CAP),
@@ -141,7 +146,7 @@ def fit_gain_model(
         unfamiliar_gain=float(np.quantile(raw_gains, UNFAMILIAR_GAIN_Q)),
     )
     if calibration_gains is None:
-        calibration_gains = gains_of(familiar, embeddings, data.prompts)
+        calibration_gains = Scorer(familiar).expected_gain_features(embeddings, features)
     needed = data.strong_correct & ~data.weak_correct
     a, b = logistic_1d(calibration_gains, needed)
     scores = 1.0 / (1.0 + np.exp(-(a * calibration_gains + b)))

@@ -17,8 +17,9 @@ Queries far from every domain centroid (unlike all training traffic) are shrunk 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,18 @@ import numpy as np
 import numpy.typing as npt
 
 from gearshift.router.scorer.calibration import Calibration
-from gearshift.router.scorer.features import FEATURE_NAMES, text_features, text_features_many
-from gearshift.router.scorer.open_stage import OPEN_FEATURE_NAMES, OpenStage
+from gearshift.router.scorer.features import FEATURE_NAMES, text_features
+from gearshift.router.scorer.open_stage import (
+    OPEN_FEATURE_NAMES,
+    OpenStage,
+    open_design,
+    open_design_from_features,
+)
+from gearshift.router.scorer.prompt_features import (
+    FIRST_STAGE,
+    N_PROMPT_FEATURES,
+    prompt_features_many,
+)
 
 F32 = npt.NDArray[np.float32]
 EMBEDDING_DIM = 384
@@ -190,16 +201,15 @@ class Scorer:
             + float(probs @ self._w_domain)
             + self.weights.intercept
         )
-        return float(
-            self._shrink(np.asarray([value]), cosines.reshape(1, -1), vec.reshape(1, -1), [text])[0]
-        )
+        # The second stage's text cues are computed only when the query needs that stage.
+        open_rows = partial(open_design, vec.reshape(1, -1), [text])
+        return float(self._shrink(np.asarray([value]), cosines.reshape(1, -1), open_rows)[0])
 
     def _shrink(
         self,
         gain: npt.NDArray[np.floating],
         cosines: npt.NDArray[np.floating],
-        embeddings: F32,
-        texts: Sequence[str],
+        open_rows: Callable[[], F32],
     ) -> npt.NDArray[np.float64]:
         """Hands queries unlike all training traffic to the second stage.
 
@@ -212,7 +222,7 @@ class Scorer:
         fam = np.clip((cosines.max(axis=1) - w.familiar_lo) / span, 0.0, 1.0)
         fallback: npt.NDArray[np.float64] | float = w.unfamiliar_gain
         if w.open_stage is not None and bool((fam < 1.0).any()):
-            fallback = w.open_stage.gain(embeddings, list(texts))
+            fallback = w.open_stage.gain_from_design(open_rows())
         out: npt.NDArray[np.float64] = fallback + fam * (gain.astype(np.float64) - fallback)
         return out
 
@@ -227,16 +237,35 @@ class Scorer:
         mat = np.asarray(embeddings, dtype=np.float32)
         if mat.ndim != 2 or mat.shape[0] != len(texts):
             raise ValueError("embeddings must be (len(texts), 384)")
+        return self.expected_gain_features(mat, prompt_features_many(texts))
+
+    def expected_gain_features(
+        self, embeddings: npt.NDArray[np.floating], features: F32
+    ) -> npt.NDArray[np.float64]:
+        """`expected_gain_many` from precomputed `prompt_features` rows instead of texts
+        (what a digest-only outcome store keeps)."""
+        mat = np.asarray(embeddings, dtype=np.float32)
+        if mat.ndim != 2 or features.shape != (mat.shape[0], N_PROMPT_FEATURES):
+            raise ValueError(
+                f"expected (n, {EMBEDDING_DIM}) embeddings and (n, {N_PROMPT_FEATURES}) "
+                f"prompt features, got {mat.shape} and {features.shape}"
+            )
         self._check(mat)
         cosines = mat @ self._centroids_t
         probs = softmax_rows(cosines * self._inv_temp)
         gain = (
             mat @ self._w_emb
-            + text_features_many(list(texts)) @ self._w_text
+            + features[:, FIRST_STAGE] @ self._w_text
             + probs @ self._w_domain
             + np.float32(self.weights.intercept)
         )
-        return self._shrink(gain, cosines, mat, texts)
+        return self._shrink(gain, cosines, partial(open_design_from_features, mat, features))
+
+    def score_features(
+        self, embeddings: npt.NDArray[np.floating], features: F32
+    ) -> npt.NDArray[np.float64]:
+        """Batched `score` from precomputed prompt features."""
+        return self._squash(self.expected_gain_features(embeddings, features))
 
     def score_many(
         self, embeddings: Sequence[Sequence[float]] | npt.NDArray[np.floating], texts: Sequence[str]

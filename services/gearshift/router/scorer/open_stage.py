@@ -74,7 +74,12 @@ def open_text_features(text: str) -> F32:
 
 def open_design(embeddings: F32, texts: list[str]) -> F32:
     feats = np.stack([open_text_features(t) for t in texts]) if texts else np.zeros((0, 0))
-    out: F32 = np.concatenate([embeddings, feats], axis=1).astype(np.float32)
+    return open_design_from_features(embeddings, feats.astype(np.float32))
+
+
+def open_design_from_features(embeddings: F32, features: F32) -> F32:
+    """The design rows from precomputed `open_text_features` rows (no text needed)."""
+    out: F32 = np.concatenate([embeddings, features], axis=1).astype(np.float32)
     return out
 
 
@@ -92,8 +97,10 @@ class OpenStage:
         return out
 
     def gain(self, embeddings: F32, texts: list[str]) -> F64:
-        h = self.hardness(open_design(embeddings, texts))
-        out: F64 = self.lo + (self.hi - self.lo) * h
+        return self.gain_from_design(open_design(embeddings, texts))
+
+    def gain_from_design(self, design_rows: F32) -> F64:
+        out: F64 = self.lo + (self.hi - self.lo) * self.hardness(design_rows)
         return out
 
 
