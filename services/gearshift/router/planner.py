@@ -74,8 +74,13 @@ class Planner:
         time_remaining: float | None,
         *,
         dry_run: bool = False,
+        cache: bool = True,
     ) -> Plan:
-        """Validates, looks the question up in the cache and picks the routes to try."""
+        """Validates, looks the question up in the cache and picks the routes to try.
+
+        `cache=False` leaves the cache to the caller (multi-routing looks up under its own
+        scope once the branches are known).
+        """
         messages = list(request.messages)
         extra = []
         if messages and messages[-1].role != "user":
@@ -113,7 +118,7 @@ class Planner:
                 pinned_route = self._pinned_route(request.model, snapshot)
                 plan.pinned = True
 
-        lookup, plan.store = self._cache_policy(request, plan)
+        lookup, plan.store = self._cache_policy(request, plan) if cache else (False, False)
         if lookup or plan.store or pinned_route is None:
             try:
                 plan.embedding = await self.embedder.embed(plan.question)
