@@ -51,6 +51,7 @@ class Combination:
     usage: common_pb2.Usage = field(default_factory=common_pb2.Usage)  # combining calls
     reason: str = ""
     combined_by: str = ""
+    # Why the combined answer ended: the kept answer's reason, or the synthesis call's.
     finish: common_pb2.FinishReason.ValueType = common_pb2.FINISH_REASON_STOP
 
     def __post_init__(self) -> None:
@@ -74,8 +75,6 @@ class Combination:
         async for chunk in self.executor.run(child):
             if chunk.HasField("usage"):
                 add_usage(self.usage, chunk.usage)
-            if chunk.finish_reason:
-                self.finish = chunk.finish_reason
             yield chunk
         self.combined_by = child.decision.route
 

@@ -48,6 +48,7 @@ def parse_verdict(reply: str, count: int) -> tuple[int, str] | None:
 async def best(c: Combination) -> AsyncIterator[str]:
     if len(c.answers) == 1:
         c.reason = f"best: only {label(c.answers[0])} answered"
+        c.finish = c.answers[0].finish
         yield c.texts[0]
         return
     sampling = sampling_for(c.plan.base.sampling, c.config.judge_max_tokens)
@@ -71,4 +72,5 @@ async def best(c: Combination) -> AsyncIterator[str]:
     count = len(c.answers[index].plan.citations)
     c.citations = c.citations[start : start + count]
     c.texts[index] = c.answers[index].text  # its own numbering again
+    c.finish = c.answers[index].finish
     yield c.texts[index]

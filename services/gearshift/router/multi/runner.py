@@ -109,9 +109,10 @@ class MultiRouting:
         for branch in plan.branches:
             add_usage(usage, branch.usage)
         add_usage(usage, combination.usage)
+        finish = combination.finish or common_pb2.FINISH_REASON_STOP
         last = router_pb2.ChatStreamChunk(
             request_id=base.request_id,
-            finish_reason=combination.finish,
+            finish_reason=finish,
             usage=usage,
             citations=combination.citations,
             final_decision=d,
@@ -128,7 +129,7 @@ class MultiRouting:
             started=base.started,
             stream=base.stream,
         )
-        self._store(plan, "".join(parts), combination.finish, usage)
+        self._store(plan, "".join(parts), finish, usage)
 
     def _store(
         self,

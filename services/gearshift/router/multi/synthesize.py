@@ -94,6 +94,7 @@ async def fit(c: Combination, blocks: list[str], budget: int) -> list[str]:
 async def synthesize(c: Combination) -> AsyncIterator[str]:
     if len(c.answers) == 1:
         c.reason = f"synthesize: only {label(c.answers[0])} answered; its answer as is"
+        c.finish = c.answers[0].finish
         yield c.texts[0]
         return
     sent = False
@@ -103,6 +104,8 @@ async def synthesize(c: Combination) -> AsyncIterator[str]:
         messages = [common_pb2.ChatMessage(role="system", content=system), *c.plan.base.messages]
         sampling = sampling_for(c.plan.base.sampling)
         async for chunk in c.call(c.plan.general, messages, sampling, stream=c.plan.base.stream):
+            if chunk.finish_reason:
+                c.finish = chunk.finish_reason
             if chunk.text_delta:
                 sent = True
                 yield chunk.text_delta

@@ -53,4 +53,5 @@ async def vote(c: Combination) -> AsyncIterator[str]:
         f"vote: {winner!r} from {top} of {len(keys)} answers{note}; "
         f"kept the answer of {label(c.answers[index])}"
     )
+    c.finish = c.answers[index].finish
     yield c.texts[index]
