@@ -114,7 +114,7 @@ async def multi_router(
         source_timeout_s=5.0,
         difficulty_threshold=1.0,  # the general branch is the SLM: predictable in tests
         multi_margin=1.0,  # every option over the threshold joins the plan
-        multi_synthesis_context_chars=500,  # two grounded answers exceed it: a summary tree
+        multi_synthesis_context_chars=200,  # two grounded answers exceed it: a summary tree
     )
     try:
         yield running, handbook, runbooks
@@ -267,7 +267,7 @@ async def test_best_vote_and_synthesize(multi_router: tuple[RunningRouter, str, 
     # vote: no model call; the reason says what won.
     assert vote.decision.combine_reason.startswith("vote: ")
     assert vote.usage.total_tokens == _sum(vote.decision.branches)
-    # synthesize: grounded answers plus passages exceed 500 characters, so they were
+    # synthesize: grounded answers plus passages exceed 200 characters, so they were
     # summarised in a tree before the model difficulty chose wrote the answer.
     reason = synth.decision.combine_reason
     assert "summarised in a tree" in reason and reason.endswith("by local-slm"), reason

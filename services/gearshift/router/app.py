@@ -176,7 +176,7 @@ class Settings(MultiWorkerSettings):
     )
     multi_synthesis_context_chars: int = Field(
         6000,
-        ge=500,
+        ge=200,
         le=400_000,
         description="Characters of answers and passages one synthesis prompt holds; longer "
         "inputs are summarised in a tree first.",
