@@ -16,11 +16,13 @@ def test_multi_routing_defaults_and_overrides_render_into_router_settings() -> N
     env = _router_env({})
     assert env["GEARSHIFT_ROUTER_MULTI_MAX_ROUTES"] == "1"  # single route unless asked
     assert env["GEARSHIFT_ROUTER_MULTI_COMBINE"] == "concat"
+    assert float(env["GEARSHIFT_ROUTER_MULTI_GRACE_S"]) == 0.0  # cancel at once when enough
     overrides = {
         "multi_max_routes": 3,
         "multi_combine": "synthesize",
         "multi_min_successful": 2,
         "multi_branch_timeout_s": 7.5,
+        "multi_grace_s": 1.5,
         "multi_judge_tier": "slm",
     }
     env = _router_env({"router": {"settings": overrides}})
@@ -29,4 +31,5 @@ def test_multi_routing_defaults_and_overrides_render_into_router_settings() -> N
     settings = Settings(**names)
     policy = settings.multi_config().limits.default
     assert (policy.max_routes, policy.combine, policy.min_successful) == (3, "synthesize", 2)
-    assert policy.branch_timeout_s == 7.5 and settings.multi_config().judge_tier == "slm"
+    assert (policy.branch_timeout_s, policy.grace_s) == (7.5, 1.5)
+    assert settings.multi_config().judge_tier == "slm"

@@ -44,6 +44,9 @@ COMPARE = (
 )
 LIGHTHOUSE = "Tell me a piece of trivia about the history of lighthouses."
 BROKEN = "trivia-model"
+# The handbook's grounded answer is one short sentence; the general model, which does not
+# know Gearshift, explains at length: a fast branch and a slow one on the same engine.
+FALSE_HITS = "What is the default max_false_hit_rate of the semantic cache?"
 
 pytestmark = pytest.mark.vllm
 
@@ -245,6 +248,43 @@ async def test_late_branches_are_cancelled_at_the_backend_and_min_successful_fai
     assert sum(load.aborted_total.values()) > before, "the late branch kept generating"
 
 
+async def test_once_min_successful_answered_the_others_get_the_grace_then_are_cancelled(
+    multi_router: tuple[RunningRouter, str, str], slm_server: Any
+) -> None:
+    router, handbook, _ = multi_router
+    load = slm_server.engine.load
+    before = sum(load.aborted_total.values())
+
+    async def ask(grace_s: float) -> router_pb2.ChatResponse:
+        policy = router_pb2.MultiPolicy(
+            max_routes=2, combine="concat", min_successful=1, grace_s=grace_s
+        )
+        request = _ask(FALSE_HITS, policy, max_tokens=160)
+        return await router.stub.Chat(request, metadata=AUTH, timeout=180)
+
+    # Grace 0: the first answer is enough, the slower branch is cancelled at once.
+    quick = await ask(0.0)
+    branches = _branches(quick.decision)
+    assert set(branches) == {handbook, "local-slm"}, quick.decision.reasons
+    assert branches[handbook].status == "ok", branches[handbook].error
+    slow = branches["local-slm"]
+    assert (slow.status, slow.error) == ("cancelled", "not needed: min_successful reached")
+    assert f"From source {handbook}:" in quick.text and "local-slm" not in quick.text
+    for _ in range(100):
+        if sum(load.aborted_total.values()) > before:
+            break
+        await asyncio.sleep(0.05)
+    assert sum(load.aborted_total.values()) > before, "the unneeded branch kept generating"
+
+    # A grace long enough for the slower branch: both answers are combined.
+    patient = await ask(120.0)
+    branches = _branches(patient.decision)
+    assert all(b.status == "ok" for b in branches.values()), patient.decision.branches
+    assert f"From source {handbook}:" in patient.text
+    assert "From model local-slm:" in patient.text
+    assert branches["local-slm"].latency_ms > branches[handbook].latency_ms
+
+
 async def test_best_vote_and_synthesize(multi_router: tuple[RunningRouter, str, str]) -> None:
     router, handbook, runbooks = multi_router
 
@@ -349,6 +389,7 @@ async def test_combined_and_single_answers_are_cached_apart(
         (router_pb2.MultiPolicy(max_routes=2, combine="average"), "multi.combine"),
         (router_pb2.MultiPolicy(max_routes=2, min_successful=3), "multi.min_successful"),
         (router_pb2.MultiPolicy(max_routes=2, branch_timeout_s=-1), "multi.branch_timeout_s"),
+        (router_pb2.MultiPolicy(max_routes=2, grace_s=-0.5), "multi.grace_s"),
     ],
 )
 async def test_bad_policy_values_are_invalid_argument_naming_the_field(
@@ -368,6 +409,7 @@ async def test_bad_policy_values_are_invalid_argument_naming_the_field(
         ("max=9", "x-gearshift-multi.max_routes"),
         ("combine=average", "x-gearshift-multi.combine"),
         ("max=2; min_ok=x", "x-gearshift-multi.min_ok"),
+        ("max=2; grace=-1", "x-gearshift-multi.grace"),
         ("fan out please", "x-gearshift-multi"),
     ],
 )

@@ -35,12 +35,28 @@ def test_the_header_grammar_and_the_defaults() -> None:
     assert policy.key() != policy_from_proto(parse_header("max=3"), limits).key()
 
 
+def test_grace_from_the_header_the_field_or_the_settings() -> None:
+    limits = MultiLimits(MultiPolicy(max_routes=2, grace_s=2.0), 4)
+    assert policy_from_proto(parse_header("max=2; grace=0.25"), limits).grace_s == 0.25
+    assert policy_from_proto(parse_header("max=2; grace_s=0"), limits).grace_s == 0.0
+    # Unset takes the router's multi_grace_s; an explicit 0 (cancel at once) does not.
+    assert policy_from_proto(parse_header("max=2"), limits).grace_s == 2.0
+    field = router_pb2.MultiPolicy(max_routes=2, grace_s=0.0)
+    assert policy_from_proto(field, limits).grace_s == 0.0
+    with pytest.raises(InvalidArgument) as bad:
+        policy_from_proto(router_pb2.MultiPolicy(max_routes=2, grace_s=-1), limits)
+    assert bad.value.violations[0].field == "multi.grace_s"
+
+
 @pytest.mark.parametrize(
     ("header", "field"),
     [
         ("max=three", "x-gearshift-multi.max"),
         ("combine=mean", "x-gearshift-multi.combine"),
         ("branch_timeout=0", "x-gearshift-multi.branch_timeout"),
+        ("grace=-1", "x-gearshift-multi.grace"),
+        ("grace=soon", "x-gearshift-multi.grace"),
+        ("grace_s=nan", "x-gearshift-multi.grace_s"),
         ("routes=2", "x-gearshift-multi.routes"),
         ("max", "x-gearshift-multi"),
     ],

@@ -161,6 +161,13 @@ class Settings(MultiWorkerSettings):
     multi_branch_timeout_s: float = Field(
         30.0, gt=0, description="Default deadline of one branch; a later branch is cancelled."
     )
+    multi_grace_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Seconds the branches still running get once min_successful have "
+        "answered; then they are cancelled (0: at once).",
+    )
     multi_max_routes_limit: int = Field(
         4, ge=1, le=16, description="Most branches a request may ask for (more: 400)."
     )
@@ -292,6 +299,7 @@ class Settings(MultiWorkerSettings):
                     combine=self.multi_combine,
                     min_successful=self.multi_min_successful,
                     branch_timeout_s=self.multi_branch_timeout_s,
+                    grace_s=self.multi_grace_s,
                 ),
                 self.multi_max_routes_limit,
             ),

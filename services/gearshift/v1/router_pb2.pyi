@@ -116,6 +116,7 @@ class MultiPolicy(_message.Message):
     COMBINE_FIELD_NUMBER: _builtins.int
     MIN_SUCCESSFUL_FIELD_NUMBER: _builtins.int
     BRANCH_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    GRACE_S_FIELD_NUMBER: _builtins.int
     max_routes: _builtins.int
     """Most branches (options the selector picks, plus the difficulty-chosen model)."""
     combine: _builtins.str
@@ -124,6 +125,11 @@ class MultiPolicy(_message.Message):
     """Branches that must answer; fewer is an error naming the failed branches."""
     branch_timeout_s: _builtins.float
     """Deadline of each branch in seconds; a later branch is cancelled."""
+    grace_s: _builtins.float
+    """Seconds the branches still running get once min_successful branches have answered;
+    then they are cancelled (status "cancelled"). Unset: the router's multi_grace_s;
+    0: cancel them at once.
+    """
     def __init__(
         self,
         *,
@@ -131,12 +137,15 @@ class MultiPolicy(_message.Message):
         combine: _builtins.str = ...,
         min_successful: _builtins.int = ...,
         branch_timeout_s: _builtins.float = ...,
+        grace_s: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_grace_s", b"_grace_s", "grace_s", b"grace_s"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["branch_timeout_s", b"branch_timeout_s", "combine", b"combine", "max_routes", b"max_routes", "min_successful", b"min_successful"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_grace_s", b"_grace_s", "branch_timeout_s", b"branch_timeout_s", "combine", b"combine", "grace_s", b"grace_s", "max_routes", b"max_routes", "min_successful", b"min_successful"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__grace_s: _TypeAlias = _typing.Literal["grace_s"]  # noqa: Y015
+    _WhichOneofArgType__grace_s: _TypeAlias = _typing.Literal["_grace_s", b"_grace_s"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__grace_s) -> _WhichOneofReturnType__grace_s | None: ...
 
 Global___MultiPolicy: _TypeAlias = MultiPolicy  # noqa: Y015
 

@@ -5,7 +5,10 @@ escalates along its routes as a single request does, and cancelling it cancels t
 backend call (the generation stops on vLLM). A branch past its deadline is cancelled and
 reported `late`; a failing one `failed`. Neither fails the request while
 `min_successful` branches can still answer; once they cannot, the rest are cancelled at
-once (`cancelled`) instead of spending tokens on an answer nobody will get.
+once (`cancelled`) instead of spending tokens on an answer nobody will get. Once
+`min_successful` branches have answered, the others get the policy's `grace_s` more
+and are then cancelled too (`cancelled`, not needed): enough is enough, and the caller
+should not wait for a slow branch it did not require.
 """
 
 from __future__ import annotations
@@ -22,25 +25,35 @@ from gearshift.runtime.errors import DeadlineExceeded, GearshiftError, Unavailab
 from gearshift.v1 import common_pb2
 
 log = logging.getLogger(__name__)
+NOT_NEEDED = "not needed: min_successful reached"
+CANNOT_REACH = "cancelled: min_successful can no longer be reached"
 tracer = trace.get_tracer(__name__)
 
 
 async def fan_out(executor: Executor, plan: MultiPlan) -> None:
-    """Runs the planned branches in parallel until enough answered or none can."""
+    """Runs the branches in parallel until enough answered (then the grace) or too few can."""
     runnable = [b for b in plan.branches if b.status == "planned"]
     now = time.monotonic()
     for branch in runnable:
         branch.plan.deadline = min(plan.base.deadline, now + plan.policy.branch_timeout_s)
     tasks = {asyncio.create_task(run_branch(executor, b)): b for b in runnable}
     pending = set(tasks)
+    policy = plan.policy
     try:
         while pending:
             _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             ok = sum(b.ok for b in plan.branches)
-            if ok + len(pending) < plan.policy.min_successful:
-                for task in pending:
-                    tasks[task].error = "cancelled: min_successful can no longer be reached"
-                break
+            if ok >= policy.min_successful:
+                if pending and policy.grace_s > 0:
+                    _, pending = await asyncio.wait(pending, timeout=policy.grace_s)
+                reason = NOT_NEEDED
+            elif ok + len(pending) < policy.min_successful:
+                reason = CANNOT_REACH
+            else:
+                continue
+            for task in pending:
+                tasks[task].error = reason
+            break
     finally:
         for task in pending:
             task.cancel()

@@ -1,7 +1,7 @@
 """The multi-routing policy of one request: from the gRPC field, the HTTP header, defaults.
 
 A caller asks with `ChatRequest.multi` or the `x-gearshift-multi` header
-(`max=3; combine=synthesize; min_ok=1; branch_timeout=5`); what it leaves out comes from
+(`max=3; combine=synthesize; min_ok=1; branch_timeout=5; grace=0.5`); what it leaves out comes from
 the router's `multi_*` settings. Bad values are refused with the field named, never
 silently clamped: a caller who asked for five branches and got three would not know.
 """
@@ -25,17 +25,26 @@ HEADER_KEYS = {
     "min_successful": "min_successful",
     "branch_timeout": "branch_timeout_s",
     "branch_timeout_s": "branch_timeout_s",
+    "grace": "grace_s",
+    "grace_s": "grace_s",
 }
+# Longest grace or branch timeout a header may ask for, in seconds.
+MAX_HEADER_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
 class MultiPolicy:
-    """How many branches, how to combine them, how many must answer, how long each may take."""
+    """How many branches, how to combine them, how many must answer, how long each may take.
+
+    `grace_s` is how long the branches still running may go on once `min_successful`
+    have answered; then they are cancelled (their answers are not needed).
+    """
 
     max_routes: int = 1
     combine: str = "concat"
     min_successful: int = 1
     branch_timeout_s: float = 30.0
+    grace_s: float = 0.0
     explicit: bool = False  # the caller asked (a pinned model then is an error, not ignored)
 
     @property
@@ -49,7 +58,7 @@ class MultiPolicy:
     def describe(self) -> str:
         return (
             f"max={self.max_routes}; combine={self.combine}; min_ok={self.min_successful}; "
-            f"branch_timeout={self.branch_timeout_s:g}"
+            f"branch_timeout={self.branch_timeout_s:g}; grace={self.grace_s:g}"
         )
 
 
@@ -73,6 +82,8 @@ def policy_from_proto(
         combine=field.combine or d.combine,
         min_successful=field.min_successful or d.min_successful,
         branch_timeout_s=field.branch_timeout_s or d.branch_timeout_s,
+        # 0 is a real grace (cancel at once), so only an unset field takes the default.
+        grace_s=field.grace_s if field.HasField("grace_s") else d.grace_s,
         explicit=explicit,
     )
     # min_successful from the defaults may exceed a smaller max the caller asked for.
@@ -98,6 +109,8 @@ def validate(policy: MultiPolicy, limits: MultiLimits, prefix: str) -> None:
         bad.append(FieldViolation(f"{prefix}.min_successful", "must be in [1, max_routes]"))
     if not (math.isfinite(policy.branch_timeout_s) and policy.branch_timeout_s > 0):
         bad.append(FieldViolation(f"{prefix}.branch_timeout_s", "must be a positive number"))
+    if not (math.isfinite(policy.grace_s) and policy.grace_s >= 0):
+        bad.append(FieldViolation(f"{prefix}.grace_s", "must be a number of seconds >= 0"))
     if bad:
         raise InvalidArgument(bad)
 
@@ -122,7 +135,7 @@ def parse_header(value: str) -> router_pb2.MultiPolicy:
                 FieldViolation(
                     where if sep else HEADER,
                     f"expected key=value pairs separated by ';' with keys "
-                    f"max, combine, min_ok, branch_timeout (got {part!r})",
+                    f"max, combine, min_ok, branch_timeout, grace (got {part!r})",
                 )
             )
             continue
@@ -132,14 +145,17 @@ def parse_header(value: str) -> router_pb2.MultiPolicy:
             else:
                 out.combine = raw.lower()
         elif name == "branch_timeout_s":
-            try:
-                seconds = float(raw)
-            except ValueError:
-                seconds = math.nan
-            if not (math.isfinite(seconds) and 0 < seconds <= 3600):
+            seconds = _seconds(raw)
+            if not 0 < seconds <= MAX_HEADER_SECONDS:
                 bad.append(FieldViolation(where, "must be a number of seconds in (0, 3600]"))
             else:
                 out.branch_timeout_s = seconds
+        elif name == "grace_s":
+            seconds = _seconds(raw)
+            if not 0 <= seconds <= MAX_HEADER_SECONDS:
+                bad.append(FieldViolation(where, "must be a number of seconds in [0, 3600]"))
+            else:
+                out.grace_s = seconds
         else:
             if not raw.isdigit() or not 1 <= int(raw) <= 64:
                 bad.append(FieldViolation(where, "must be a whole number >= 1"))
@@ -148,3 +164,12 @@ def parse_header(value: str) -> router_pb2.MultiPolicy:
     if bad:
         raise InvalidArgument(bad)
     return out
+
+
+def _seconds(raw: str) -> float:
+    """A header's number of seconds; NaN (out of every range) when it is not a finite number."""
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return math.nan
+    return seconds if math.isfinite(seconds) else math.nan
