@@ -42,6 +42,7 @@ FRONTDOOR_SKIPS = ["--no-workers", "--no-grpc-export"]
             ["--options", "10", "--calls", "50", "--baseline-calls", "1"],
             "| 10 | 60 |",
         ),
+        ("bench_multi.py", ["--requests", "3"], "| 3 branches, synthesize |"),
         (
             "eval_feedback_loop.py",
             ["--seeds", "1", "--outcomes-only"],

@@ -16,6 +16,8 @@ from typing import Any
 import grpc
 
 from gearshift.cli import local_state
+from gearshift.router.multi.policy import parse_header
+from gearshift.runtime.errors import InvalidArgument
 from gearshift.v1 import common_pb2, router_pb2, router_pb2_grpc
 
 
@@ -32,6 +34,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
+    parser.add_argument(
+        "--multi",
+        default="",
+        metavar="POLICY",
+        help="send to several routes at once and combine, e.g. 'max=3; combine=synthesize; "
+        "min_ok=1' (docs/router.md, Multi-routing)",
+    )
 
 
 def add_chat_parser(sub: Any) -> None:
@@ -80,9 +89,15 @@ def _request(args: argparse.Namespace) -> router_pb2.ChatRequest:
         if getattr(args, "no_cache", False)
         else router_pb2.CACHE_POLICY_UNSPECIFIED
     )
-    return router_pb2.ChatRequest(
+    request = router_pb2.ChatRequest(
         model=args.model, messages=messages, sampling=sampling, cache_policy=policy
     )
+    if getattr(args, "multi", ""):
+        try:
+            request.multi.CopyFrom(parse_header(args.multi))
+        except InvalidArgument as exc:
+            raise SystemExit(f"error: --multi: {exc.message}") from None
+    return request
 
 
 def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -111,6 +126,20 @@ def _describe(decision: router_pb2.RouteDecision) -> str:
     for cand in decision.candidates:
         note = f"  (excludes {cand.exclude_similarity:.3f})" if cand.exclude_similarity else ""
         lines.append(f"  {cand.kind:<6} {cand.name:<24} score {cand.score:6.3f}{note}")
+    if decision.branches:
+        lines.append(f"multi:      {len(decision.branches)} branches, combine {decision.combine}")
+        for b in decision.branches:
+            tier = c.Tier.Name(b.tier).removeprefix("TIER_").lower()
+            line = f"  {b.kind:<7} {b.name:<24} {b.status:<9} route {b.route} ({tier})"
+            if b.status not in ("planned",):
+                line += f" {b.latency_ms:.0f} ms, {b.usage.total_tokens} tokens"
+                if b.usage.cost_usd:
+                    line += f", ${b.usage.cost_usd:.6f}"
+            if b.error:
+                line += f": {b.error}"
+            lines.append(line)
+        if decision.combine_reason:
+            lines.append(f"combined:   {decision.combine_reason}")
     if decision.escalated_from:
         lines.append(f"escalated:  from {', '.join(decision.escalated_from)}")
     if decision.reasons:
@@ -149,6 +178,8 @@ async def _chat(args: argparse.Namespace) -> int:
                 ):
                     if chunk.HasField("decision"):
                         decision, trace_id = chunk.decision, chunk.trace_id
+                    if chunk.HasField("final_decision"):
+                        decision = chunk.final_decision
                     citations.extend(chunk.citations)
                     print(chunk.text_delta, end="", flush=True)
                 print()

@@ -20,6 +20,8 @@ from gearshift.router.cold_start import ColdStartWaiter
 from gearshift.router.embedding import QueryEmbedder
 from gearshift.router.kube_watch import KubeRouteWatcher
 from gearshift.router.limits import InputLimits
+from gearshift.router.multi.config import MultiConfig
+from gearshift.router.multi.policy import MultiLimits, MultiPolicy
 from gearshift.router.openai_http import OpenAIHttpApi
 from gearshift.router.outcomes.wiring import Outcomes
 from gearshift.router.pipeline import Pipeline, PipelineConfig
@@ -172,6 +174,49 @@ class Settings(MultiWorkerSettings):
         description="Key sent as `authorization: Bearer` to retrievers that check keys (a "
         "service key, tenant '*', in the retriever's api_keys_file); empty sends none.",
     )
+    # Multi-routing defaults and bounds (docs/router.md "Multi-routing").
+    multi_max_routes: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Routes a request is sent to unless it says otherwise; 1 is a single route.",
+    )
+    multi_combine: Literal["concat", "synthesize", "best", "vote"] = Field(
+        "concat", description="How the answers of a multi-route request are combined by default."
+    )
+    multi_min_successful: int = Field(
+        1, ge=1, le=16, description="Branches that must answer by default (fewer: an error)."
+    )
+    multi_branch_timeout_s: float = Field(
+        30.0, gt=0, description="Default deadline of one branch; a later branch is cancelled."
+    )
+    multi_grace_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Seconds the branches still running get once min_successful have "
+        "answered; then they are cancelled (0: at once).",
+    )
+    multi_max_routes_limit: int = Field(
+        4, ge=1, le=16, description="Most branches a request may ask for (more: 400)."
+    )
+    multi_margin: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Options over the selection threshold and within this much of the best "
+        "option's score join a multi-route plan.",
+    )
+    multi_judge_tier: Literal["llm", "slm"] = Field(
+        "llm", description="Tier of the judge that picks the answer for combine=best."
+    )
+    multi_synthesis_context_chars: int = Field(
+        6000,
+        ge=200,
+        le=400_000,
+        description="Characters of answers and passages one synthesis prompt holds; longer "
+        "inputs are summarised in a tree first.",
+    )
     # Input limits, checked before any work (docs/router.md "Limits").
     max_body_bytes: int = Field(
         InputLimits.max_body_bytes, ge=1024, description="Largest HTTP request body (413 above)."
@@ -269,7 +314,28 @@ class Settings(MultiWorkerSettings):
     def _one_source(self) -> Settings:
         if self.kubernetes and self.routes_file:
             raise ValueError("set either routes_file or kubernetes, not both")
+        if self.multi_max_routes > self.multi_max_routes_limit:
+            raise ValueError("multi_max_routes must not exceed multi_max_routes_limit")
+        if self.multi_min_successful > self.multi_max_routes:
+            raise ValueError("multi_min_successful must not exceed multi_max_routes")
         return self
+
+    def multi_config(self) -> MultiConfig:
+        return MultiConfig(
+            limits=MultiLimits(
+                MultiPolicy(
+                    max_routes=self.multi_max_routes,
+                    combine=self.multi_combine,
+                    min_successful=self.multi_min_successful,
+                    branch_timeout_s=self.multi_branch_timeout_s,
+                    grace_s=self.multi_grace_s,
+                ),
+                self.multi_max_routes_limit,
+            ),
+            margin=self.multi_margin,
+            judge_tier=self.multi_judge_tier,
+            synthesis_context_chars=self.multi_synthesis_context_chars,
+        )
 
 
 class RouterApp:
@@ -345,6 +411,7 @@ class RouterApp:
             self.cache,
             self.selector,
             self.retriever,
+            settings.multi_config(),
         )
         self.pipeline.planner.cold_start = ColdStartWaiter(self.table, settings.cold_start_wait_s)
         self.outcomes = (

@@ -29,6 +29,8 @@ from gearshift.router.limits import (
     integer_violation,
     log_refusal,
 )
+from gearshift.router.multi.policy import HEADER as MULTI_HEADER
+from gearshift.router.multi.policy import MultiLimits, parse_header, policy_from_proto
 from gearshift.router.outcomes.feedback import OutcomeService
 from gearshift.router.pipeline import Pipeline
 from gearshift.runtime.errors import (
@@ -182,11 +184,14 @@ def parse_chat_request(
     headers: Mapping[str, str],
     drop_unsupported: bool = False,
     limits: InputLimits = DEFAULT_LIMITS,
+    multi_limits: MultiLimits | None = None,
 ) -> tuple[router_pb2.ChatRequest, bool]:
     """An OpenAI chat completion body as a router ChatRequest, plus whether to stream.
 
     Parameters the router cannot honour are refused with their names, unless
-    `drop_unsupported` (LiteLLM's `drop_params`) says to ignore them.
+    `drop_unsupported` (LiteLLM's `drop_params`) says to ignore them. The
+    `x-gearshift-multi` header becomes the request's multi-routing policy (its values
+    checked against `multi_limits`, so a 400 names the header, not the gRPC field).
     """
     if not isinstance(body, Mapping):
         raise InvalidArgument([FieldViolation("body", "must be a JSON object")])
@@ -264,6 +269,14 @@ def parse_chat_request(
         )
     else:
         request.cache_policy = CACHE_POLICIES[policy]
+    multi = headers.get(MULTI_HEADER)
+    if multi is not None:
+        try:
+            request.multi.CopyFrom(parse_header(multi))
+            if multi_limits is not None:
+                policy_from_proto(request.multi, multi_limits, prefix=MULTI_HEADER)
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
     if violations:
         raise InvalidArgument(violations)
     return request, bool(body.get("stream") or False)
@@ -293,19 +306,52 @@ def decision_headers(
         headers["x-gearshift-excluded"] = ",".join(
             f"{e.route}({'+'.join(e.missing)})" for e in decision.excluded
         )
+    if decision.branches:
+        headers["x-gearshift-branches"] = ",".join(
+            f"{b.name}={b.status}" for b in decision.branches
+        )
+        headers["x-gearshift-combine"] = decision.combine
     return headers
 
 
-def gearshift_extension(
-    source: str, citations: Sequence[router_pb2.Citation]
-) -> dict[str, Any] | None:
-    """The `gearshift` extension field of an answer drawn from a data source (else None).
-
-    OpenAI clients ignore unknown top-level fields; the SDKs keep them (`model_extra`).
-    """
-    if not citations:
-        return None
+def multi_extension(decision: router_pb2.RouteDecision) -> dict[str, Any]:
+    """A multi-route answer's plan and outcome: every branch, the combination."""
     return {
+        "combine": decision.combine,
+        "combine_reason": decision.combine_reason,
+        "combined_by": decision.combined_by,
+        "branches": [
+            {
+                "name": b.name,
+                "kind": b.kind,
+                "route": b.route,
+                "model": b.model,
+                "tier": common_pb2.Tier.Name(b.tier).removeprefix("TIER_").lower(),
+                "status": b.status,
+                "error": b.error,
+                "latency_ms": round(b.latency_ms, 1),
+                "usage": {**_usage(b.usage), "cost_usd": round(b.usage.cost_usd, 8)},
+                "score": round(b.score, 6),
+            }
+            for b in decision.branches
+        ],
+    }
+
+
+def gearshift_extension(
+    source: str,
+    citations: Sequence[router_pb2.Citation],
+    decision: router_pb2.RouteDecision | None = None,
+) -> dict[str, Any] | None:
+    """The `gearshift` extension field: citations of a source answer, a multi-route plan.
+
+    None when there is neither. OpenAI clients ignore unknown top-level fields; the SDKs
+    keep them (`model_extra`).
+    """
+    multi = multi_extension(decision) if decision is not None and decision.branches else None
+    if not citations:
+        return {"multi": multi} if multi else None
+    out: dict[str, Any] = {
         "source": source,
         "citations": [
             {
@@ -319,6 +365,9 @@ def gearshift_extension(
             for c in citations
         ],
     }
+    if multi:
+        out["multi"] = multi
+    return out
 
 
 def _usage(usage: common_pb2.Usage) -> dict[str, int]:
@@ -506,6 +555,7 @@ class OpenAIHttpApi:
                     request.headers,
                     drop_unsupported=self.drop_unsupported_params,
                     limits=self.limits,
+                    multi_limits=self.pipeline.multi.config.limits,
                 )
                 if stream:
                     options = body.get("stream_options") or {}
@@ -531,7 +581,9 @@ class OpenAIHttpApi:
                 "choices": openai_params.choices_json(response, chat.sampling.logprobs),
                 "usage": _usage(response.usage),
             }
-            extension = gearshift_extension(response.decision.source, response.citations)
+            extension = gearshift_extension(
+                response.decision.source, response.citations, response.decision
+            )
             if extension is not None:
                 answer["gearshift"] = extension
             return web.json_response(
@@ -619,6 +671,7 @@ class OpenAIHttpApi:
             citations: Sequence[router_pb2.Citation] = (),
             index: int = 0,
             logprobs: Sequence[common_pb2.TokenLogprob] = (),
+            decision: router_pb2.RouteDecision | None = None,
         ) -> bytes:
             payload: dict[str, Any] = {
                 "id": chat_id,
@@ -636,7 +689,8 @@ class OpenAIHttpApi:
                     }
                 ],
             }
-            extension = gearshift_extension(source, citations)
+
+            extension = gearshift_extension(source, citations, decision)
             if extension is not None:
                 payload["gearshift"] = extension
             return b"data: " + json.dumps(payload).encode() + b"\n\n"
@@ -659,8 +713,12 @@ class OpenAIHttpApi:
                 )
                 if chunk.HasField("usage"):
                     usage.CopyFrom(chunk.usage)
+                # Multi-routing: the first event carries the plan, the last the outcome.
+                decision = chunk.final_decision if chunk.HasField("final_decision") else None
+                if chunk.HasField("decision") and decision is None:
+                    decision = chunk.decision
                 await response.write(
-                    event(delta, finish, chunk.citations, chunk.index, chunk.logprobs)
+                    event(delta, finish, chunk.citations, chunk.index, chunk.logprobs, decision)
                 )
                 chunk = await anext(chunks, None)
             if include_usage:

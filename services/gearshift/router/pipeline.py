@@ -17,6 +17,8 @@ from gearshift.router.cache_client import CacheClient
 from gearshift.router.embedding import QueryEmbedder
 from gearshift.router.escalation_policy import EscalationPolicy
 from gearshift.router.executor import ESCALATE_ON, BackendError, Executor, add_usage
+from gearshift.router.multi.config import MultiConfig
+from gearshift.router.multi.runner import MultiRouting
 from gearshift.router.outcomes.events import AnswerObserver
 from gearshift.router.plan import AUTO_MODELS, AUTO_SCOPE, PipelineConfig, Plan
 from gearshift.router.planner import TIER_ENUM, Planner
@@ -51,11 +53,13 @@ class Pipeline:
         cache: CacheClient | None,
         selector: Selector | None = None,
         retriever: RetrieverClient | None = None,
+        multi: MultiConfig | None = None,
     ) -> None:
         self.table = table
         self.cache = cache
         self.planner = Planner(config, table, embedder, scorer, cache, selector, retriever)
         self.executor = Executor(config, table, cache)
+        self.multi = MultiRouting(multi or MultiConfig(), self.planner, self.executor)
 
     # The planner and the executor read one config; tests and tools swap parts at run time.
     @property
@@ -95,13 +99,15 @@ class Pipeline:
         self, request: router_pb2.ChatRequest, tenant: str, time_remaining: float | None
     ) -> router_pb2.ChatResponse:
         """A whole routed answer: the executor's chunks folded into one response."""
-        plan = await self.planner.plan(request, tenant, time_remaining)
-        response = router_pb2.ChatResponse(request_id=plan.request_id)
+        response = router_pb2.ChatResponse()
         answers = AnswerFolder()
-        async for chunk in self.executor.run(plan):
+        async for chunk in await self._chunks(request, tenant, time_remaining, stream=False):
+            response.request_id = chunk.request_id
             if chunk.HasField("decision"):
                 response.decision.CopyFrom(chunk.decision)
                 response.trace_id = chunk.trace_id
+            if chunk.HasField("final_decision"):
+                response.decision.CopyFrom(chunk.final_decision)
             answers.add(chunk)
             if chunk.HasField("usage"):
                 response.usage.CopyFrom(chunk.usage)
@@ -115,14 +121,34 @@ class Pipeline:
         self, request: router_pb2.ChatRequest, tenant: str, time_remaining: float | None
     ) -> AsyncIterator[router_pb2.ChatStreamChunk]:
         """Streams a routed answer; the first chunk carries the decision and the trace id."""
-        plan = await self.planner.plan(request, tenant, time_remaining)
-        plan.stream = True
-        async for chunk in self.executor.run(plan):
+        async for chunk in await self._chunks(request, tenant, time_remaining, stream=True):
             yield chunk
+
+    async def _chunks(
+        self,
+        request: router_pb2.ChatRequest,
+        tenant: str,
+        time_remaining: float | None,
+        *,
+        stream: bool,
+    ) -> AsyncIterator[router_pb2.ChatStreamChunk]:
+        """The planned request's chunks: one route's (the executor) or several (multi)."""
+        policy = self.multi.policy(request)
+        if policy.multi:
+            multi = await self.multi.plan(request, tenant, time_remaining, policy)
+            multi.base.stream = stream
+            return self.multi.run(multi)
+        plan = await self.planner.plan(request, tenant, time_remaining)
+        plan.stream = stream
+        return self.executor.run(plan)
 
     async def route(
         self, request: router_pb2.ChatRequest, tenant: str, time_remaining: float | None
     ) -> router_pb2.RouteDecision:
         """The decision `chat` would make, without generating or storing anything."""
+        policy = self.multi.policy(request)
+        if policy.multi:
+            multi = await self.multi.plan(request, tenant, time_remaining, policy, dry_run=True)
+            return multi.base.decision
         plan = await self.planner.plan(request, tenant, time_remaining, dry_run=True)
         return plan.decision

@@ -77,8 +77,13 @@ class Planner:
         time_remaining: float | None,
         *,
         dry_run: bool = False,
+        cache: bool = True,
     ) -> Plan:
-        """Validates, looks the question up in the cache and picks the routes to try."""
+        """Validates, looks the question up in the cache and picks the routes to try.
+
+        `cache=False` leaves the cache to the caller (multi-routing looks up under its own
+        scope once the branches are known).
+        """
         messages = list(request.messages)
         extra = request_options.schema_violations(request)
         if messages and messages[-1].role not in ("user", "tool"):
@@ -134,7 +139,7 @@ class Planner:
         if pinned_route is None:  # only routes that can serve what the request asks
             snapshot = capabilities.capable_snapshot(snapshot, needs, plan.decision)
 
-        lookup, plan.store = self._cache_policy(request, plan)
+        lookup, plan.store = self._cache_policy(request, plan) if cache else (False, False)
         if lookup or plan.store or pinned_route is None:
             try:
                 plan.embedding = await self.embedder.embed(plan.question)

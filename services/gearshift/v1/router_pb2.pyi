@@ -65,6 +65,7 @@ class ChatRequest(_message.Message):
     TOOL_CHOICE_FIELD_NUMBER: _builtins.int
     PARALLEL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
     USER_FIELD_NUMBER: _builtins.int
+    MULTI_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Caller-chosen id for logs; the router makes one when empty."""
     model: _builtins.str
@@ -94,6 +95,13 @@ class ChatRequest(_message.Message):
     def tool_choice(self) -> _common_pb2.ToolChoice:
         """Whether and which tool the model must call."""
 
+    @_builtins.property
+    def multi(self) -> Global___MultiPolicy:
+        """Multi-routing: send the question to several routes at once and combine the
+        answers. Unset (or max_routes 0) takes the router's defaults; max_routes 1 is a
+        single route, as without this field.
+        """
+
     def __init__(
         self,
         *,
@@ -106,16 +114,128 @@ class ChatRequest(_message.Message):
         tool_choice: _common_pb2.ToolChoice | None = ...,
         parallel_tool_calls: _builtins.bool | None = ...,
         user: _builtins.str = ...,
+        multi: Global___MultiPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "parallel_tool_calls", b"parallel_tool_calls", "sampling", b"sampling", "tool_choice", b"tool_choice"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "multi", b"multi", "parallel_tool_calls", b"parallel_tool_calls", "sampling", b"sampling", "tool_choice", b"tool_choice"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "cache_policy", b"cache_policy", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "request_id", b"request_id", "sampling", b"sampling", "tool_choice", b"tool_choice", "tools", b"tools", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls", "cache_policy", b"cache_policy", "messages", b"messages", "model", b"model", "multi", b"multi", "parallel_tool_calls", b"parallel_tool_calls", "request_id", b"request_id", "sampling", b"sampling", "tool_choice", b"tool_choice", "tools", b"tools", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
     _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__parallel_tool_calls) -> _WhichOneofReturnType__parallel_tool_calls | None: ...
 
 Global___ChatRequest: _TypeAlias = ChatRequest  # noqa: Y015
+
+@_typing.final
+class MultiPolicy(_message.Message):
+    """How one request is spread over several routes and the answers combined
+    (docs/router.md "Multi-routing"). Zero values take the router's settings.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_ROUTES_FIELD_NUMBER: _builtins.int
+    COMBINE_FIELD_NUMBER: _builtins.int
+    MIN_SUCCESSFUL_FIELD_NUMBER: _builtins.int
+    BRANCH_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    GRACE_S_FIELD_NUMBER: _builtins.int
+    max_routes: _builtins.int
+    """Most branches (options the selector picks, plus the difficulty-chosen model)."""
+    combine: _builtins.str
+    """"concat", "synthesize", "best" or "vote"."""
+    min_successful: _builtins.int
+    """Branches that must answer; fewer is an error naming the failed branches."""
+    branch_timeout_s: _builtins.float
+    """Deadline of each branch in seconds; a later branch is cancelled."""
+    grace_s: _builtins.float
+    """Seconds the branches still running get once min_successful branches have answered;
+    then they are cancelled (status "cancelled"). Unset: the router's multi_grace_s;
+    0: cancel them at once.
+    """
+    def __init__(
+        self,
+        *,
+        max_routes: _builtins.int = ...,
+        combine: _builtins.str = ...,
+        min_successful: _builtins.int = ...,
+        branch_timeout_s: _builtins.float = ...,
+        grace_s: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_grace_s", b"_grace_s", "grace_s", b"grace_s"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_grace_s", b"_grace_s", "branch_timeout_s", b"branch_timeout_s", "combine", b"combine", "grace_s", b"grace_s", "max_routes", b"max_routes", "min_successful", b"min_successful"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__grace_s: _TypeAlias = _typing.Literal["grace_s"]  # noqa: Y015
+    _WhichOneofArgType__grace_s: _TypeAlias = _typing.Literal["_grace_s", b"_grace_s"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__grace_s) -> _WhichOneofReturnType__grace_s | None: ...
+
+Global___MultiPolicy: _TypeAlias = MultiPolicy  # noqa: Y015
+
+@_typing.final
+class BranchResult(_message.Message):
+    """One branch of a multi-route plan and how it went."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ROUTE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    LATENCY_MS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    SOURCE_CONTENT_VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The option: a data source, a described model route, or the general model route."""
+    kind: _builtins.str
+    """"source", "model" (picked by the selector) or "general" (chosen by difficulty)."""
+    route: _builtins.str
+    """The route that answered (or would answer)."""
+    model: _builtins.str
+    """That route's served model."""
+    tier: _common_pb2.Tier.ValueType
+    """That route's tier."""
+    status: _builtins.str
+    """"planned" (dry run, stream's first chunk before the answer), "ok", "failed",
+    "late" (past its deadline, cancelled) or "cancelled" (no longer needed).
+    """
+    error: _builtins.str
+    """Why the branch failed, was late or was cancelled."""
+    latency_ms: _builtins.float
+    """Wall time of the branch, in milliseconds."""
+    score: _builtins.float
+    """The selector's score of the option (0 for the general branch)."""
+    source_content_version: _builtins.str
+    """Content version of the source's passages."""
+    @_builtins.property
+    def usage(self) -> _common_pb2.Usage:
+        """Tokens and cost of the branch's calls."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        route: _builtins.str = ...,
+        model: _builtins.str = ...,
+        tier: _common_pb2.Tier.ValueType = ...,
+        status: _builtins.str = ...,
+        error: _builtins.str = ...,
+        latency_ms: _builtins.float = ...,
+        usage: _common_pb2.Usage | None = ...,
+        score: _builtins.float = ...,
+        source_content_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "kind", b"kind", "latency_ms", b"latency_ms", "model", b"model", "name", b"name", "route", b"route", "score", b"score", "source_content_version", b"source_content_version", "status", b"status", "tier", b"tier", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BranchResult: _TypeAlias = BranchResult  # noqa: Y015
 
 @_typing.final
 class RouteDecision(_message.Message):
@@ -138,6 +258,10 @@ class RouteDecision(_message.Message):
     SOURCE_CONTENT_VERSION_FIELD_NUMBER: _builtins.int
     RESPONSE_ID_FIELD_NUMBER: _builtins.int
     EXCLUDED_FIELD_NUMBER: _builtins.int
+    BRANCHES_FIELD_NUMBER: _builtins.int
+    COMBINE_FIELD_NUMBER: _builtins.int
+    COMBINE_REASON_FIELD_NUMBER: _builtins.int
+    COMBINED_BY_FIELD_NUMBER: _builtins.int
     route: _builtins.str
     """Name of the chosen route (a ModelRoute), or "cache" for a cache hit."""
     tier: _common_pb2.Tier.ValueType
@@ -164,6 +288,12 @@ class RouteDecision(_message.Message):
     """Id of this answer, for `Feedback` (empty on dry runs and cache hits: those are not
     recorded). The OpenAI API returns it as `chatcmpl-<response_id>`.
     """
+    combine: _builtins.str
+    """Multi-routing: the combining strategy ("concat", "synthesize", "best", "vote")."""
+    combine_reason: _builtins.str
+    """Multi-routing: how the answers were combined (the judge's why, the vote count)."""
+    combined_by: _builtins.str
+    """Multi-routing: the route that wrote the combined answer (synthesis or judge)."""
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Human-readable reasons, in order (for example "difficulty 0.31 < 0.52")."""
@@ -181,6 +311,10 @@ class RouteDecision(_message.Message):
     @_builtins.property
     def excluded(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteExclusion]:
         """Routes left out because they lack a capability the request needs."""
+
+    @_builtins.property
+    def branches(self) -> _containers.RepeatedCompositeFieldContainer[Global___BranchResult]:
+        """Multi-routing: every branch of the plan (empty for a single route)."""
 
     def __init__(
         self,
@@ -200,10 +334,14 @@ class RouteDecision(_message.Message):
         source_content_version: _builtins.str = ...,
         response_id: _builtins.str = ...,
         excluded: _abc.Iterable[Global___RouteExclusion] | None = ...,
+        branches: _abc.Iterable[Global___BranchResult] | None = ...,
+        combine: _builtins.str = ...,
+        combine_reason: _builtins.str = ...,
+        combined_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "cache_similarity", b"cache_similarity", "candidates", b"candidates", "difficulty", b"difficulty", "escalated_from", b"escalated_from", "excluded", b"excluded", "model", b"model", "reasons", b"reasons", "response_id", b"response_id", "route", b"route", "selection_reason", b"selection_reason", "source", b"source", "source_content_version", b"source_content_version", "threshold", b"threshold", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["branches", b"branches", "cache", b"cache", "cache_similarity", b"cache_similarity", "candidates", b"candidates", "combine", b"combine", "combine_reason", b"combine_reason", "combined_by", b"combined_by", "difficulty", b"difficulty", "escalated_from", b"escalated_from", "excluded", b"excluded", "model", b"model", "reasons", b"reasons", "response_id", b"response_id", "route", b"route", "selection_reason", b"selection_reason", "source", b"source", "source_content_version", b"source_content_version", "threshold", b"threshold", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -409,6 +547,7 @@ class ChatStreamChunk(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     INDEX_FIELD_NUMBER: _builtins.int
     LOGPROBS_FIELD_NUMBER: _builtins.int
+    FINAL_DECISION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request's id."""
     text_delta: _builtins.str
@@ -439,6 +578,12 @@ class ChatStreamChunk(_message.Message):
     def logprobs(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TokenLogprob]:
         """Log-probabilities of this chunk's tokens, when the request asked for them."""
 
+    @_builtins.property
+    def final_decision(self) -> Global___RouteDecision:
+        """Multi-routing: the decision again on the last chunk, with every branch's outcome
+        and the combination's (the first chunk's `decision` holds the plan).
+        """
+
     def __init__(
         self,
         *,
@@ -452,10 +597,11 @@ class ChatStreamChunk(_message.Message):
         tool_calls: _abc.Iterable[_common_pb2.ToolCallDelta] | None = ...,
         index: _builtins.int = ...,
         logprobs: _abc.Iterable[_common_pb2.TokenLogprob] | None = ...,
+        final_decision: Global___RouteDecision | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "final_decision", b"final_decision", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "decision", b"decision", "finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs", "request_id", b"request_id", "text_delta", b"text_delta", "tool_calls", b"tool_calls", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "decision", b"decision", "final_decision", b"final_decision", "finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs", "request_id", b"request_id", "text_delta", b"text_delta", "tool_calls", b"tool_calls", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

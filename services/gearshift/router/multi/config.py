@@ -1,0 +1,23 @@
+"""The multi-routing settings the pipeline reads (a subset of the router's Settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gearshift.router.multi.policy import MultiLimits
+
+JUDGE_TIERS = ("llm", "slm")
+
+
+@dataclass(frozen=True)
+class MultiConfig:
+    limits: MultiLimits = field(default_factory=MultiLimits)
+    # Options within this much of the best option's score join the plan (over threshold).
+    margin: float = 0.1
+    # The tier whose model judges `best` (the large one by default).
+    judge_tier: str = "llm"
+    # Characters of branch answers and passages one synthesis prompt may hold; more are
+    # summarised in a tree first.
+    synthesis_context_chars: int = 6000
+    # Tokens the judge may write (its pick and one sentence why).
+    judge_max_tokens: int = 64

@@ -1,0 +1,156 @@
+"""Multi-routing end to end: policy -> multi-route plan -> fan-out -> combination -> chunks.
+
+The pipeline hands a request here only when its policy asks for more than one route. The
+chunks have the single-route shape, so both front ends stream and fold them unchanged:
+the first carries the decision with the plan (every branch and how it went), the last
+the finish reason, the usage summed over every call, the citations and the decision
+again (`final_decision`) with the combination's outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from opentelemetry import trace
+
+from gearshift.router import metrics
+from gearshift.router.cache_client import CacheClient
+from gearshift.router.executor import Executor, add_usage
+from gearshift.router.multi.branches import MultiPlan
+from gearshift.router.multi.combining import Combination
+from gearshift.router.multi.concat import concat
+from gearshift.router.multi.config import MultiConfig
+from gearshift.router.multi.fanout import fan_out, not_enough
+from gearshift.router.multi.judge import best
+from gearshift.router.multi.planning import plan_multi
+from gearshift.router.multi.policy import MultiPolicy, policy_from_proto
+from gearshift.router.multi.synthesize import synthesize
+from gearshift.router.multi.vote import vote
+from gearshift.router.plan import AUTO_MODELS
+from gearshift.router.planner import Planner
+from gearshift.runtime.telemetry import current_trace_id
+from gearshift.v1 import cache_pb2, common_pb2, router_pb2
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
+
+Strategy = Callable[[Combination], AsyncIterator[str]]
+STRATEGY: dict[str, Strategy] = {
+    "concat": concat,
+    "synthesize": synthesize,
+    "best": best,
+    "vote": vote,
+}
+
+
+class MultiRouting:
+    """Plans and runs multi-route requests with the single-route planner and executor."""
+
+    def __init__(self, config: MultiConfig, planner: Planner, executor: Executor) -> None:
+        self.config = config
+        self.planner = planner
+        self.executor = executor
+        self.cache: CacheClient | None = planner.cache
+
+    def policy(self, request: router_pb2.ChatRequest) -> MultiPolicy:
+        """The request's policy; a pinned model makes the defaults single-route."""
+        policy = policy_from_proto(request.multi, self.config.limits)
+        if request.model not in AUTO_MODELS and not policy.explicit:
+            return MultiPolicy()
+        return policy
+
+    async def plan(
+        self,
+        request: router_pb2.ChatRequest,
+        tenant: str,
+        time_remaining: float | None,
+        policy: MultiPolicy,
+        *,
+        dry_run: bool = False,
+    ) -> MultiPlan:
+        return await plan_multi(
+            self.planner, self.config, request, tenant, time_remaining, policy, dry_run=dry_run
+        )
+
+    async def run(self, plan: MultiPlan) -> AsyncIterator[router_pb2.ChatStreamChunk]:
+        base, d = plan.base, plan.base.decision
+        trace_id = current_trace_id()
+        if base.hit is not None:
+            d.route, d.tier, d.model = "cache", common_pb2.TIER_CACHE, base.hit.entry.model
+            base.citations = [c for b in plan.branches for c in b.plan.citations]
+            async for chunk in self.executor.run(base):
+                yield chunk
+            return
+        await fan_out(self.executor, plan)
+        plan.record()
+        answers = [b for b in plan.branches if b.ok]
+        if len(answers) < plan.policy.min_successful:
+            metrics.FAILURES.labels("min_successful").inc()
+            raise not_enough(plan)
+        combination = Combination(plan, self.executor, self.config, answers)
+        parts: list[str] = []
+        first = True
+        with tracer.start_as_current_span("router.multi.combine") as span:
+            span.set_attribute("gearshift.combine", plan.policy.combine)
+            span.set_attribute("gearshift.branches.ok", len(answers))
+            async for text in STRATEGY[plan.policy.combine](combination):
+                parts.append(text)
+                chunk = router_pb2.ChatStreamChunk(request_id=base.request_id, text_delta=text)
+                if first:
+                    first = False
+                    chunk.decision.CopyFrom(d)
+                    chunk.trace_id = trace_id
+                yield chunk
+            span.set_attribute("gearshift.combine.reason", combination.reason)
+        d.combine_reason = combination.reason
+        d.combined_by = combination.combined_by
+        usage = common_pb2.Usage()
+        for branch in plan.branches:
+            add_usage(usage, branch.usage)
+        add_usage(usage, combination.usage)
+        finish = combination.finish or common_pb2.FINISH_REASON_STOP
+        last = router_pb2.ChatStreamChunk(
+            request_id=base.request_id,
+            finish_reason=finish,
+            usage=usage,
+            citations=combination.citations,
+            final_decision=d,
+        )
+        if first:
+            last.decision.CopyFrom(d)
+            last.trace_id = trace_id
+        yield last
+        metrics.record_answer(
+            tenant=base.tenant,
+            route="multi",
+            tier=common_pb2.TIER_UNSPECIFIED,
+            cache=d.cache,
+            started=base.started,
+            stream=base.stream,
+        )
+        self._store(plan, "".join(parts), finish, usage)
+
+    def _store(
+        self,
+        plan: MultiPlan,
+        answer: str,
+        finish: common_pb2.FinishReason.ValueType,
+        usage: common_pb2.Usage,
+    ) -> None:
+        base = plan.base
+        if not base.store or self.cache is None or base.scope is None:
+            return
+        if finish != common_pb2.FINISH_REASON_STOP or not answer:
+            return
+        self.cache.store_in_background(
+            cache_pb2.StoreRequest(
+                scope=base.scope,
+                text=base.question,
+                embedding=base.embedding,
+                answer=answer,
+                model=f"multi:{plan.policy.combine}",
+                finish_reason=finish,
+                usage=usage,
+            )
+        )
