@@ -118,3 +118,37 @@ def test_citation_markers_are_renumbered_into_one_list() -> None:
 def test_synthesis_inputs_are_packed_into_groups_that_fit() -> None:
     groups = pack(["a" * 300, "b" * 300, "c" * 900], 500)
     assert [sum(map(len, g)) for g in groups] == [300, 300, 500]
+
+
+def _multi_routing(default: MultiPolicy) -> object:
+    from types import SimpleNamespace
+
+    from gearshift.router.multi.runner import MultiRouting
+
+    config = MultiConfig(limits=MultiLimits(default, 4))
+    return MultiRouting(config, SimpleNamespace(cache=None), None)  # type: ignore[arg-type]
+
+
+def test_answers_that_do_not_merge_are_refused_when_asked_and_single_by_default() -> None:
+    """Tool calls, n > 1, logprobs and schema-bound JSON are one model's output: a caller
+    who asks for several routes with them is told so by name; the operator's multi default
+    leaves such requests on one route instead of failing them."""
+    from gearshift.v1 import common_pb2
+
+    request = router_pb2.ChatRequest(
+        messages=[common_pb2.ChatMessage(role="user", content="hi")],
+        tools=[common_pb2.Tool(name="lookup", parameters_json="{}")],
+        multi=router_pb2.MultiPolicy(max_routes=2),
+    )
+    request.sampling.n = 2
+    routing = _multi_routing(MultiPolicy())
+    with pytest.raises(InvalidArgument) as refused:
+        routing.policy(request)  # type: ignore[attr-defined]
+    assert "cannot be combined with tools" in str(refused.value)
+    assert "cannot be combined with n" in str(refused.value)
+    defaulted = _multi_routing(MultiPolicy(max_routes=3))
+    request.ClearField("multi")
+    assert not defaulted.policy(request).multi  # type: ignore[attr-defined]
+    request.ClearField("tools")
+    request.sampling.n = 1
+    assert defaulted.policy(request).multi  # type: ignore[attr-defined]

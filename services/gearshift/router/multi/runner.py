@@ -16,6 +16,7 @@ from opentelemetry import trace
 
 from gearshift.router import metrics
 from gearshift.router.cache_client import CacheClient
+from gearshift.router.capabilities import uses_tools
 from gearshift.router.executor import Executor, add_usage
 from gearshift.router.multi.branches import MultiPlan
 from gearshift.router.multi.combining import Combination
@@ -29,6 +30,7 @@ from gearshift.router.multi.synthesize import synthesize
 from gearshift.router.multi.vote import vote
 from gearshift.router.plan import AUTO_MODELS
 from gearshift.router.planner import Planner
+from gearshift.runtime.errors import FieldViolation, InvalidArgument
 from gearshift.runtime.telemetry import current_trace_id
 from gearshift.v1 import cache_pb2, common_pb2, router_pb2
 
@@ -58,6 +60,19 @@ class MultiRouting:
         policy = policy_from_proto(request.multi, self.config.limits)
         if request.model not in AUTO_MODELS and not policy.explicit:
             return MultiPolicy()
+        uncombinable = _uncombinable(request)
+        if policy.multi and uncombinable:
+            if not policy.explicit:  # the operator's default: such requests stay single-route
+                return MultiPolicy()
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "multi",
+                        f"cannot be combined with {field}: such answers do not merge",
+                    )
+                    for field in uncombinable
+                ]
+            )
         return policy
 
     async def plan(
@@ -154,3 +169,19 @@ class MultiRouting:
                 usage=usage,
             )
         )
+
+
+def _uncombinable(request: router_pb2.ChatRequest) -> list[str]:
+    """Request fields whose answers combining would break: tool calls, several choices,
+    per-token log-probabilities and schema-bound JSON are one model's output, whole."""
+    sampling = request.sampling
+    fields = []
+    if uses_tools(request):
+        fields.append("tools")
+    if sampling.n > 1:
+        fields.append("n")
+    if sampling.logprobs:
+        fields.append("logprobs")
+    if sampling.response_format.type in ("json_object", "json_schema"):
+        fields.append("response_format")
+    return fields
