@@ -188,7 +188,8 @@ async def test_two_sources_and_a_model_concat_with_attribution_and_accounting(
     headers = {
         **HTTP_AUTH,
         "x-gearshift-cache-policy": "bypass",
-        "x-gearshift-multi": "max=3; combine=concat; min_ok=2",
+        # Two answers are enough; the grace lets the third join (every branch reported ok).
+        "x-gearshift-multi": "max=3; combine=concat; min_ok=2; grace=120",
     }
     async with (
         aiohttp.ClientSession() as http,
@@ -319,7 +320,7 @@ async def test_the_combined_answer_streams_with_the_plan_first(
     multi_router: tuple[RunningRouter, str, str],
 ) -> None:
     router, handbook, runbooks = multi_router
-    policy = router_pb2.MultiPolicy(max_routes=3, combine="concat", min_successful=1)
+    policy = router_pb2.MultiPolicy(max_routes=3, combine="concat", min_successful=1, grace_s=120)
     chunks = [
         c async for c in router.stub.ChatStream(_ask(COMPARE, policy), metadata=AUTH, timeout=180)
     ]
@@ -334,7 +335,11 @@ async def test_the_combined_answer_streams_with_the_plan_first(
     body = {"model": "auto", "messages": [{"role": "user", "content": COMPARE}],
             "max_tokens": 16, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}  # fmt: skip
-    headers = {**HTTP_AUTH, "x-gearshift-cache-policy": "bypass", "x-gearshift-multi": "max=2"}
+    headers = {
+        **HTTP_AUTH,
+        "x-gearshift-cache-policy": "bypass",
+        "x-gearshift-multi": "max=2; grace=120",
+    }
     async with (
         aiohttp.ClientSession() as http,
         http.post(f"{router.http_base}/chat/completions", json=body, headers=headers) as resp,
