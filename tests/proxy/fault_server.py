@@ -103,15 +103,40 @@ def ok(text: str = "".join(PIECES)) -> Behaviour:
     ) -> web.StreamResponse:
         if not body.get("stream"):
             return web.json_response(completion(text))
-        resp = await _sse(request)
-        await resp.write(_event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}))
-        for piece in PIECES:
-            await resp.write(_event(_delta(piece)))
-        await resp.write(_event(_delta("", "stop")))
-        await resp.write(_event({"choices": [], "usage": USAGE}))
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
-        return resp
+        return await _stream_answer(request, 0.0)
+
+    return run
+
+
+async def _stream_answer(request: web.Request, interval_s: float) -> web.StreamResponse:
+    """SSE: role, the pieces (`interval_s` apart), finish, usage, [DONE]."""
+    resp = await _sse(request)
+    await resp.write(_event({"choices": [{"index": 0, "delta": {"role": "assistant"}}]}))
+    for piece in PIECES:
+        await resp.write(_event(_delta(piece)))
+        if interval_s:
+            await asyncio.sleep(interval_s)
+    await resp.write(_event(_delta("", "stop")))
+    await resp.write(_event({"choices": [], "usage": USAGE}))
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+def paced(interval_s: float) -> Behaviour:
+    """A normal streamed answer whose pieces come `interval_s` apart (a long generation)."""
+
+    async def run(srv: FaultServer, request: web.Request, _: dict[str, Any]) -> web.StreamResponse:
+        return await _stream_answer(request, interval_s)
+
+    return run
+
+
+def never_streams() -> Behaviour:
+    """An upstream without streaming: the whole completion as JSON, whatever was asked."""
+
+    async def run(srv: FaultServer, request: web.Request, _: dict[str, Any]) -> web.StreamResponse:
+        return web.json_response(completion())
 
     return run
 

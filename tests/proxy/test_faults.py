@@ -23,6 +23,8 @@ from tests.proxy.fault_server import (
     FaultServer,
     endless_stream,
     garbage,
+    never_streams,
+    paced,
     slow,
     status,
     truncated_stream,
@@ -119,7 +121,8 @@ async def test_sampling_params_and_model_are_mapped(servers: Any, make_proxy: Ma
     unary_body, stream_body = a.received[0].body, a.received[1].body
     assert unary_body["model"] == "a-model"
     assert unary_body["messages"] == [{"role": "user", "content": "Say hello world."}]
-    assert unary_body["stream"] is False
+    # Unary calls are streamed from the upstream too (see test_a_long_unary_answer_...).
+    assert unary_body["stream"] is True
     assert unary_body["max_tokens"] == 7
     assert unary_body["temperature"] == pytest.approx(0.3)
     assert unary_body["top_p"] == pytest.approx(0.9)
@@ -350,6 +353,33 @@ async def test_a_frozen_upstream_fails_fast_opens_the_breaker_and_recovers(
     assert await call() == "Hello world"  # the upstream answers again: first request recovers
     info = await stub.GetModelInfo(inference_pb2.GetModelInfoRequest(), timeout=5)
     assert info.upstreams[0].breaker == inference_pb2.BREAKER_STATE_CLOSED and info.ready
+
+
+async def test_a_long_unary_answer_is_not_cut_at_the_first_byte_deadline(
+    servers: Any, make_proxy: MakeProxy
+) -> None:
+    """first_byte_timeout_s bounds a stall, not how long a whole unary answer may take."""
+    a = await servers("a")
+    a.script += [paced(0.4)]  # starts at once, takes 1.6 s in all
+    stub = await make_proxy([up(a, first_byte_timeout_s=0.5)], retry={"max_attempts": 1})
+    reply = await stub.Generate(request(), timeout=20)
+    assert (reply.text, reply.usage.total_tokens) == ("Hello world", 100)
+    assert reply.finish_reason == common_pb2.FINISH_REASON_STOP
+    assert len(a.received) == 1
+
+
+async def test_an_upstream_that_never_streams_answers_unary_and_streamed_calls(
+    servers: Any, make_proxy: MakeProxy
+) -> None:
+    a = await servers("a")
+    a.script += [never_streams(), never_streams()]
+    stub = await make_proxy([up(a)])
+    reply = await stub.Generate(request(), timeout=10)
+    assert (reply.text, reply.usage.total_tokens) == ("Hello world", 100)
+    chunks = [c async for c in stub.GenerateStream(request(), timeout=10)]
+    assert "".join(c.text_delta for c in chunks) == "Hello world"
+    assert chunks[-1].usage.total_tokens == 100
+    assert chunks[-1].finish_reason == common_pb2.FINISH_REASON_STOP
 
 
 async def test_request_rate_limit_is_resource_exhausted_with_retry_info(

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -195,22 +196,46 @@ def test_openai_options_map_onto_the_upstream_request_and_back() -> None:
     assert body["tool_choice"] == {"type": "function", "function": {"name": "w"}}
     assert body["parallel_tool_calls"] is False and body["user"] == "alice"
 
-    call = {"id": "c9", "type": "function", "function": {"name": "w", "arguments": "{}"}}
-    done = openai_map.parse_completion(
+    # A unary call is streamed from the upstream and put back together: two answers
+    # (n=2) in interleaved events, a tool call whose arguments come in pieces, usage last.
+    builder = openai_map.CompletionBuilder()
+    events: list[dict[str, Any]] = [
+        {"choices": [{"index": 1, "delta": {"content": "b"}}]},
         {
             "choices": [
-                {"index": 1, "message": {"content": "b"}, "finish_reason": "stop"},
                 {
                     "index": 0,
-                    "message": {"content": None, "tool_calls": [call]},
-                    "finish_reason": "tool_calls",
-                },
+                    "delta": {
+                        "tool_calls": [
+                            {"index": 0, "id": "c9", "function": {"name": "w", "arguments": '{"ci'}}
+                        ]
+                    },
+                }
             ]
-        }
-    )
+        },
+        {"choices": [{"index": 1, "delta": {"content": "ee"}, "finish_reason": "stop"}]},
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"tool_calls": [{"index": 0, "function": {"arguments": 'ty":1}'}}]},
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        },
+        {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 7}},
+    ]
+    for event in events:
+        assert not builder.finished or event is events[-1]
+        builder.add(openai_map.parse_chunk(event))
+    assert builder.finished
+    done = builder.completion()
     assert done.finish_reason == common_pb2.FINISH_REASON_TOOL_CALLS
-    assert [(c.id, c.name) for c in done.tool_calls] == [("c9", "w")]
-    assert [c.index for c in done.choices] == [0, 1] and done.choices[1].text == "b"
+    assert [(c.id, c.name, c.arguments) for c in done.tool_calls] == [("c9", "w", '{"city":1}')]
+    assert [c.index for c in done.choices] == [0, 1] and done.choices[1].text == "bee"
+    assert done.usage == (5, 7)
+    with pytest.raises(ValueError):
+        openai_map.CompletionBuilder().completion()  # a stream without any answer
     delta = openai_map.parse_chunk(
         {
             "choices": [

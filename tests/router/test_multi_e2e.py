@@ -221,6 +221,24 @@ async def test_a_failing_branch_is_reported_and_the_others_answer(
     assert "From model local-slm:" in response.text and BROKEN not in response.text
 
 
+async def test_a_combination_with_a_failed_branch_is_not_cached(
+    multi_router: tuple[RunningRouter, str, str],
+) -> None:
+    router, _, _ = multi_router
+    assert router.app.cache is not None
+    policy = router_pb2.MultiPolicy(max_routes=2, combine="concat", min_successful=1)
+    question = f"{LIGHTHOUSE} ({uuid.uuid4().hex[:6]})"
+    default = router_pb2.CACHE_POLICY_UNSPECIFIED
+    for _ in range(2):
+        reply = await router.stub.Chat(
+            _ask(question, policy, cache_policy=default), metadata=AUTH, timeout=120
+        )
+        # Both times answered afresh: the broken route's failure made it a partial answer.
+        assert reply.decision.cache == common_pb2.CACHE_OUTCOME_MISS
+        assert _branches(reply.decision)[BROKEN].status == "failed"
+        await router.app.cache.drain()
+
+
 async def test_late_branches_are_cancelled_at_the_backend_and_min_successful_fails_clearly(
     multi_router: tuple[RunningRouter, str, str], slm_server: Any
 ) -> None:

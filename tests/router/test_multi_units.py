@@ -33,6 +33,12 @@ def test_the_header_grammar_and_the_defaults() -> None:
     assert not policy_from_proto(router_pb2.MultiPolicy(), limits).multi
     # The policy is part of the cache scope: two policies never share an entry.
     assert policy.key() != policy_from_proto(parse_header("max=3"), limits).key()
+    # Grace and branch deadline decide which answers are combined: they are in it too.
+    keys = {
+        policy_from_proto(parse_header(h), limits).key()
+        for h in ("max=2", "max=2; grace=5", "max=2; branch_timeout=3")
+    }
+    assert len(keys) == 3
 
 
 def test_grace_from_the_header_the_field_or_the_settings() -> None:

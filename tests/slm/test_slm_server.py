@@ -232,6 +232,35 @@ async def test_cancelled_stream_is_aborted_in_engine(slm_server: SlmServer, slm_
     assert info.load.running_requests == 0
 
 
+async def test_cancelled_unary_call_is_aborted_in_engine(
+    slm_server: SlmServer, slm_stub: Stub
+) -> None:
+    # The router cancels unary calls too (a client gone, a losing multi-route branch): the
+    # engine must stop generating for them rather than run to max_tokens unseen.
+    await wait_until_idle(slm_server)
+    tracker = slm_server.engine.load
+    aborted_before = tracker.aborted_total.get("cancelled", 0)
+    tokens_before = tracker.generated_tokens_total
+    request = ask("Write a very long essay about the history of Africa.", max_tokens=1500)
+    request.request_id = "unary-to-be-cancelled"
+    call = slm_stub.Generate(request, timeout=300)
+    for _ in range(400):  # until the engine has started on it
+        if tracker.generated_tokens_total > tokens_before:
+            break
+        await asyncio.sleep(0.025)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await wait_until_idle(slm_server)
+    for _ in range(100):
+        if tracker.aborted_total.get("cancelled", 0) > aborted_before:
+            break
+        await asyncio.sleep(0.05)
+    assert tracker.aborted_total.get("cancelled", 0) == aborted_before + 1
+    assert not any(i.startswith("unary-to-be-cancelled") for i in tracker.engine_finished_ids)
+    assert tracker.generated_tokens_total - tokens_before < 300
+
+
 async def test_deadline_aborts_engine_request(slm_server: SlmServer, slm_stub: Stub) -> None:
     await wait_until_idle(slm_server)
     tracker = slm_server.engine.load

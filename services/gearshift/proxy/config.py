@@ -33,8 +33,9 @@ class UpstreamConfig(_Strict):
     first_byte_timeout_s: float = Field(
         30.0,
         gt=0,
-        description="Longest wait for the answer to start (response headers, then a stream's "
-        "first event; a non-streaming answer is whole when it starts). A stall fails the "
+        description="Longest wait for the answer to start (response headers, then the "
+        "stream's first event; unary calls are streamed from the upstream too, so a long "
+        "answer is not cut by it). A stall fails the "
         "attempt over to the next upstream and counts as a breaker failure. Keep it well "
         "under the router's backend_timeout_s (60 s).",
     )

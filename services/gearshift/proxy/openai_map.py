@@ -153,21 +153,6 @@ def _usage_counts(raw: Any) -> tuple[int, int] | None:
     return int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0)
 
 
-def parse_tool_calls(raw: Any) -> list[common_pb2.ToolCall]:
-    """message.tool_calls -> ToolCall list (function calls only)."""
-    out = []
-    for item in raw or []:
-        function = item["function"]
-        out.append(
-            common_pb2.ToolCall(
-                id=str(item.get("id") or ""),
-                name=str(function["name"]),
-                arguments=str(function.get("arguments") or ""),
-            )
-        )
-    return out
-
-
 @dataclass
 class Completion:
     text: str
@@ -176,37 +161,6 @@ class Completion:
     usage: tuple[int, int] | None
     tool_calls: list[common_pb2.ToolCall] = field(default_factory=list)
     choices: list[common_pb2.Choice] = field(default_factory=list)  # every answer when n > 1
-
-
-def _choice(raw: Any) -> common_pb2.Choice:
-    message = raw["message"]
-    text = message.get("content") or ""
-    if not isinstance(text, str):
-        raise ValueError("message.content is not a string")
-    return common_pb2.Choice(
-        index=int(raw.get("index") or 0),
-        text=text,
-        finish_reason=finish_reason(raw.get("finish_reason")),  # type: ignore[arg-type]
-        logprobs=parse_logprobs(raw.get("logprobs")),
-        tool_calls=parse_tool_calls(message.get("tool_calls")),
-    )
-
-
-def parse_completion(data: dict[str, Any]) -> Completion:
-    """A non-streamed chat completion. Raises ValueError/KeyError/TypeError on bad shape."""
-    choices = data["choices"]
-    if not isinstance(choices, list) or not choices:
-        raise ValueError("no choices in the answer")
-    parsed = sorted((_choice(c) for c in choices), key=lambda c: c.index)
-    first = parsed[0]
-    return Completion(
-        text=first.text,
-        finish_reason=first.finish_reason,
-        logprobs=list(first.logprobs),
-        usage=_usage_counts(data.get("usage")),
-        tool_calls=list(first.tool_calls),
-        choices=parsed if len(parsed) > 1 else [],
-    )
 
 
 @dataclass
@@ -243,6 +197,38 @@ def parse_tool_call_deltas(raw: Any) -> list[common_pb2.ToolCallDelta]:
     return out
 
 
+def completion_as_event(data: dict[str, Any]) -> dict[str, Any]:
+    """A whole (non-streamed) chat completion as one stream event, for `parse_chunk`.
+
+    Shapes it does not know are passed on as they are, for `parse_chunk` to refuse.
+    """
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        return {"choices": choices, "usage": data.get("usage")}
+    events = []
+    for choice in choices:
+        if not isinstance(choice, dict):
+            events.append(choice)
+            continue
+        message = choice.get("message") or {}
+        delta = {"content": message.get("content")}
+        calls = message.get("tool_calls") or []
+        if isinstance(calls, list) and calls:
+            delta["tool_calls"] = [
+                {**call, "index": i} if isinstance(call, dict) else call
+                for i, call in enumerate(calls)
+            ]
+        events.append(
+            {
+                "index": choice.get("index") or 0,
+                "delta": delta,
+                "finish_reason": choice.get("finish_reason"),
+                "logprobs": choice.get("logprobs"),
+            }
+        )
+    return {"choices": events, "usage": data.get("usage")}
+
+
 def parse_chunk(event: dict[str, Any]) -> Delta:
     """One streamed event: content and tool-call deltas, finish reasons, and/or usage."""
     out = Delta(usage=_usage_counts(event.get("usage")))
@@ -264,3 +250,69 @@ def parse_chunk(event: dict[str, Any]) -> Delta:
             )
         )
     return out
+
+
+@dataclass
+class _Answer:
+    text: list[str] = field(default_factory=list)
+    finish_reason: int = common_pb2.FINISH_REASON_UNSPECIFIED
+    logprobs: list[common_pb2.TokenLogprob] = field(default_factory=list)
+    calls: dict[int, common_pb2.ToolCall] = field(default_factory=dict)
+
+    def choice(self, index: int) -> common_pb2.Choice:
+        return common_pb2.Choice(
+            index=index,
+            text="".join(self.text),
+            finish_reason=self.finish_reason,  # type: ignore[arg-type]
+            logprobs=self.logprobs,
+            tool_calls=[self.calls[i] for i in sorted(self.calls)],
+        )
+
+
+class CompletionBuilder:
+    """Puts a streamed answer back together as the completion a non-streamed call returns.
+
+    The proxy streams from upstreams even for unary calls: a non-streamed answer arrives
+    whole, so a long answer and a frozen upstream look the same until the answer is done.
+    Streamed, the first event bounds the stall and a long answer takes what it needs.
+    """
+
+    def __init__(self) -> None:
+        self._answers: dict[int, _Answer] = {}
+        self.usage: tuple[int, int] | None = None
+        self.events = 0
+
+    @property
+    def finished(self) -> bool:
+        """Every answer seen so far has its finish reason (only [DONE] may be missing)."""
+        return bool(self._answers) and all(a.finish_reason for a in self._answers.values())
+
+    def add(self, delta: Delta) -> None:
+        self.events += 1
+        self.usage = delta.usage or self.usage
+        for part in delta.parts:
+            answer = self._answers.setdefault(part.index, _Answer())
+            answer.text.append(part.text)
+            answer.logprobs.extend(part.logprobs)
+            if part.finish_reason:
+                answer.finish_reason = part.finish_reason
+            for piece in part.tool_calls:
+                call = answer.calls.setdefault(piece.index, common_pb2.ToolCall())
+                call.id = call.id or piece.id
+                call.name = call.name or piece.name
+                call.arguments += piece.arguments
+
+    def completion(self) -> Completion:
+        """The assembled answer; ValueError when the stream carried none."""
+        if not self._answers:
+            raise ValueError("no choices in the answer")
+        choices = [self._answers[i].choice(i) for i in sorted(self._answers)]
+        first = choices[0]
+        return Completion(
+            text=first.text,
+            finish_reason=first.finish_reason,
+            logprobs=list(first.logprobs),
+            usage=self.usage,
+            tool_calls=list(first.tool_calls),
+            choices=choices if len(choices) > 1 else [],
+        )

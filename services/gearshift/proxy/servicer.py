@@ -142,7 +142,9 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
         started = time.perf_counter()
 
         async def attempt(route: Route, remaining: float | None) -> openai_map.Completion:
-            body = openai_map.request_body(request, route.config.model, stream=False)
+            # Streamed from the upstream and put back together: first_byte_timeout_s then
+            # bounds a stall without also bounding how long a whole answer may take.
+            body = openai_map.request_body(request, route.config.model, stream=True)
             with model_span(
                 provider=PROVIDER,
                 model=route.config.model,
@@ -150,15 +152,21 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
                 server_address=route.name,
                 kind=SpanKind.CLIENT,
             ) as span:
-                data = await route.client.complete(body, remaining)
+                builder = openai_map.CompletionBuilder()
+                async with contextlib.aclosing(route.client.stream(body, remaining)) as events:
+                    try:
+                        async for event in events:
+                            builder.add(_parse_event(route, event))
+                    except UpstreamError as exc:
+                        if not (exc.outcome == "truncated" and builder.finished):
+                            raise  # else a finished answer with only [DONE] missing
                 try:
-                    completion = openai_map.parse_completion(data)
-                except (KeyError, TypeError, ValueError, IndexError) as exc:
+                    completion = builder.completion()
+                except ValueError as exc:
                     raise UpstreamError(
                         route.name,
-                        "malformed",
-                        f"upstream {route.name!r} sent an answer without a usable choice "
-                        f"({type(exc).__name__}: {exc})",
+                        "truncated" if builder.events == 0 else "malformed",
+                        f"upstream {route.name!r} sent an answer without a usable choice ({exc})",
                     ) from None
                 prompt, output = completion.usage or (0, 0)
                 record_response(

@@ -24,6 +24,7 @@ import aiohttp
 
 from gearshift.proxy.config import UpstreamConfig
 from gearshift.proxy.keys import REDACTOR, KeySource
+from gearshift.proxy.openai_map import completion_as_event
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 CLIENT_ERROR_STATUS = frozenset({400, 413, 422})
@@ -194,43 +195,6 @@ class UpstreamClient:
         budget = self.config.first_byte_timeout_s
         return budget if remaining_s is None else min(budget, remaining_s)
 
-    async def complete(self, body: dict[str, Any], remaining_s: float | None) -> dict[str, Any]:
-        """POST /chat/completions without streaming; returns the parsed answer."""
-        headers = self._headers()
-        first_byte = self._first_byte_budget(remaining_s)
-        try:
-            async with asyncio.timeout(first_byte):
-                async with self._session().post(
-                    self._url,
-                    data=json.dumps(body).encode(),
-                    headers=headers,
-                    timeout=self._timeout(remaining_s),
-                    allow_redirects=False,
-                ) as resp:
-                    content = await resp.read()
-                    status, resp_headers = resp.status, resp.headers
-        except TimeoutError as exc:
-            if first_byte < (remaining_s or float("inf")):
-                raise self._stalled() from None
-            raise self._transport_error(exc, "before answering") from None
-        except aiohttp.ClientError as exc:
-            raise self._transport_error(exc, "before answering") from None
-        if status != 200:
-            raise self._http_error(status, content, resp_headers)
-        try:
-            data = json.loads(content)
-        except ValueError:
-            raise UpstreamError(
-                self.name,
-                "malformed",
-                f"upstream {self.name!r} sent malformed JSON: {_excerpt(content)}",
-            ) from None
-        if not isinstance(data, dict):
-            raise UpstreamError(
-                self.name, "malformed", f"upstream {self.name!r} sent a JSON {type(data).__name__}"
-            )
-        return data
-
     async def stream(
         self, body: dict[str, Any], remaining_s: float | None
     ) -> AsyncGenerator[dict[str, Any], None]:
@@ -266,6 +230,11 @@ class UpstreamClient:
                 except (aiohttp.ClientError, TimeoutError):
                     content = b""
                 raise self._http_error(resp.status, content, resp.headers)
+            if resp.content_type != "text/event-stream":
+                # An upstream that does not stream answers with the whole completion.
+                yield await self._whole_answer(resp)
+                done = True
+                return
             events = _sse_data(_lines(resp.content))
             try:
                 # The first event is bounded by the same first-byte deadline: an upstream
@@ -293,6 +262,24 @@ class UpstreamClient:
                 resp.release()  # keep the connection for the next request
             else:
                 resp.close()  # unfinished: drop the connection so the upstream stops
+
+    async def _whole_answer(self, resp: aiohttp.ClientResponse) -> dict[str, Any]:
+        """A non-streamed completion, as the one stream event that carries all of it."""
+        try:
+            content = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._transport_error(exc, "while answering") from None
+        try:
+            data = json.loads(content)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            raise UpstreamError(
+                self.name,
+                "malformed",
+                f"upstream {self.name!r} sent malformed JSON: {_excerpt(content)}",
+            )
+        return completion_as_event(data)
 
     def _event(self, data: str) -> dict[str, Any]:
         try:

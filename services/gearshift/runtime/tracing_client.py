@@ -82,6 +82,7 @@ class TracingClientInterceptor(
                 return await continuation(_with_context(client_call_details), request)
         with trace.use_span(span, end_on_exit=False):
             details = _with_context(client_call_details)
+        call = None
         try:
             call = await continuation(details, request)
             code, text = await call.code(), await call.details()
@@ -89,6 +90,11 @@ class TracingClientInterceptor(
             _end(span, exc.code(), exc.details())
             raise
         except BaseException:
+            # The caller cancelled while this interceptor awaits the call's end: grpc.aio
+            # cancels only this interceptor's task, not the call, so without this the
+            # callee would never hear of it (a vLLM engine would generate on unseen).
+            if call is not None:
+                call.cancel()
             _end(span, grpc.StatusCode.CANCELLED, "client cancelled")
             raise
         _end(span, code, text)

@@ -36,9 +36,9 @@ async def fan_out(executor: Executor, plan: MultiPlan) -> None:
     now = time.monotonic()
     for branch in runnable:
         branch.plan.deadline = min(plan.base.deadline, now + plan.policy.branch_timeout_s)
-        # Streamed from the backend: cancelling a stream reaches vLLM (it aborts the
-        # generation); cancelling an awaited unary call was seen not to, so an unneeded
-        # branch kept generating to its end.
+        # Always streamed from the backend, whatever the caller asked: one code path for
+        # every branch. A cancel reaches vLLM either way (unary calls too since the
+        # tracing interceptor passes it on: tests/runtime/test_client_cancel.py).
         branch.plan.stream = True
     tasks = {asyncio.create_task(run_branch(executor, b)): b for b in runnable}
     pending = set(tasks)

@@ -52,8 +52,15 @@ class MultiPolicy:
         return self.max_routes > 1
 
     def key(self) -> str:
-        """The part of the cache scope that tells combined answers apart (and from single)."""
-        return f"multi/max={self.max_routes};combine={self.combine};min_ok={self.min_successful}"
+        """The part of the cache scope that tells combined answers apart (and from single).
+
+        Every field that changes which branches make it into the answer is in it: a
+        grace of 0 combines the first `min_successful` answers, a long one all of them.
+        """
+        return (
+            f"multi/max={self.max_routes};combine={self.combine};min_ok={self.min_successful};"
+            f"branch_timeout={self.branch_timeout_s:g};grace={self.grace_s:g}"
+        )
 
     def describe(self) -> str:
         return (

@@ -158,6 +158,11 @@ class MultiRouting:
             return
         if finish != common_pb2.FINISH_REASON_STOP or not answer:
             return
+        if any(b.status in ("failed", "late") for b in plan.branches):
+            # A branch that broke or ran late made this answer poorer than the policy
+            # gives when all is well; caching it would serve that for the entry's life.
+            log.debug("combined answer %s not cached: a branch failed", plan.base.request_id)
+            return
         self.cache.store_in_background(
             cache_pb2.StoreRequest(
                 scope=base.scope,
