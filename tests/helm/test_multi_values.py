@@ -24,6 +24,7 @@ def test_multi_routing_defaults_and_overrides_render_into_router_settings() -> N
         "multi_branch_timeout_s": 7.5,
         "multi_grace_s": 1.5,
         "multi_judge_tier": "slm",
+        "multi_combine_reserve_s": 2.5,
     }
     env = _router_env({"router": {"settings": overrides}})
     multi = {k: v for k, v in env.items() if k.startswith("GEARSHIFT_ROUTER_MULTI_")}
@@ -33,3 +34,4 @@ def test_multi_routing_defaults_and_overrides_render_into_router_settings() -> N
     assert (policy.max_routes, policy.combine, policy.min_successful) == (3, "synthesize", 2)
     assert (policy.branch_timeout_s, policy.grace_s) == (7.5, 1.5)
     assert settings.multi_config().judge_tier == "slm"
+    assert settings.multi_config().combine_reserve_s == 2.5

@@ -8,6 +8,7 @@ import pytest
 from gearshift.router.multi.branches import Branch, MultiPlan
 from gearshift.router.multi.combining import Combination, renumber
 from gearshift.router.multi.config import MultiConfig
+from gearshift.router.multi.fanout import branch_deadline
 from gearshift.router.multi.judge import parse_verdict
 from gearshift.router.multi.policy import (
     MultiLimits,
@@ -158,3 +159,16 @@ def test_answers_that_do_not_merge_are_refused_when_asked_and_single_by_default(
     request.ClearField("tools")
     request.sampling.n = 1
     assert defaulted.policy(request).multi  # type: ignore[attr-defined]
+
+
+def test_branches_leave_the_combining_call_its_reserve() -> None:
+    now, deadline = 100.0, 160.0  # a request with a minute left
+    # concat / vote: no reserve, the branch timeout or the request's end, whichever first.
+    assert branch_deadline(deadline, now, 30.0, 0.0) == 130.0
+    assert branch_deadline(deadline, now, 90.0, 0.0) == 160.0
+    # synthesize / best: the reserve comes off the request's end ...
+    assert branch_deadline(deadline, now, 90.0, 5.0) == 155.0
+    assert branch_deadline(deadline, now, 30.0, 5.0) == 130.0  # (the branch timeout is earlier)
+    # ... but never more than half of what is left, so branches still get time.
+    assert branch_deadline(104.0, now, 30.0, 5.0) == 102.0
+    assert branch_deadline(now, now, 30.0, 5.0) == now

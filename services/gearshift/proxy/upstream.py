@@ -202,6 +202,8 @@ class UpstreamClient:
 
         Raises `UpstreamError("truncated")` if the stream ends without [DONE]. Closing the
         generator (client cancel) closes the HTTP connection, which aborts the upstream.
+        An upstream that answers with anything but `text/event-stream` is taken to ignore
+        `stream` and send one JSON completion: that is yielded as a single event.
         """
         headers = {**self._headers(), "Accept": "text/event-stream"}
         first_byte = self._first_byte_budget(remaining_s)

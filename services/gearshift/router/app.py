@@ -217,6 +217,14 @@ class Settings(MultiWorkerSettings):
         description="Characters of answers and passages one synthesis prompt holds; longer "
         "inputs are summarised in a tree first.",
     )
+    multi_combine_reserve_s: float = Field(
+        5.0,
+        ge=0,
+        le=600,
+        description="Seconds at the end of a request kept for the combining model call "
+        "(synthesize, best): branches must answer before (never more than half the time "
+        "left).",
+    )
     # Input limits, checked before any work (docs/router.md "Limits").
     max_body_bytes: int = Field(
         InputLimits.max_body_bytes, ge=1024, description="Largest HTTP request body (413 above)."
@@ -335,6 +343,7 @@ class Settings(MultiWorkerSettings):
             margin=self.multi_margin,
             judge_tier=self.multi_judge_tier,
             synthesis_context_chars=self.multi_synthesis_context_chars,
+            combine_reserve_s=self.multi_combine_reserve_s,
         )
 
 

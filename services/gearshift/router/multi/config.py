@@ -19,5 +19,8 @@ class MultiConfig:
     # Characters of branch answers and passages one synthesis prompt may hold; more are
     # summarised in a tree first.
     synthesis_context_chars: int = 6000
+    # Seconds at the end of the request kept for the combining call of synthesize / best
+    # (branches must answer before; at most half of the time left).
+    combine_reserve_s: float = 5.0
     # Tokens the judge may write (its pick and one sentence why).
     judge_max_tokens: int = 64

@@ -30,12 +30,30 @@ CANNOT_REACH = "cancelled: min_successful can no longer be reached"
 tracer = trace.get_tracer(__name__)
 
 
-async def fan_out(executor: Executor, plan: MultiPlan) -> None:
-    """Runs the branches in parallel until enough answered (then the grace) or too few can."""
+def branch_deadline(
+    request_deadline: float, now: float, branch_timeout_s: float, reserve_s: float
+) -> float:
+    """When a branch must have answered (monotonic seconds).
+
+    Within its own timeout, and early enough to leave `reserve_s` of the request's time
+    for the combining call (synthesize, best) but never more than half of what is left:
+    a branch with no time cannot answer, a combination with no time cannot either.
+    """
+    left = max(0.0, request_deadline - now)
+    return min(request_deadline - min(reserve_s, left / 2), now + branch_timeout_s)
+
+
+async def fan_out(executor: Executor, plan: MultiPlan, reserve_s: float = 0.0) -> None:
+    """Runs the branches in parallel until enough answered (then the grace) or too few can.
+
+    `reserve_s`: time kept at the end of the request for the combining model call.
+    """
     runnable = [b for b in plan.branches if b.status == "planned"]
     now = time.monotonic()
     for branch in runnable:
-        branch.plan.deadline = min(plan.base.deadline, now + plan.policy.branch_timeout_s)
+        branch.plan.deadline = branch_deadline(
+            plan.base.deadline, now, plan.policy.branch_timeout_s, reserve_s
+        )
         # Always streamed from the backend, whatever the caller asked: one code path for
         # every branch. A cancel reaches vLLM either way (unary calls too since the
         # tracing interceptor passes it on: tests/runtime/test_client_cancel.py).

@@ -35,6 +35,8 @@ from gearshift.runtime.telemetry import current_trace_id
 from gearshift.v1 import cache_pb2, common_pb2, router_pb2
 
 log = logging.getLogger(__name__)
+# Strategies whose combination is a model call of its own (it needs time after the branches).
+MODEL_COMBINED = ("synthesize", "best")
 tracer = trace.get_tracer(__name__)
 
 Strategy = Callable[[Combination], AsyncIterator[str]]
@@ -97,7 +99,8 @@ class MultiRouting:
             async for chunk in self.executor.run(base):
                 yield chunk
             return
-        await fan_out(self.executor, plan)
+        reserve = self.config.combine_reserve_s if plan.policy.combine in MODEL_COMBINED else 0
+        await fan_out(self.executor, plan, reserve)
         plan.record()
         answers = [b for b in plan.branches if b.ok]
         if len(answers) < plan.policy.min_successful:
