@@ -29,7 +29,6 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +38,13 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from bench_router import StandInApp, StandInBackend
+
 from gearshift.dev.machine import describe_machine
 from gearshift.router.app import RouterApp
 from gearshift.router.app import Settings as RouterSettings
 from gearshift.runtime.server import GrpcServiceHost
-from gearshift.v1 import common_pb2, inference_pb2, inference_pb2_grpc, router_pb2, router_pb2_grpc
+from gearshift.v1 import common_pb2, inference_pb2, router_pb2, router_pb2_grpc
 
 KEY = "bench-key"
 # served model -> (delay s, $ per token)
@@ -55,8 +56,10 @@ QUESTIONS = [
 ]
 
 
-class DelayedBackend(inference_pb2_grpc.InferenceServiceServicer):
+class DelayedBackend(StandInBackend):
     """Answers after the served model's fixed delay, with usage and cost from the lengths."""
+
+    label = "delayed"
 
     async def Generate(
         self, request: inference_pb2.GenerateRequest, context: Any
@@ -82,37 +85,6 @@ class DelayedBackend(inference_pb2_grpc.InferenceServiceServicer):
                 cost_usd=(prompt + completion) * price,
             ),
         )
-
-    async def GenerateStream(
-        self, request: inference_pb2.GenerateRequest, context: Any
-    ) -> AsyncIterator[inference_pb2.GenerateChunk]:
-        whole = await self.Generate(request, context)
-        yield inference_pb2.GenerateChunk(
-            request_id=whole.request_id,
-            model=whole.model,
-            text_delta=whole.text,
-            finish_reason=whole.finish_reason,
-            usage=whole.usage,
-        )
-
-    async def GetModelInfo(
-        self, request: inference_pb2.GetModelInfoRequest, context: Any
-    ) -> inference_pb2.ModelInfo:
-        return inference_pb2.ModelInfo(model="delayed", backend="delayed", ready=True)
-
-
-class BackendApp:
-    name = "delayed"
-
-    def register(self, server: grpc.aio.Server) -> list[str]:
-        inference_pb2_grpc.add_InferenceServiceServicer_to_server(DelayedBackend(), server)
-        return ["gearshift.v1.InferenceService"]
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
 
 
 def route(name: str, tier: str, model: str, address: str, priority: int) -> dict[str, Any]:
@@ -147,7 +119,7 @@ def ask(text: str, model: str = "auto", multi: str = "") -> router_pb2.ChatReque
 async def main(n: int) -> None:
     tmp = tempfile.mkdtemp(prefix="bench-multi-")
     backend_settings = RouterSettings(grpc_port=0, metrics_port=-1, http_port=-1)
-    backend_host = GrpcServiceHost(BackendApp(), backend_settings)
+    backend_host = GrpcServiceHost(StandInApp(DelayedBackend()), backend_settings)
     address = f"127.0.0.1:{await backend_host.start()}"
     routes = [
         route("fast", "slm", "fast-model", address, 0),

@@ -52,19 +52,16 @@ from gearshift.v1 import (
 KEY = "bench-key"
 
 
-class EchoBackend(inference_pb2_grpc.InferenceServiceServicer):
-    """Answers every request at once: a model with zero generation time."""
+class StandInBackend(inference_pb2_grpc.InferenceServiceServicer):
+    """A stand-in model for benchmarks of the router's own cost: subclasses answer
+    `Generate`; a stream is that answer in one chunk."""
+
+    label = "stand-in"
 
     async def Generate(
         self, request: inference_pb2.GenerateRequest, context: Any
     ) -> inference_pb2.GenerateResponse:
-        return inference_pb2.GenerateResponse(
-            request_id=request.request_id,
-            model=request.model,
-            text="An answer.",
-            finish_reason=common_pb2.FINISH_REASON_STOP,
-            usage=common_pb2.Usage(prompt_tokens=10, completion_tokens=3, total_tokens=13),
-        )
+        raise NotImplementedError
 
     async def GenerateStream(
         self, request: inference_pb2.GenerateRequest, context: Any
@@ -81,14 +78,35 @@ class EchoBackend(inference_pb2_grpc.InferenceServiceServicer):
     async def GetModelInfo(
         self, request: inference_pb2.GetModelInfoRequest, context: Any
     ) -> inference_pb2.ModelInfo:
-        return inference_pb2.ModelInfo(model="echo", backend="echo", ready=True)
+        return inference_pb2.ModelInfo(model=self.label, backend=self.label, ready=True)
 
 
-class EchoApp:
-    name = "echo"
+class EchoBackend(StandInBackend):
+    """Answers every request at once: a model with zero generation time."""
+
+    label = "echo"
+
+    async def Generate(
+        self, request: inference_pb2.GenerateRequest, context: Any
+    ) -> inference_pb2.GenerateResponse:
+        return inference_pb2.GenerateResponse(
+            request_id=request.request_id,
+            model=request.model,
+            text="An answer.",
+            finish_reason=common_pb2.FINISH_REASON_STOP,
+            usage=common_pb2.Usage(prompt_tokens=10, completion_tokens=3, total_tokens=13),
+        )
+
+
+class StandInApp:
+    """Serves one stand-in backend on the shared runtime (`GrpcServiceHost`)."""
+
+    def __init__(self, backend: StandInBackend | None = None) -> None:
+        self.backend = backend or EchoBackend()
+        self.name = self.backend.label
 
     def register(self, server: grpc.aio.Server) -> list[str]:
-        inference_pb2_grpc.add_InferenceServiceServicer_to_server(EchoBackend(), server)
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server(self.backend, server)
         return ["gearshift.v1.InferenceService"]
 
     async def start(self) -> None:
@@ -145,7 +163,7 @@ def request(
 async def main(n: int, concurrency: int) -> None:
     tmp = tempfile.mkdtemp(prefix="bench-router-")
     echo_settings = RouterSettings(grpc_port=0, metrics_port=-1, http_port=-1)
-    echo_host = GrpcServiceHost(EchoApp(), echo_settings)
+    echo_host = GrpcServiceHost(StandInApp(), echo_settings)
     echo_port = await echo_host.start()
     cache_settings = CacheSettings(grpc_port=0, metrics_port=-1, data_dir=f"{tmp}/cache")
     cache_host = GrpcServiceHost(build_cache(cache_settings), cache_settings)

@@ -40,7 +40,7 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench_router import EchoApp
+from bench_router import StandInApp
 
 from gearshift.dev.data import shared_data_dir
 from gearshift.dev.machine import describe_machine
@@ -78,7 +78,7 @@ def load_rows(path: Path) -> list[Row]:
 async def feed(rows: list[Row], tmp: Path, concurrency: int = 8) -> tuple[dict[str, int], float]:
     """Chat + Feedback for every row through a real router; (answers per tier, feedback p50 ms)."""
     echo_settings = RouterSettings(grpc_port=0, metrics_port=-1, http_port=-1)
-    echo_host = GrpcServiceHost(EchoApp(), echo_settings)
+    echo_host = GrpcServiceHost(StandInApp(), echo_settings)
     echo = f"127.0.0.1:{await echo_host.start()}"
     routes_file, keys_file = tmp / "routes.yaml", tmp / "keys.yaml"
     routes_file.write_text(yaml.safe_dump_all(local_default_routes(echo, "echo", echo, "echo")))

@@ -30,7 +30,8 @@ from gearshift.cache.entry import Entry, InvalidateFilter
 from gearshift.cache.keys import exact_key, scope_key
 from gearshift.cache.settings import Settings
 from gearshift.cache.verifier import Verifier
-from gearshift.embeddings import DIM, MicroBatcher
+from gearshift.embeddings import MicroBatcher
+from gearshift.embeddings.validation import caller_embedding
 from gearshift.runtime.errors import FieldViolation, InvalidArgument, Unavailable, grpc_errors
 from gearshift.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
@@ -51,25 +52,6 @@ class Counters:
 def _require_tenant(scope: cache_pb2.CacheScope) -> None:
     if not scope.tenant.strip():
         raise InvalidArgument([FieldViolation("scope.tenant", "required: the tenant id")])
-
-
-def _embedding(values: Any) -> npt.NDArray[np.float32] | None:
-    """The caller's embedding, validated and normalised (None when not given)."""
-    if len(values) == 0:
-        return None
-    if len(values) != DIM:
-        raise InvalidArgument(
-            [
-                FieldViolation(
-                    "embedding", f"must have {DIM} values (all-MiniLM-L6-v2), not {len(values)}"
-                )
-            ]
-        )
-    vector = np.asarray(values, dtype=np.float32)
-    norm = float(np.linalg.norm(vector))
-    if not math.isfinite(norm) or norm == 0.0:
-        raise InvalidArgument([FieldViolation("embedding", "must be finite and non-zero")])
-    return vector / norm
 
 
 def _require_text(text: str) -> None:
@@ -128,7 +110,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
     ) -> cache_pb2.LookupResponse:
         _require_tenant(request.scope)
         _require_text(request.text)
-        given = _embedding(request.embedding)
+        given = caller_embedding(request.embedding)
         started = time.perf_counter()
         try:
             response = await self._lookup(request, given)
@@ -217,7 +199,7 @@ class CacheServicer(cache_pb2_grpc.CacheServiceServicer):
     ) -> cache_pb2.StoreResponse:
         _require_tenant(request.scope)
         _require_text(request.text)
-        given = _embedding(request.embedding)
+        given = caller_embedding(request.embedding)
         reason = self._refusal(request)
         if reason:
             metrics.STORES.labels(self.backend.name, "refused").inc()

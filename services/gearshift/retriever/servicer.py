@@ -9,16 +9,13 @@ and one naming another tenant than its key's is PERMISSION_DENIED (`access.py`).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
-import numpy as np
-import numpy.typing as npt
 
-from gearshift.embeddings import DIM
+from gearshift.embeddings.validation import caller_embedding
 from gearshift.retriever.access import Access
 from gearshift.retriever.core import MODES, DocumentIn, IngestOutcome, Retriever
 from gearshift.retriever.records import Hit, public_version
@@ -47,24 +44,6 @@ def _require_source(value: str, field: str = "source") -> str:
             ]
         )
     return value
-
-
-def _embedding(values: Any) -> npt.NDArray[np.float32] | None:
-    if len(values) == 0:
-        return None
-    if len(values) != DIM:
-        raise InvalidArgument(
-            [
-                FieldViolation(
-                    "embedding", f"must have {DIM} values (all-MiniLM-L6-v2), not {len(values)}"
-                )
-            ]
-        )
-    vector = np.asarray(values, dtype=np.float32)
-    norm = float(np.linalg.norm(vector))
-    if not math.isfinite(norm) or norm == 0.0:
-        raise InvalidArgument([FieldViolation("embedding", "must be finite and non-zero")])
-    return vector / norm
 
 
 def _passage(source: str, hit: Hit) -> retriever_pb2.Passage:
@@ -193,7 +172,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             violations.append(FieldViolation("mode", f"{mode!r} is not one of {', '.join(MODES)}"))
         if violations:
             raise InvalidArgument(violations)
-        vector = _embedding(request.embedding)
+        vector = caller_embedding(request.embedding)
         hits, version = await self.retriever.search(
             tenant, source, request.query, vector, top_k, mode
         )

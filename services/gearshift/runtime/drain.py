@@ -15,17 +15,19 @@ from typing import Any, cast
 
 import grpc
 
+from gearshift.runtime.interceptors import Handler, WrappingInterceptor
+
 ALWAYS_SERVED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class DrainInterceptor(WrappingInterceptor):
     def __init__(self, service: str) -> None:
+        super().__init__()
         self.service = service
         self.draining = False
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def start_draining(self) -> None:
         self.draining = True
@@ -47,30 +49,15 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if self.in_flight == 0:
             self._idle.set()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(ALWAYS_SERVED):
-            return handler
-        # One wrapper per method, reused: a new handler object on every call also made
-        # every interceptor before this one (metrics, tracing) miss its own per-method
-        # cache and rebuild its wrapper, label children and tracer on every call.
-        cached = self._wrapped.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cast("grpc.RpcMethodHandler[Any, Any]", cached[1])
+    def wants(self, method: str) -> bool:
+        return not method.startswith(ALWAYS_SERVED)
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
         if handler.unary_unary is not None:
-            wrapped = self._wrap_unary(handler)
-        elif handler.unary_stream is not None:
-            wrapped = self._wrap_stream(handler)
-        else:
-            return handler  # no client-streaming methods in the contracts
-        self._wrapped[details.method] = (handler, wrapped)
-        return wrapped
+            return self._wrap_unary(handler)
+        if handler.unary_stream is not None:
+            return self._wrap_stream(handler)
+        return handler  # no client-streaming methods in the contracts
 
     async def _refuse(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(

@@ -18,13 +18,15 @@ propagator and the tracing interceptors do all of this instead.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, cast
 
 import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+from gearshift.runtime.interceptors import Handler, WrappingInterceptor
 
 _HEX = frozenset("0123456789abcdef")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
@@ -159,29 +161,8 @@ def _wrap(handler: grpc.RpcMethodHandler[Any, Any]) -> Any:
     return handler
 
 
-class TraceContextServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Gives every Gearshift call a light span (the process does not trace).
+class TraceContextServerInterceptor(WrappingInterceptor):
+    """Gives every Gearshift call a light span (the process does not trace)."""
 
-    One wrapper per method, built on its first call; health and reflection calls are
-    left alone.
-    """
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[Any, Any]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith("/gearshift."):
-            return handler
-        cached = self._wrapped.get(details.method)
-        if cached is not None and cached[0] is handler:
-            return cast("grpc.RpcMethodHandler[Any, Any]", cached[1])
-        wrapped = _wrap(handler)
-        self._wrapped[details.method] = (handler, wrapped)
-        return cast("grpc.RpcMethodHandler[Any, Any]", wrapped)
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        return cast(Handler, _wrap(handler))
