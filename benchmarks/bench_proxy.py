@@ -1,7 +1,8 @@
 """Latency the LLM proxy adds over calling the same upstream directly.
 
 Three processes on loopback: a stub OpenAI-compatible upstream (aiohttp, canned
-completion, so generation time does not drown the overhead), the proxy
+completion, so generation time does not drown the overhead; streamed token by token when
+asked, as the proxy asks for unary calls too), the proxy
 (`gearshift serve proxy`, a real subprocess) and this client. The same request is
 sent (a) straight to the stub over HTTP with aiohttp (the fastest common
 asyncio client, so the baseline is not flattered) and (b) through the proxy over
@@ -47,9 +48,25 @@ MESSAGE = {"role": "assistant", "content": "Paris is the capital of France."}
 USAGE = {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28}
 BODY = json.dumps({"id": "x", "object": "chat.completion", "model": "stub", "usage": USAGE,
   "choices": [{"index": 0, "message": MESSAGE, "finish_reason": "stop"}]})
+WORDS = ["Paris", " is", " the", " capital", " of", " France", ".", ""]
+def event(delta, finish=None):
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    data = json.dumps({"id": "x", "model": "stub", "choices": [choice]})
+    return ("data: " + data + "\n\n").encode()
 async def handle(request):
-    await request.read()
-    return web.Response(body=BODY, content_type="application/json")
+    body = json.loads(await request.read())
+    if not body.get("stream"):
+        return web.Response(body=BODY, content_type="application/json")
+    # Streamed as a real upstream does: a role event, a token an event, finish, usage.
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    await resp.write(event({"role": "assistant"}))
+    for word in WORDS:
+        await resp.write(event({"content": word}, "stop" if not word else None))
+    usage = {"id": "x", "model": "stub", "choices": [], "usage": USAGE}
+    await resp.write(("data: " + json.dumps(usage) + "\n\ndata: [DONE]\n\n").encode())
+    await resp.write_eof()
+    return resp
 app = web.Application()
 app.router.add_post("/v1/chat/completions", handle)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)

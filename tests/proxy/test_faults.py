@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -362,10 +363,14 @@ async def test_a_long_unary_answer_is_not_cut_at_the_first_byte_deadline(
     a = await servers("a")
     a.script += [paced(0.4)]  # starts at once, takes 1.6 s in all
     stub = await make_proxy([up(a, first_byte_timeout_s=0.5)], retry={"max_attempts": 1})
+    started = time.perf_counter()
     reply = await stub.Generate(request(), timeout=20)
+    elapsed_ms = (time.perf_counter() - started) * 1000
     assert (reply.text, reply.usage.total_tokens) == ("Hello world", 100)
     assert reply.finish_reason == common_pb2.FINISH_REASON_STOP
     assert len(a.received) == 1
+    # The first token came at once; the answer took 1.6 s: TTFT is the first token's.
+    assert 0 < reply.time_to_first_token_ms < elapsed_ms / 2
 
 
 async def test_an_upstream_that_never_streams_answers_unary_and_streamed_calls(

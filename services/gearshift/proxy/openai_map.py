@@ -181,6 +181,11 @@ class Delta:
     parts: list[Part] = field(default_factory=list)
     usage: tuple[int, int] | None = None
 
+    @property
+    def has_output(self) -> bool:
+        """Whether it carries answer text or a tool call (its time is the first token's)."""
+        return any(p.text or p.tool_calls for p in self.parts)
+
 
 def parse_tool_call_deltas(raw: Any) -> list[common_pb2.ToolCallDelta]:
     out = []

@@ -141,9 +141,14 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
         deadline = self._deadline(context)
         started = time.perf_counter()
 
-        async def attempt(route: Route, remaining: float | None) -> openai_map.Completion:
-            # Streamed from the upstream and put back together: first_byte_timeout_s then
-            # bounds a stall without also bounding how long a whole answer may take.
+        async def attempt(
+            route: Route, remaining: float | None
+        ) -> tuple[openai_map.Completion, float | None]:
+            """The whole answer, and when its first token came (perf_counter seconds).
+
+            Streamed from the upstream and put back together: first_byte_timeout_s then
+            bounds a stall without also bounding how long a whole answer may take.
+            """
             body = openai_map.request_body(request, route.config.model, stream=True)
             with model_span(
                 provider=PROVIDER,
@@ -153,10 +158,14 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
                 kind=SpanKind.CLIENT,
             ) as span:
                 builder = openai_map.CompletionBuilder()
+                first_token_at: float | None = None
                 async with contextlib.aclosing(route.client.stream(body, remaining)) as events:
                     try:
                         async for event in events:
-                            builder.add(_parse_event(route, event))
+                            delta = _parse_event(route, event)
+                            if first_token_at is None and delta.has_output:
+                                first_token_at = time.perf_counter()
+                            builder.add(delta)
                     except UpstreamError as exc:
                         if not (exc.outcome == "truncated" and builder.finished):
                             raise  # else a finished answer with only [DONE] missing
@@ -175,13 +184,13 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
                     usage=common_pb2.Usage(prompt_tokens=prompt, completion_tokens=output),
                     finish_reason=completion.finish_reason,  # type: ignore[arg-type]
                 )
-                return completion
+                return completion, first_token_at
 
         backend.load.running += 1
         outcome = "error"
         try:
             async with _bounded(deadline):
-                route, completion = await backend.dispatch(attempt, deadline)
+                route, (completion, first_token_at) = await backend.dispatch(attempt, deadline)
             outcome = "ok"
         except asyncio.CancelledError:
             outcome = "cancelled"
@@ -197,8 +206,8 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
                 self._failed(backend, tenant, estimate, outcome)
         route.breaker.record_success()
         route.count("ok")
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        backend.load.add_ttft(elapsed_ms)
+        ttft_ms = ((first_token_at or time.perf_counter()) - started) * 1000
+        backend.load.add_ttft(ttft_ms)
         usage = self._finish(backend, tenant, estimate, completion.usage, len(completion.text))
         return inference_pb2.GenerateResponse(
             request_id=request_id,
@@ -207,7 +216,7 @@ class ProxyServicer(inference_pb2_grpc.InferenceServiceServicer):
             finish_reason=completion.finish_reason,  # type: ignore[arg-type]
             usage=usage,
             logprobs=completion.logprobs,
-            time_to_first_token_ms=elapsed_ms,
+            time_to_first_token_ms=ttft_ms,
             upstream=route.name,
             tool_calls=completion.tool_calls,
             choices=completion.choices,
