@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from gearshift.runtime.choices import ChoiceAssembler
 from gearshift.v1 import common_pb2, inference_pb2
 
 FINISH_REASONS = {
@@ -257,23 +258,6 @@ def parse_chunk(event: dict[str, Any]) -> Delta:
     return out
 
 
-@dataclass
-class _Answer:
-    text: list[str] = field(default_factory=list)
-    finish_reason: int = common_pb2.FINISH_REASON_UNSPECIFIED
-    logprobs: list[common_pb2.TokenLogprob] = field(default_factory=list)
-    calls: dict[int, common_pb2.ToolCall] = field(default_factory=dict)
-
-    def choice(self, index: int) -> common_pb2.Choice:
-        return common_pb2.Choice(
-            index=index,
-            text="".join(self.text),
-            finish_reason=self.finish_reason,  # type: ignore[arg-type]
-            logprobs=self.logprobs,
-            tool_calls=[self.calls[i] for i in sorted(self.calls)],
-        )
-
-
 class CompletionBuilder:
     """Puts a streamed answer back together as the completion a non-streamed call returns.
 
@@ -283,35 +267,32 @@ class CompletionBuilder:
     """
 
     def __init__(self) -> None:
-        self._answers: dict[int, _Answer] = {}
+        self._choices = ChoiceAssembler()
         self.usage: tuple[int, int] | None = None
         self.events = 0
 
     @property
     def finished(self) -> bool:
         """Every answer seen so far has its finish reason (only [DONE] may be missing)."""
-        return bool(self._answers) and all(a.finish_reason for a in self._answers.values())
+        return self._choices.finished
 
     def add(self, delta: Delta) -> None:
         self.events += 1
         self.usage = delta.usage or self.usage
         for part in delta.parts:
-            answer = self._answers.setdefault(part.index, _Answer())
-            answer.text.append(part.text)
-            answer.logprobs.extend(part.logprobs)
-            if part.finish_reason:
-                answer.finish_reason = part.finish_reason
-            for piece in part.tool_calls:
-                call = answer.calls.setdefault(piece.index, common_pb2.ToolCall())
-                call.id = call.id or piece.id
-                call.name = call.name or piece.name
-                call.arguments += piece.arguments
+            self._choices.add(
+                part.index,
+                part.text,
+                part.finish_reason,  # type: ignore[arg-type]
+                part.logprobs,
+                part.tool_calls,
+            )
 
     def completion(self) -> Completion:
         """The assembled answer; ValueError when the stream carried none."""
-        if not self._answers:
+        choices = self._choices.choices()
+        if not choices:
             raise ValueError("no choices in the answer")
-        choices = [self._answers[i].choice(i) for i in sorted(self._answers)]
         first = choices[0]
         return Completion(
             text=first.text,

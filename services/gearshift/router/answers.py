@@ -3,6 +3,7 @@ one per choice (n > 1). The unary `Chat` and the OpenAI JSON response are built 
 
 from __future__ import annotations
 
+from gearshift.runtime.choices import ChoiceAssembler
 from gearshift.v1 import common_pb2, router_pb2
 
 
@@ -10,35 +11,15 @@ class AnswerFolder:
     """Collects chunks by choice index; tool-call deltas are joined by their own index."""
 
     def __init__(self) -> None:
-        self.texts: dict[int, list[str]] = {}
-        self.finish: dict[int, common_pb2.FinishReason.ValueType] = {}
-        self.logprobs: dict[int, list[common_pb2.TokenLogprob]] = {}
-        self.calls: dict[int, dict[int, common_pb2.ToolCall]] = {}
+        self._choices = ChoiceAssembler()
 
     def add(self, chunk: router_pb2.ChatStreamChunk) -> None:
-        i = chunk.index
-        self.texts.setdefault(i, []).append(chunk.text_delta)
-        self.logprobs.setdefault(i, []).extend(chunk.logprobs)
-        if chunk.finish_reason:
-            self.finish[i] = chunk.finish_reason
-        calls = self.calls.setdefault(i, {})
-        for delta in chunk.tool_calls:
-            call = calls.setdefault(delta.index, common_pb2.ToolCall())
-            call.id = call.id or delta.id
-            call.name = call.name or delta.name
-            call.arguments += delta.arguments
+        self._choices.add(
+            chunk.index, chunk.text_delta, chunk.finish_reason, chunk.logprobs, chunk.tool_calls
+        )
 
     def choices(self) -> list[common_pb2.Choice]:
-        return [
-            common_pb2.Choice(
-                index=i,
-                text="".join(self.texts[i]),
-                finish_reason=self.finish.get(i, common_pb2.FINISH_REASON_UNSPECIFIED),
-                logprobs=self.logprobs.get(i, []),
-                tool_calls=[c for _, c in sorted(self.calls.get(i, {}).items())],
-            )
-            for i in sorted(self.texts)
-        ]
+        return self._choices.choices()
 
     def fill(self, response: router_pb2.ChatResponse) -> None:
         """Sets text, finish reason, tool calls and logprobs (choice 0), and `choices` (n > 1)."""

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gearshift.runtime.choices import answer_choices
 from gearshift.runtime.errors import FieldViolation
 from gearshift.v1 import common_pb2, router_pb2
 
@@ -262,12 +263,5 @@ def choice_json(choice: common_pb2.Choice, want_logprobs: bool) -> dict[str, Any
 
 def choices_json(response: router_pb2.ChatResponse, want_logprobs: bool) -> list[dict[str, Any]]:
     """Every choice of a routed answer (one unless n > 1)."""
-    choices = list(response.choices) or [
-        common_pb2.Choice(
-            text=response.text,
-            finish_reason=response.finish_reason,
-            logprobs=response.logprobs,
-            tool_calls=response.tool_calls,
-        )
-    ]
+    choices = answer_choices(response)
     return [choice_json(c, want_logprobs) for c in choices]

@@ -24,6 +24,7 @@ import logging
 import jsonschema
 
 from gearshift.router.capabilities import uses_tools
+from gearshift.runtime.choices import answer_choices
 from gearshift.runtime.errors import FieldViolation
 from gearshift.v1 import common_pb2, inference_pb2, router_pb2
 
@@ -102,14 +103,7 @@ def structured_answer_problem(fmt: common_pb2.ResponseFormat, answer: str) -> st
 def unary_chunks(response: inference_pb2.GenerateResponse) -> list[inference_pb2.GenerateChunk]:
     """A whole answer as the chunks the executor's loop runs on: one per answer (n > 1),
     the usage on the last, tool calls as whole deltas."""
-    choices = list(response.choices) or [
-        common_pb2.Choice(
-            text=response.text,
-            finish_reason=response.finish_reason,
-            logprobs=response.logprobs,
-            tool_calls=response.tool_calls,
-        )
-    ]
+    choices = answer_choices(response)
     chunks = []
     for i, choice in enumerate(choices):
         chunk = inference_pb2.GenerateChunk(
