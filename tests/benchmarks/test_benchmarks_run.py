@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.shared_data import shared_data
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 FRONTDOOR_SKIPS = ["--no-workers", "--no-grpc-export"]
+# The benchmarks that read the project's evaluation data (see tests/shared_data.py).
+NEEDS_DATA = {
+    "bench_cache.py": "qqp_pairs_dev.jsonl",
+    "eval_feedback_loop.py": "openended/alpacaeval1_gpt4_vs_llama2_7b_chat.jsonl",
+}
 
 
 @pytest.mark.parametrize(
@@ -51,6 +58,8 @@ FRONTDOOR_SKIPS = ["--no-workers", "--no-grpc-export"]
     ],
 )
 def test_benchmark_prints_its_table(script: str, args: list[str], row: str) -> None:
+    if script in NEEDS_DATA:
+        shared_data(NEEDS_DATA[script])
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args],
         capture_output=True,

@@ -264,3 +264,45 @@ def test_a_wedged_http_service_is_killed_and_restarted(tmp_path: Path) -> None:
         assert proc.popen.pid != frozen and proc.popen.poll() is None
     finally:
         supervisor.stop_all()
+
+
+WAITS_FOR_PEER_CHILD = """
+import sys, time
+from pathlib import Path
+Path(sys.argv[1]).write_text("started")
+peer = Path(sys.argv[2])
+while not peer.exists():
+    time.sleep(0.02)
+Path(sys.argv[3]).write_text("ready")
+time.sleep(300)
+"""
+
+
+def test_services_start_side_by_side_not_one_after_another(tmp_path: Path) -> None:
+    """Each child becomes ready only once the other has started: a supervisor that waited
+    for one before starting the next would never see the first ready (gearshift up's
+    first answer comes after the slowest start, not after the sum of them)."""
+    supervisor = Supervisor(tmp_path / "logs", grace_s=1)
+    names = ("slm", "upstream")
+    specs = [
+        ProcessSpec(
+            name,
+            [
+                sys.executable,
+                "-c",
+                WAITS_FOR_PEER_CHILD,
+                str(tmp_path / f"{name}.started"),
+                str(tmp_path / f"{peer}.started"),
+                str(tmp_path / f"{name}.ready"),
+            ],
+            ready_file=tmp_path / f"{name}.ready",
+            start_timeout_s=30,
+        )
+        for name, peer in zip(names, reversed(names), strict=True)
+    ]
+    try:
+        supervisor.start_all(specs, echo=False)
+        assert [p.spec.name for p in supervisor.running] == list(names)
+        assert all(p.was_ready and p.popen.poll() is None for p in supervisor.running)
+    finally:
+        supervisor.stop_all()

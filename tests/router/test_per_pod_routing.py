@@ -144,6 +144,11 @@ def _slice(name: str, port: int) -> dict[str, Any]:
     }
 
 
+# SmolLM2's end-of-text tokens (<|endoftext|>, <|im_end|>): banned to keep a request busy.
+END_TOKEN_IDS = (0, 2)
+BUSY_ON_A = 8
+
+
 def _chat(max_tokens: int) -> router_pb2.ChatRequest:
     return router_pb2.ChatRequest(
         model="auto",
@@ -239,8 +244,13 @@ async def test_requests_spread_over_two_pods_by_load(
             assert to_a >= 3 and to_b >= 3, (to_a, to_b)
 
             # 2. Pod A is busy with other traffic: the router's next requests go to B.
+            # A's load must be observed above anything B can reach while the router's own
+            # requests land (B's score is at most its reported load plus in-flight, <= 2 x 3
+            # before the last of 4 picks), so wait for the report of every busy request, and
+            # keep them running (end-of-text banned) until the router's requests are done.
             direct_channel = grpc.aio.insecure_channel(slm_server.address)
             direct = inference_pb2_grpc.InferenceServiceStub(direct_channel)
+            no_end = {token: -100.0 for token in END_TOKEN_IDS}
             busy = [
                 # A unary call object is awaitable, not a coroutine: ensure_future takes it.
                 asyncio.ensure_future(
@@ -248,18 +258,22 @@ async def test_requests_spread_over_two_pods_by_load(
                         inference_pb2.GenerateRequest(
                             model=slm_server.served_model,
                             messages=[common_pb2.ChatMessage(role="user", content="Count on.")],
-                            sampling=common_pb2.SamplingParams(max_tokens=400, temperature=0.0),
+                            sampling=common_pb2.SamplingParams(
+                                max_tokens=400, temperature=0.0, logit_bias=no_end
+                            ),
                         ),
                         timeout=300,
                     )
                 )
-                for _ in range(6)
+                for _ in range(BUSY_ON_A)
             ]
-            for _ in range(100):
-                if table.state(pods[0]).load >= 3:
+            for _ in range(300):
+                if table.state(pods[0]).load >= BUSY_ON_A:
                     break
                 await asyncio.sleep(0.1)
-            assert table.state(pods[0]).load >= 3, "the load report never showed A busy"
+            assert table.state(pods[0]).load >= BUSY_ON_A, (
+                f"the load report never showed A busy: {table.state(pods[0]).load}"
+            )
             b1 = await _process_generations(metrics_b)
             replies = await asyncio.gather(
                 *(stub.Chat(_chat(8), metadata=AUTH, timeout=300) for _ in range(4))

@@ -9,10 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from gearshift.dev.data import shared_data_dir
 from gearshift.router.scorer.embedding import embed_texts
-
-DEV_DATA = shared_data_dir() / "routing_dev.jsonl"
+from tests.shared_data import shared_data
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +20,4 @@ def embed() -> Callable[[Sequence[str]], npt.NDArray[np.float32]]:
 
 @pytest.fixture(scope="session")
 def dev_data_path() -> Path:
-    if not DEV_DATA.exists():
-        pytest.skip(f"{DEV_DATA} is not available on this machine")
-    return DEV_DATA
+    return shared_data("routing_dev.jsonl")

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gearshift.dev.data import shared_data_dir
 from gearshift.router.escalation import (
     EscalationEstimator,
     EscalationWeights,
@@ -22,8 +21,9 @@ from gearshift.router.escalation_features import (
 from gearshift.router.escalation_policy import EscalationPolicy
 from gearshift.router.scorer.openended import load_small_model_answers
 from gearshift.v1 import common_pb2
+from tests.shared_data import shared_data
 
-ANSWERS = shared_data_dir() / "openended" / "alpacaeval2_small_model_answers.jsonl"
+ANSWERS = "openended/alpacaeval2_small_model_answers.jsonl"
 PROMPT = "Explain how vaccines train the immune system, with an example."
 GOOD = (
     "Vaccines expose the immune system to a harmless piece or weakened form of a pathogen.\n\n"
@@ -75,9 +75,8 @@ def test_policy_thresholds() -> None:
     assert verdict.reason("slm").startswith("cascade: slm answer escalate")
 
 
-@pytest.mark.skipif(not ANSWERS.exists(), reason="open-ended dev data not on this machine")
 def test_share_calibration_and_ranking_on_reference_answers() -> None:
-    data = load_small_model_answers(ANSWERS)
+    data = load_small_model_answers(shared_data(ANSWERS))
     estimator = load_default_estimator()
     values = estimator.escalate_many(data.prompts, data.answers)
     for share in (0.1, 0.3, 0.5):

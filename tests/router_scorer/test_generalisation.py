@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from gearshift.dev.data import shared_data_dir
 from gearshift.router.scorer import DEFAULT_WEIGHTS, Scorer, ScorerWeights, load_default_scorer
 from gearshift.router.scorer.anchors import easy_prompts, hard_prompts
+from tests.shared_data import shared_data
 
 Embed = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 
@@ -36,7 +36,7 @@ OPEN_HARD = [
     "Implement a persistent red-black tree in Haskell and prove that insertion keeps it balanced.",
     "Design a sharded rate limiter for a global API gateway and analyse its failure modes.",
 ]
-VICUNA = shared_data_dir() / "openended" / "vicunabench_gpt35_vs_vicuna13b.jsonl"
+VICUNA = "openended/vicunabench_gpt35_vs_vicuna13b.jsonl"
 
 
 def test_issue_examples_are_held_out_of_the_anchors() -> None:
@@ -65,9 +65,8 @@ def test_no_floor_shared_by_unfamiliar_prompts(embed: Embed) -> None:
     assert len(set(np.round(old, 6))) < len(prompts)  # the floor this stage removes
 
 
-@pytest.mark.skipif(not VICUNA.exists(), reason="open-ended dev data not on this machine")
 def test_no_score_value_shared_by_more_than_five_percent(embed: Embed) -> None:
-    prompts = [json.loads(line)["prompt"] for line in VICUNA.open(encoding="utf-8")]
+    prompts = [json.loads(line)["prompt"] for line in shared_data(VICUNA).open(encoding="utf-8")]
     scores = load_default_scorer().score_many(embed(prompts), prompts)
     _, counts = np.unique(np.round(scores, 6), return_counts=True)
     assert counts.max() / len(prompts) <= 0.05

@@ -94,15 +94,30 @@ class Supervisor:
         self.running: list[RunningProcess] = []
 
     def start_all(self, specs: Sequence[ProcessSpec], echo: bool = True) -> None:
+        """Starts every process at once and returns when all are ready.
+
+        The services do not need each other to start (each connects lazily and reports
+        its peers' health), so nothing waits for another: the two vLLM engines load side
+        by side with the light services, and the first answer comes after the slowest
+        start, not after the sum of all of them. Processes are kept in the given order,
+        which is also the reverse of the order they are stopped in.
+        """
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        waiting: list[RunningProcess] = []
         for spec in specs:
             if echo:
                 print(f"starting {spec.name:<9} {spec.description}", flush=True)
-            started = time.monotonic()
-            proc = self._spawn(spec)
-            self._wait_ready(proc)
-            if echo:
-                print(f"  ready in {time.monotonic() - started:.0f} s", flush=True)
+            waiting.append(self._spawn(spec))
+        while waiting:
+            for proc in list(waiting):
+                if self._poll_start(proc, started):
+                    waiting.remove(proc)
+                    if echo:
+                        elapsed = time.monotonic() - started
+                        print(f"  {proc.spec.name} ready after {elapsed:.0f} s", flush=True)
+            if waiting:
+                time.sleep(0.25)
 
     def _spawn(self, spec: ProcessSpec) -> RunningProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -193,23 +208,23 @@ class Supervisor:
             + _indent(tail(proc.log_path, 10))
         )
 
-    def _wait_ready(self, proc: RunningProcess) -> None:
-        deadline = time.monotonic() + proc.spec.start_timeout_s
-        while time.monotonic() < deadline:
-            code = proc.popen.poll()
-            if code is not None:
-                raise StartupFailed(
-                    f"{proc.spec.name} exited with code {code} while starting; "
-                    f"last lines of {proc.log_path}:\n{tail(proc.log_path)}"
-                )
-            if self._is_ready(proc.spec):
-                proc.was_ready = True
-                return
-            time.sleep(0.25)
-        raise StartupFailed(
-            f"{proc.spec.name} was not ready after {proc.spec.start_timeout_s:.0f} s; "
-            f"see {proc.log_path}:\n{tail(proc.log_path)}"
-        )
+    def _poll_start(self, proc: RunningProcess, started: float) -> bool:
+        """True once `proc` is ready; raises if it died or ran out of its start time."""
+        code = proc.popen.poll()
+        if code is not None:
+            raise StartupFailed(
+                f"{proc.spec.name} exited with code {code} while starting; "
+                f"last lines of {proc.log_path}:\n{tail(proc.log_path)}"
+            )
+        if self._is_ready(proc.spec):
+            proc.was_ready = True
+            return True
+        if time.monotonic() - started > proc.spec.start_timeout_s:
+            raise StartupFailed(
+                f"{proc.spec.name} was not ready after {proc.spec.start_timeout_s:.0f} s; "
+                f"see {proc.log_path}:\n{tail(proc.log_path)}"
+            )
+        return False
 
     @staticmethod
     def _is_ready(spec: ProcessSpec, timeout_s: float = 2.0) -> bool:
