@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 
 from gearshift.routes import ModelRoute, load_routes_file
@@ -159,7 +160,6 @@ def test_desired_replicas_are_clamped() -> None:
 @pytest.mark.parametrize("example", ["small", "medium", "large", "provider"])
 def test_children_are_valid_kubernetes_objects(example: str) -> None:
     """Strict validation against the Kubernetes 1.30 OpenAPI schemas (no unknown fields)."""
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     for manifest in children.build_children(_route(example), Settings()):
         manifest["metadata"]["ownerReferences"] = [
             {
@@ -388,7 +388,6 @@ def test_pod_template_override_is_merged_like_a_strategic_merge_patch() -> None:
         plain["spec"]["template"]["metadata"]["annotations"]["gearshift.dev/template-hash"]
         != template["metadata"]["annotations"]["gearshift.dev/template-hash"]
     )
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     kubernetes_validate.validate(dep, "1.30", strict=True)
 
 

@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -294,7 +295,6 @@ def _untyped(schema: dict[str, Any], path: str = "") -> list[str]:
 
 def test_crd_is_a_valid_structural_crd() -> None:
     """Valid CustomResourceDefinition (Kubernetes 1.30 schema) with a type on every node."""
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
     crd = load_crd()
     kubernetes_validate.validate(crd, "1.30", strict=True)
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
