@@ -16,8 +16,8 @@ import numpy as np
 import openai
 import pytest
 
+from gearshift.learn.outcomes.labels import outcome_labels
 from gearshift.router.local import local_default_routes
-from gearshift.router.outcomes.labels import outcome_labels
 from gearshift.router.outcomes.records import prompt_digest
 from gearshift.router.scorer import load_default_scorer
 from gearshift.router.scorer.prompt_features import prompt_features

@@ -26,7 +26,7 @@ import itertools
 
 import numpy as np
 
-from gearshift.router.scorer.data import RoutingData
+from gearshift.learn.routing_data import RoutingData
 
 EASY_DOMAIN = "anchor-easy"
 HARD_DOMAIN = "anchor-hard"

@@ -8,7 +8,7 @@ Two modes, both printing one markdown table measured in the same run:
 * held-out file: `--heldout FILE` scores that file with the committed weights
   (`--weights`, default the shipped file); the baseline is trained on `--data`.
 
-    python -m gearshift.router.scorer.evaluate --data ../shared/data/routing_dev.jsonl
+    python -m gearshift.learn.scorer.evaluate --data ../shared/data/routing_dev.jsonl
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from gearshift.learn.apgr import RoutingReport, routing_report
+from gearshift.learn.embed_cache import DEFAULT_CACHE_DIR, cached_embeddings
+from gearshift.learn.routing_data import RoutingData, load_jsonl, stratified_folds
+from gearshift.learn.scorer.fit import fit_gain_model, gains_of
 from gearshift.router.scorer import DEFAULT_WEIGHTS
-from gearshift.router.scorer.data import RoutingData, load_jsonl, stratified_folds
-from gearshift.router.scorer.embedding import DEFAULT_CACHE_DIR, cached_embeddings
-from gearshift.router.scorer.fit import fit_gain_model, gains_of
-from gearshift.router.scorer.metrics import RoutingReport, routing_report
 from gearshift.router.scorer.model import F32, Scorer
 
 

@@ -1,6 +1,6 @@
 """Train the difficulty scorer on labelled routing traffic and write its weights file.
 
-    python -m gearshift.router.scorer.train --data ../shared/data/routing_dev.jsonl \\
+    python -m gearshift.learn.scorer.train --data ../shared/data/routing_dev.jsonl \\
         --out services/gearshift/router/scorer/weights.npz \\
         --calibration-prompts ../shared/data/openended/alpacaeval2_fn_gpt4turbo_vs_mixtral8x7b.jsonl
 
@@ -26,18 +26,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
-from gearshift.router.scorer.anchors import anchor_data
-from gearshift.router.scorer.calibration import mixed_calibration
-from gearshift.router.scorer.data import RoutingData, load_jsonl
-from gearshift.router.scorer.embedding import DEFAULT_CACHE_DIR, cached_embeddings
-from gearshift.router.scorer.fit import (
+from gearshift.learn.apgr import routing_report
+from gearshift.learn.embed_cache import DEFAULT_CACHE_DIR, cached_embeddings
+from gearshift.learn.routing_data import RoutingData, load_jsonl
+from gearshift.learn.scorer.anchors import anchor_data
+from gearshift.learn.scorer.fit import (
     ALPHA,
     attach_open_stage,
     cross_validated_gains,
     fit_gain_model,
 )
-from gearshift.router.scorer.metrics import routing_report
+from gearshift.router.scorer.calibration import QUANTILE_LEVELS, Calibration
 from gearshift.router.scorer.model import F32, Scorer, ScorerWeights
 
 
@@ -69,6 +70,30 @@ def fit_scorer(
     )
     anchors = anchor_data()
     return attach_open_stage(weights, anchors, cached_embeddings(anchors.prompts, cache_dir))
+
+
+def mixed_calibration(
+    base: Calibration, scores: npt.NDArray[np.floating], weight: float
+) -> Calibration:
+    """`base`'s distribution and `scores` mixed, `scores` counting for `weight` of it.
+
+    For traffic that is part benchmark-like, part open chat: the weights file's own
+    quantiles stand for the first, reference chat prompts for the second.
+    """
+    if not 0.0 <= weight <= 1.0 or scores.size == 0:
+        raise ValueError("need reference scores and a weight in [0, 1]")
+    values = np.concatenate([base.quantiles, np.asarray(scores, dtype=np.float64)])
+    mass = np.concatenate(
+        [
+            np.full(base.quantiles.size, (1.0 - weight) / base.quantiles.size),
+            np.full(scores.size, weight / scores.size),
+        ]
+    )
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(mass[order]) - mass[order] / 2
+    grid = np.linspace(0.0, 1.0, QUANTILE_LEVELS)
+    quantiles: npt.NDArray[np.float64] = np.interp(grid, cumulative, values[order])
+    return Calibration(quantiles=quantiles)
 
 
 def _prompts(path: Path) -> list[str]:

@@ -1,9 +1,10 @@
 """Trains the verifier on the QQP dev file and writes `verifier_weights.npz`.
 
-    python -m gearshift.cache.train_verifier [--dev FILE] [--trees 300] [--leaves 15]
-    python -m gearshift.cache.train_verifier --calibrate-only   # keep the trees, redo the table
+    python -m gearshift.learn.cache.train_verifier [--dev FILE] [--trees 300] [--leaves 15]
+    # keep the trees, redo the table:
+    python -m gearshift.learn.cache.train_verifier --calibrate-only
 
-Splits by question-graph component (see `gearshift.cache.qqp`): the model is
+Splits by question-graph component (see `gearshift.learn.cache.qqp`): the model is
 fitted on "train", its calibration table is measured on "calib", and "heldout" is
 left to `benchmarks/eval_cache_precision.py`. Needs scikit-learn (the `dev` extra);
 the service itself only needs numpy to run the result.
@@ -20,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from gearshift.cache.features import FEATURE_NAMES, IdfTable, batch_features, fit_idf
-from gearshift.cache.qqp import DEFAULT_DEV_FILE, Pairs, embed_questions, load_pairs
 from gearshift.cache.verifier import WEIGHTS_FILE
+from gearshift.learn.cache.qqp import DEFAULT_DEV_FILE, Pairs, embed_questions, load_pairs
 
 FloatArray = npt.NDArray[np.float32]
 

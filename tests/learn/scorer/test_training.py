@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from gearshift.learn.embed_cache import cached_embeddings
+from gearshift.learn.routing_data import load_jsonl, stratified_folds
+from gearshift.learn.scorer.fit import cross_validated_gains, fit_gain_model
+from gearshift.learn.scorer.train import main as train_main
 from gearshift.router.scorer import Calibration, Scorer
-from gearshift.router.scorer.data import load_jsonl, stratified_folds
-from gearshift.router.scorer.embedding import cached_embeddings
-from gearshift.router.scorer.fit import cross_validated_gains, fit_gain_model
-from gearshift.router.scorer.train import main as train_main
 
 Embed = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 

@@ -16,8 +16,8 @@ import numpy.typing as npt
 import pytest
 
 from gearshift.dev.data import shared_data_dir
+from gearshift.learn.scorer.anchors import easy_prompts, hard_prompts
 from gearshift.router.scorer import DEFAULT_WEIGHTS, Scorer, ScorerWeights, load_default_scorer
-from gearshift.router.scorer.anchors import easy_prompts, hard_prompts
 
 Embed = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 

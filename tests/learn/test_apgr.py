@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gearshift.router.scorer.metrics import pgr_curve, routing_report
+from gearshift.learn.apgr import pgr_curve, routing_report
 
 # Gains (strong - weak): +1, 0, 0, +1. Weak accuracy 0.25, strong 0.75: gap 0.5.
 WEAK = [False, True, False, False]

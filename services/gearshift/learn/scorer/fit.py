@@ -7,12 +7,14 @@ how much to trust a domain prior that was *not* fitted on the row itself, as at 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import numpy.typing as npt
 
+from gearshift.learn.linear import logistic_1d, ridge
+from gearshift.learn.routing_data import RoutingData, stratified_folds
 from gearshift.router.scorer.calibration import Calibration
-from gearshift.router.scorer.data import RoutingData, stratified_folds
 from gearshift.router.scorer.model import (
     F32,
     Scorer,
@@ -20,11 +22,7 @@ from gearshift.router.scorer.model import (
     design_matrix,
     domain_features,
 )
-from gearshift.router.scorer.open_stage import (
-    HI_QUANTILE,
-    fit_open_stage,
-    gain_at_score_quantile,
-)
+from gearshift.router.scorer.open_stage import F64, OpenStage, open_design
 from gearshift.router.scorer.prompt_features import FIRST_STAGE, prompt_features_many
 
 ALPHA = 30.0
@@ -40,6 +38,11 @@ UNFAMILIAR_GAIN_Q = 0.10
 # wording "unfamiliar": all-MiniLM cosines above ~0.4 mean clearly related text.
 FAMILIAR_LO_CAP = 0.25
 FAMILIAR_HI_CAP = 0.4
+# The open stage (see router/scorer/open_stage.py): ridge penalty for few, templated anchors,
+# keeping the embedding direction smooth; a clearly hard open task counts like the top 5%
+# of benchmark prompts.
+OPEN_STAGE_ALPHA = 3.0
+HI_QUANTILE = 0.95
 
 
 def domain_centroids(
@@ -56,35 +59,6 @@ def domain_centroids(
             cents[k] = c / max(float(np.linalg.norm(c)), 1e-12)
             gains[k] = gain[mask].sum() / (mask.sum() + SMOOTHING)
     return cents, gains
-
-
-def ridge(x: F32, y: npt.NDArray[np.float64], alpha: float) -> tuple[F32, float]:
-    """Ridge regression with an unpenalised intercept (closed form)."""
-    x64 = x.astype(np.float64)
-    mean_x = x64.mean(axis=0)
-    mean_y = float(y.mean())
-    xc = x64 - mean_x
-    gram = xc.T @ xc + alpha * np.eye(x.shape[1])
-    coef = np.linalg.solve(gram, xc.T @ (y - mean_y))
-    return coef.astype(np.float32), mean_y - float(mean_x @ coef)
-
-
-def logistic_1d(x: npt.NDArray[np.float64], y: npt.NDArray[np.bool_]) -> tuple[float, float]:
-    """(a, b) of P(y) = sigmoid(a x + b), by Newton's method (a tiny L2 keeps it finite)."""
-    a, b = 1.0, 0.0
-    t = y.astype(np.float64)
-    for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-(a * x + b)))
-        w = p * (1 - p)
-        grad = np.array([np.sum((p - t) * x) + 1e-3 * a, np.sum(p - t)])
-        hess = np.array(
-            [[np.sum(w * x * x) + 1e-3, np.sum(w * x)], [np.sum(w * x), np.sum(w) + 1e-9]]
-        )
-        step = np.linalg.solve(hess, grad)
-        a, b = a - float(step[0]), b - float(step[1])
-        if np.abs(step).max() < 1e-9:
-            break
-    return a, b
 
 
 def _oof_domain_features(embeddings: F32, data: RoutingData, names: list[str], seed: int) -> F32:
@@ -186,3 +160,28 @@ def attach_open_stage(
     hard = anchors.strong_correct & ~anchors.weak_correct
     stage = fit_open_stage(embeddings, anchors.prompts, hard, lo, hi)
     return dataclasses.replace(weights, open_stage=stage)
+
+
+def fit_open_stage(
+    embeddings: F32, texts: list[str], hard: npt.NDArray[np.bool_], lo: float, hi: float
+) -> OpenStage:
+    """Ridge of `hard` (0/1) on the open design, standardised cues, embedding as is."""
+    x = open_design(embeddings, texts)
+    d = embeddings.shape[1]
+    mean = np.zeros(x.shape[1], dtype=np.float32)
+    scale = np.ones(x.shape[1], dtype=np.float32)
+    mean[d:] = x[:, d:].mean(axis=0)
+    scale[d:] = np.maximum(x[:, d:].std(axis=0), 1e-3)
+    coef, intercept = ridge((x - mean) / scale, hard.astype(np.float64), alpha=OPEN_STAGE_ALPHA)
+    coef = (coef / scale).astype(np.float32)
+    intercept -= float(mean.astype(np.float64) @ coef)
+    return OpenStage(coef=coef, intercept=intercept, lo=lo, hi=hi)
+
+
+def gain_at_score_quantile(
+    weights_quantiles: F64, calib_a: float, calib_b: float, q: float
+) -> float:
+    """First-stage gain whose score is the reference traffic's `q` quantile."""
+    grid = np.linspace(0.0, 1.0, weights_quantiles.size)
+    score = float(np.clip(np.interp(q, grid, weights_quantiles), 1e-9, 1 - 1e-9))
+    return (math.log(score / (1.0 - score)) - calib_b) / calib_a

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gearshift.router.outcomes import retrain
-from gearshift.router.outcomes.labels import OutcomeLabels, held_out_mask, label
+from gearshift.learn.embed_cache import embed_texts
+from gearshift.learn.outcomes import retrain
+from gearshift.learn.outcomes.labels import OutcomeLabels, held_out_mask, label
 from gearshift.router.outcomes.recorder import DecisionRecorder
 from gearshift.router.outcomes.records import (
     SOURCE_JUDGE,
@@ -26,7 +27,6 @@ from gearshift.router.outcomes.records import (
     prompt_digest,
 )
 from gearshift.router.outcomes.store import open_store
-from gearshift.router.scorer.embedding import embed_texts
 from gearshift.router.scorer.prompt_features import prompt_features_many
 from gearshift.router.scorer_reload import load_scorer_file
 

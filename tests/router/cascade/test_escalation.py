@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from gearshift.dev.data import shared_data_dir
+from gearshift.learn.cascade.fit import fit_escalation
+from gearshift.learn.openended import load_small_model_answers
 from gearshift.router.escalation import (
     EscalationEstimator,
     EscalationWeights,
-    fit_escalation,
     load_default_estimator,
 )
 from gearshift.router.escalation_features import (
@@ -20,7 +21,6 @@ from gearshift.router.escalation_features import (
     answer_features,
 )
 from gearshift.router.escalation_policy import EscalationPolicy
-from gearshift.router.scorer.openended import load_small_model_answers
 from gearshift.v1 import common_pb2
 
 ANSWERS = shared_data_dir() / "openended" / "alpacaeval2_small_model_answers.jsonl"

@@ -1,6 +1,6 @@
 """Measures the cosine operating points for statement/instruction text.
 
-    python -m gearshift.cache.calibrate_statements
+    python -m gearshift.learn.cache.calibrate_statements
 
 Runs the cache's own hit decision (`HitDecider`, nearest first, real differences
 refused) over the "calib" split of `statement_pairs.json`: every origin stored,
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from gearshift.cache.decision import STATEMENT_CALIBRATION_FILE, HitDecider, pick_point
-from gearshift.cache.statements import load_statements, run_lookups
-from gearshift.cache.train_verifier import wilson_upper
 from gearshift.cache.verifier import CalibrationPoint, Verifier
+from gearshift.learn.cache.statements import load_statements, run_lookups
+from gearshift.learn.cache.train_verifier import wilson_upper
 
 
 def calibrate(split: str = "all", min_similarity: float = 0.6) -> list[CalibrationPoint]:

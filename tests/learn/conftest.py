@@ -1,4 +1,8 @@
-"""Fixtures for the difficulty scorer tests: the router's real all-MiniLM-L6-v2 embedder."""
+"""Fixtures for the difficulty scorer tests: the router's real all-MiniLM-L6-v2 embedder.
+
+The run-time scorer tests (tests/router/scorer/) use the same fixtures; their conftest
+imports them from here.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from gearshift.dev.data import shared_data_dir
-from gearshift.router.scorer.embedding import embed_texts
+from gearshift.learn.embed_cache import embed_texts
 
 DEV_DATA = shared_data_dir() / "routing_dev.jsonl"
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gearshift.router.outcomes.labels import OutcomeLabels, held_out_mask, outcome_labels
+from gearshift.learn.outcomes.labels import OutcomeLabels, held_out_mask, outcome_labels
 from gearshift.router.outcomes.store import open_store
 
 OUTCOME_DOMAIN = "deployment-outcomes"
@@ -63,7 +63,7 @@ def read_labels(target: str, since: float = 0.0) -> OutcomeLabels:
 
 def apgr_on(scorer: Any, labels: OutcomeLabels) -> float | None:
     """APGR of a scorer on labelled outcomes; None when the slice cannot rank (no gap)."""
-    from gearshift.router.scorer.metrics import routing_report
+    from gearshift.learn.apgr import routing_report
 
     if len(labels) == 0 or labels.strong_correct.mean() <= labels.weak_correct.mean():
         return None
@@ -80,10 +80,10 @@ def fit_with_outcomes(
     meta: dict[str, object],
 ) -> Any:
     """ScorerWeights fitted on the base data plus the outcomes, calibrated on traffic."""
+    from gearshift.learn.embed_cache import cached_embeddings
+    from gearshift.learn.routing_data import RoutingData, load_jsonl
+    from gearshift.learn.scorer.fit import fit_gain_model
     from gearshift.router.scorer.calibration import Calibration
-    from gearshift.router.scorer.data import RoutingData, load_jsonl
-    from gearshift.router.scorer.embedding import cached_embeddings
-    from gearshift.router.scorer.fit import fit_gain_model
     from gearshift.router.scorer.model import Scorer
     from gearshift.router.scorer.prompt_features import prompt_features_many
 

@@ -1,6 +1,6 @@
 """APGR of the shipped scorer on the open-ended dev sets, next to baselines, in one run.
 
-    python -m gearshift.router.scorer.evaluate_openended --folder ../shared/data/openended
+    python -m gearshift.learn.scorer.evaluate_openended --folder ../shared/data/openended
 
 The shipped weights never saw these files' outcomes (their prompts only calibrate the
 share threshold), so their rows are held-out numbers. The embedding + logistic
@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from gearshift.learn.apgr import routing_report
+from gearshift.learn.embed_cache import DEFAULT_CACHE_DIR, cached_embeddings
+from gearshift.learn.openended import GradedPrompts, load_open_ended, prompt_folds
 from gearshift.router.scorer import DEFAULT_WEIGHTS, Scorer, ScorerWeights
-from gearshift.router.scorer.embedding import DEFAULT_CACHE_DIR, cached_embeddings
-from gearshift.router.scorer.metrics import routing_report
 from gearshift.router.scorer.model import F32
-from gearshift.router.scorer.openended import GradedPrompts, load_open_ended, prompt_folds
 
 F64 = npt.NDArray[np.float64]
 

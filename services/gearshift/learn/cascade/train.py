@@ -1,11 +1,11 @@
 """Build, evaluate or retrain the escalation estimator's weights file.
 
     # the shipped file: hand-set prior, calibrated on reference answers
-    python -m gearshift.router.escalation_train \\
+    python -m gearshift.learn.cascade.train \\
         --reference ../shared/data/openended/alpacaeval2_small_model_answers.jsonl \\
         --out services/gearshift/router/escalation_weights.npz
     # fitted on your own labelled answers (JSONL: prompt, answer, p_beats_gpt4turbo or good)
-    python -m gearshift.router.escalation_train --reference mine.jsonl --fit --out w.npz
+    python -m gearshift.learn.cascade.train --reference mine.jsonl --fit --out w.npz
 
 Every run prints a table (pooled and per-model APGR, prompt-grouped 5-fold
 cross-validation where anything is fitted) of the prior, the fitted ridge, the
@@ -23,20 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from gearshift.router.escalation import (
-    EscalationEstimator,
-    calibrate,
-    fit_linear,
-    prior_weights,
-)
-from gearshift.router.escalation_features import ANSWER_FEATURE_NAMES, answer_features_many
-from gearshift.router.scorer.metrics import routing_report
-from gearshift.router.scorer.openended import (
+from gearshift.learn.apgr import routing_report
+from gearshift.learn.cascade.fit import calibrate, fit_linear, prior_weights
+from gearshift.learn.openended import (
     F64,
     SmallModelAnswers,
     load_small_model_answers,
     prompt_folds,
 )
+from gearshift.router.escalation import EscalationEstimator
+from gearshift.router.escalation_features import ANSWER_FEATURE_NAMES, answer_features_many
 
 
 def load_answers(path: Path) -> SmallModelAnswers:
