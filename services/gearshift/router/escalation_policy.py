@@ -4,7 +4,8 @@ Wraps the escalation estimator with the router's settings: the threshold comes f
 target escalation share (calibrated quantiles) unless a fixed threshold is set, and the
 SLM server's response (finish reason, token log-probabilities) becomes the estimator's
 signals. Kept apart from the pipeline so its planner/executor split can call it from
-wherever the small model's answer is at hand.
+wherever the small model's answer is at hand; `plan.cascade_policy` builds it from the
+pipeline's config, so this module needs nothing from the planner's side.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 
 from gearshift.router.escalation import EscalationEstimator, load_default_estimator
 from gearshift.router.escalation_features import AnswerSignals
-from gearshift.router.plan import PipelineConfig
 from gearshift.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,6 @@ class EscalationPolicy:
             self.threshold = fixed_threshold
         else:
             self.threshold = self.estimator.threshold_for_share(share)
-
-    @classmethod
-    def from_config(cls, config: PipelineConfig) -> EscalationPolicy | None:
-        """The router's policy, or None when the cascade is off."""
-        if not config.cascade:
-            return None
-        return cls(config.cascade_share, config.cascade_threshold)
 
     def judge(
         self,

@@ -24,10 +24,8 @@ from opentelemetry import trace
 
 from gearshift.router import metrics
 from gearshift.router.cache_client import CacheClient
-from gearshift.router.escalation_policy import EscalationPolicy
-from gearshift.router.outcomes.events import AnsweredEvent, AnswerObserver
-from gearshift.router.plan import PipelineConfig, Plan
-from gearshift.router.planner import set_route
+from gearshift.router.core.events import AnsweredEvent, AnswerObserver
+from gearshift.router.plan import PipelineConfig, Plan, cascade_policy, set_route
 from gearshift.router.request_options import structured_answer_problem, unary_chunks
 from gearshift.router.routing_table import Route, RoutingTable
 from gearshift.runtime.errors import DeadlineExceeded, GearshiftError, Unavailable
@@ -88,7 +86,7 @@ class Executor:
         self.table = table
         self.cache = cache
         self.observers: list[AnswerObserver] = []  # told of every generated answer
-        self.escalation = EscalationPolicy.from_config(config)
+        self.escalation = cascade_policy(config)
 
     async def run(self, plan: Plan) -> AsyncIterator[router_pb2.ChatStreamChunk]:
         """The chunks of the plan's answer; the first carries the decision and trace id."""

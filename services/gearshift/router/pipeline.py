@@ -14,14 +14,20 @@ from collections.abc import AsyncIterator
 
 from gearshift.router.answers import AnswerFolder
 from gearshift.router.cache_client import CacheClient
+from gearshift.router.core.events import AnswerObserver
 from gearshift.router.embedding import QueryEmbedder
-from gearshift.router.escalation_policy import EscalationPolicy
 from gearshift.router.executor import ESCALATE_ON, BackendError, Executor, add_usage
 from gearshift.router.multi.config import MultiConfig
 from gearshift.router.multi.runner import MultiRouting
-from gearshift.router.outcomes.events import AnswerObserver
-from gearshift.router.plan import AUTO_MODELS, AUTO_SCOPE, PipelineConfig, Plan
-from gearshift.router.planner import TIER_ENUM, Planner
+from gearshift.router.plan import (
+    AUTO_MODELS,
+    AUTO_SCOPE,
+    TIER_ENUM,
+    PipelineConfig,
+    Plan,
+    cascade_policy,
+)
+from gearshift.router.planner import Planner
 from gearshift.router.retriever_client import RetrieverClient
 from gearshift.router.routing_table import RoutingTable
 from gearshift.router.scoring import DifficultyScorer
@@ -69,7 +75,7 @@ class Pipeline:
     @config.setter
     def config(self, config: PipelineConfig) -> None:
         self.planner.config = self.executor.config = config
-        self.executor.escalation = EscalationPolicy.from_config(config)
+        self.executor.escalation = cascade_policy(config)
         if self.planner.selector is not None:
             self.planner.selector.threshold = config.selection_threshold
             self.planner.selector.margin = config.selection_margin

@@ -11,12 +11,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from gearshift.router.escalation_policy import EscalationPolicy
 from gearshift.router.routing_table import Route, Source
 from gearshift.router.selector import DEFAULT_MARGIN, DEFAULT_THRESHOLD
 from gearshift.v1 import cache_pb2, common_pb2, inference_pb2, retriever_pb2, router_pb2
 
 AUTO_MODELS = frozenset({"", "auto"})
 AUTO_SCOPE = "auto"
+TIER_ENUM = {"slm": common_pb2.TIER_SLM, "llm": common_pb2.TIER_LLM}
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,18 @@ class PipelineConfig:
     selection_margin: float = DEFAULT_MARGIN
     source_timeout_s: float = 2.0
     source_context_chars: int = 3000
+
+
+def cascade_policy(config: PipelineConfig) -> EscalationPolicy | None:
+    """The router's cascade policy, or None when the cascade is off."""
+    if not config.cascade:
+        return None
+    return EscalationPolicy(config.cascade_share, config.cascade_threshold)
+
+
+def set_route(d: router_pb2.RouteDecision, route: Route) -> None:
+    """Names the route in the decision (the planner's choice, later the one that answered)."""
+    d.route, d.tier, d.model = route.name, TIER_ENUM[route.tier], route.model
 
 
 @dataclass

@@ -26,7 +26,7 @@ from gearshift.router.context_digest import (
 )
 from gearshift.router.embedding import QueryEmbedder
 from gearshift.router.grounding import citations, grounded_messages, used_passages
-from gearshift.router.plan import AUTO_MODELS, AUTO_SCOPE, PipelineConfig, Plan
+from gearshift.router.plan import AUTO_MODELS, AUTO_SCOPE, PipelineConfig, Plan, set_route
 from gearshift.router.retriever_client import RetrieverClient
 from gearshift.router.routing_table import Route, RoutingTable, Snapshot, Source
 from gearshift.router.scoring import DifficultyScorer
@@ -38,13 +38,6 @@ from gearshift.v1 import cache_pb2, common_pb2, router_pb2
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
-
-TIER_ENUM = {"slm": common_pb2.TIER_SLM, "llm": common_pb2.TIER_LLM}
-
-
-def set_route(d: router_pb2.RouteDecision, route: Route) -> None:
-    """Names the route in the decision (the planner's choice, later the one that answered)."""
-    d.route, d.tier, d.model = route.name, TIER_ENUM[route.tier], route.model
 
 
 class Planner:
@@ -346,7 +339,7 @@ class Planner:
         if pinned is not None:
             plan.routes = [pinned]
             d.reasons.append(f"model pinned by the request: route {pinned.name}")
-            self._set_route(d, pinned)
+            set_route(d, pinned)
             return
         if not snapshot.routes:
             raise Unavailable("no routes configured", reason="NO_ROUTES")
@@ -403,7 +396,7 @@ class Planner:
             chosen = candidates[0]
             d.reasons.append(f"no usable route; trying {chosen.name} anyway")
         plan.routes = self._escalation_chain(chosen, snapshot)
-        self._set_route(d, chosen)
+        set_route(d, chosen)
 
     def _score(self, plan: Plan, share: float) -> tuple[float, float] | None:
         """(difficulty, threshold), or None when the query could not be scored."""
@@ -463,11 +456,6 @@ class Planner:
                 chain.append(route)
                 seen.add(route.name)
         return chain
-
-    @staticmethod
-    @staticmethod
-    def _set_route(d: router_pb2.RouteDecision, route: Route) -> None:
-        set_route(d, route)
 
     @staticmethod
     def _annotate(span: trace.Span, plan: Plan) -> None:
