@@ -49,8 +49,8 @@ from gearshift.learn.embed_cache import cached_embeddings
 from gearshift.learn.outcomes import retrain
 from gearshift.router.app import RouterApp
 from gearshift.router.app import Settings as RouterSettings
-from gearshift.router.local import local_default_routes
 from gearshift.router.scorer import DEFAULT_WEIGHTS, Scorer
+from gearshift.routes.local import local_default_routes
 from gearshift.runtime.server import GrpcServiceHost
 from gearshift.v1 import common_pb2, router_pb2, router_pb2_grpc
 

@@ -9,7 +9,7 @@ import pytest
 
 from gearshift.cli.main import main
 from gearshift.cli.score import score_objects
-from gearshift.router.local import local_default_routes
+from gearshift.routes.local import local_default_routes
 from gearshift.v1 import common_pb2, router_pb2
 from tests.router.conftest import KEY_A, dead_address, start_router, stop_router
 

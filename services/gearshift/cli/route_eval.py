@@ -9,7 +9,7 @@ from typing import Any
 
 
 def add_eval_parser(rsub: Any) -> None:
-    from gearshift.router.selector import DEFAULT_MARGIN, DEFAULT_THRESHOLD
+    from gearshift.router.selection.selector import DEFAULT_MARGIN, DEFAULT_THRESHOLD
 
     ev = rsub.add_parser(
         "eval",

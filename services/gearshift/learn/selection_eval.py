@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gearshift.router.selector import (
+from gearshift.router.selection.selector import (
     Candidate,
     FloatArray,
     Option,

@@ -10,23 +10,23 @@ import logging
 
 import grpc
 
-from gearshift.router.auth import KeyTable
-from gearshift.router.backends import BackendPool
-from gearshift.router.cache_client import CacheClient
-from gearshift.router.cold_start import ColdStartWaiter
-from gearshift.router.embedding import QueryEmbedder
-from gearshift.router.kube_watch import KubeRouteWatcher
-from gearshift.router.openai_http import OpenAIHttpApi
+from gearshift.router.clients.cache_client import CacheClient
+from gearshift.router.clients.retriever_client import RetrieverClient
+from gearshift.router.core.embedding import QueryEmbedder
+from gearshift.router.openai.http import OpenAIHttpApi
 from gearshift.router.outcomes.wiring import Outcomes
 from gearshift.router.pipeline import Pipeline
-from gearshift.router.retriever_client import RetrieverClient
-from gearshift.router.routing_table import RoutesFileWatcher, RoutingTable
-from gearshift.router.scorer_reload import ReloadingScorer, load_scorer_file
-from gearshift.router.scoring import DifficultyScorer, load_scorer
-from gearshift.router.selection_tiebreak import SmallModelTieBreak
-from gearshift.router.selector import Selector
+from gearshift.router.scorer.protocol import DifficultyScorer, load_scorer
+from gearshift.router.scorer.reload import ReloadingScorer, load_scorer_file
+from gearshift.router.selection.selector import Selector
+from gearshift.router.selection.tiebreak import SmallModelTieBreak
 from gearshift.router.servicer import RouterServicer
 from gearshift.router.settings import Settings
+from gearshift.router.table.backends import BackendPool
+from gearshift.router.table.cold_start import ColdStartWaiter
+from gearshift.router.table.kube_watch import KubeRouteWatcher
+from gearshift.router.table.routing_table import RoutesFileWatcher, RoutingTable
+from gearshift.runtime.api_keys import KeyTable
 from gearshift.v1 import router_pb2, router_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -12,39 +12,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from gearshift.router.answers import AnswerFolder
-from gearshift.router.cache_client import CacheClient
+from gearshift.router.clients.cache_client import CacheClient
+from gearshift.router.clients.retriever_client import RetrieverClient
+from gearshift.router.core.answers import AnswerFolder
+from gearshift.router.core.embedding import QueryEmbedder
 from gearshift.router.core.events import AnswerObserver
-from gearshift.router.embedding import QueryEmbedder
-from gearshift.router.executor import ESCALATE_ON, BackendError, Executor, add_usage
-from gearshift.router.multi.config import MultiConfig
-from gearshift.router.multi.runner import MultiRouting
-from gearshift.router.plan import (
-    AUTO_MODELS,
-    AUTO_SCOPE,
-    TIER_ENUM,
+from gearshift.router.core.executor import Executor
+from gearshift.router.core.plan import (
     PipelineConfig,
-    Plan,
     cascade_policy,
 )
-from gearshift.router.planner import Planner
-from gearshift.router.retriever_client import RetrieverClient
-from gearshift.router.routing_table import RoutingTable
-from gearshift.router.scoring import DifficultyScorer
-from gearshift.router.selector import Selector
+from gearshift.router.core.planner import Planner
+from gearshift.router.multi.config import MultiConfig
+from gearshift.router.multi.runner import MultiRouting
+from gearshift.router.scorer.protocol import DifficultyScorer
+from gearshift.router.selection.selector import Selector
+from gearshift.router.table.routing_table import RoutingTable
 from gearshift.v1 import common_pb2, router_pb2
-
-__all__ = [
-    "AUTO_MODELS",
-    "AUTO_SCOPE",
-    "ESCALATE_ON",
-    "TIER_ENUM",
-    "BackendError",
-    "Pipeline",
-    "PipelineConfig",
-    "Plan",
-    "add_usage",
-]
 
 
 class Pipeline:

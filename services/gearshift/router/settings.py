@@ -14,11 +14,11 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from gearshift.router.core.plan import PipelineConfig
 from gearshift.router.limits import InputLimits
 from gearshift.router.multi.config import MultiConfig
 from gearshift.router.multi.policy import MultiLimits, MultiPolicy
-from gearshift.router.plan import PipelineConfig
-from gearshift.router.selector import DEFAULT_MARGIN, DEFAULT_THRESHOLD
+from gearshift.router.selection.selector import DEFAULT_MARGIN, DEFAULT_THRESHOLD
 from gearshift.runtime.settings import MultiWorkerSettings
 
 

@@ -28,7 +28,7 @@ from gearshift.router.outcomes.records import (
 )
 from gearshift.router.outcomes.store import open_store
 from gearshift.router.scorer.prompt_features import prompt_features_many
-from gearshift.router.scorer_reload import load_scorer_file
+from gearshift.router.scorer.reload import load_scorer_file
 
 FORMS = ["sonnet", "haiku", "limerick", "short poem", "ballad", "villanelle"]
 THEMES = ["the sea", "autumn", "a lost key", "trains", "my grandmother", "the moon"]

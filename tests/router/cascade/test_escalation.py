@@ -10,17 +10,17 @@ import pytest
 from gearshift.dev.data import shared_data_dir
 from gearshift.learn.cascade.fit import fit_escalation
 from gearshift.learn.openended import load_small_model_answers
-from gearshift.router.escalation import (
+from gearshift.router.cascade.estimator import (
     EscalationEstimator,
     EscalationWeights,
     load_default_estimator,
 )
-from gearshift.router.escalation_features import (
+from gearshift.router.cascade.features import (
     ANSWER_FEATURE_NAMES,
     AnswerSignals,
     answer_features,
 )
-from gearshift.router.escalation_policy import EscalationPolicy
+from gearshift.router.cascade.policy import EscalationPolicy
 from gearshift.v1 import common_pb2
 
 ANSWERS = shared_data_dir() / "openended" / "alpacaeval2_small_model_answers.jsonl"

@@ -1,6 +1,6 @@
 """Fitting the cascade's escalation estimator: the hand-set prior, a ridge, calibration.
 
-Offline code: the run-time estimator (`gearshift.router.escalation`) only loads the
+Offline code: the run-time estimator (`gearshift.router.cascade.estimator`) only loads the
 weights these functions produce. `python -m gearshift.learn.cascade.train` writes the
 shipped file.
 """
@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from gearshift.learn.linear import logistic_1d, ridge
-from gearshift.router.escalation import (
+from gearshift.router.cascade.estimator import (
     DESIGN_NAMES,
     F32,
     F64,
@@ -23,7 +23,7 @@ from gearshift.router.escalation import (
     _centre_logprobs,
     design,
 )
-from gearshift.router.escalation_features import AnswerSignals, answer_features_many
+from gearshift.router.cascade.features import AnswerSignals, answer_features_many
 from gearshift.router.scorer.calibration import Calibration
 
 

@@ -3,7 +3,7 @@
     # the shipped file: hand-set prior, calibrated on reference answers
     python -m gearshift.learn.cascade.train \\
         --reference ../shared/data/openended/alpacaeval2_small_model_answers.jsonl \\
-        --out services/gearshift/router/escalation_weights.npz
+        --out services/gearshift/router/cascade/weights.npz
     # fitted on your own labelled answers (JSONL: prompt, answer, p_beats_gpt4turbo or good)
     python -m gearshift.learn.cascade.train --reference mine.jsonl --fit --out w.npz
 
@@ -31,8 +31,8 @@ from gearshift.learn.openended import (
     load_small_model_answers,
     prompt_folds,
 )
-from gearshift.router.escalation import EscalationEstimator
-from gearshift.router.escalation_features import ANSWER_FEATURE_NAMES, answer_features_many
+from gearshift.router.cascade.estimator import EscalationEstimator
+from gearshift.router.cascade.features import ANSWER_FEATURE_NAMES, answer_features_many
 
 
 def load_answers(path: Path) -> SmallModelAnswers:

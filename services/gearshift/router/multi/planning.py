@@ -15,13 +15,13 @@ import logging
 
 from opentelemetry import trace
 
-from gearshift.router.context_digest import context_digest
+from gearshift.router.core.context_digest import context_digest
+from gearshift.router.core.plan import Plan
+from gearshift.router.core.planner import Planner
 from gearshift.router.multi.branches import Branch, MultiPlan
 from gearshift.router.multi.config import MultiConfig
 from gearshift.router.multi.policy import MultiPolicy
-from gearshift.router.plan import Plan
-from gearshift.router.planner import Planner
-from gearshift.router.routing_table import Route, Snapshot
+from gearshift.router.table.routing_table import Route, Snapshot
 from gearshift.runtime.errors import FieldViolation, InvalidArgument
 from gearshift.v1 import cache_pb2, common_pb2, router_pb2
 

@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator, Callable
 from opentelemetry import trace
 
 from gearshift.router import metrics
-from gearshift.router.cache_client import CacheClient
-from gearshift.router.capabilities import uses_tools
-from gearshift.router.executor import Executor, add_usage
+from gearshift.router.clients.cache_client import CacheClient
+from gearshift.router.core.capabilities import uses_tools
+from gearshift.router.core.executor import Executor, add_usage
+from gearshift.router.core.plan import AUTO_MODELS
+from gearshift.router.core.planner import Planner
 from gearshift.router.multi.branches import MultiPlan
 from gearshift.router.multi.combining import Combination
 from gearshift.router.multi.concat import concat
@@ -28,8 +30,6 @@ from gearshift.router.multi.planning import plan_multi
 from gearshift.router.multi.policy import MultiPolicy, policy_from_proto
 from gearshift.router.multi.synthesize import synthesize
 from gearshift.router.multi.vote import vote
-from gearshift.router.plan import AUTO_MODELS
-from gearshift.router.planner import Planner
 from gearshift.runtime.errors import FieldViolation, InvalidArgument
 from gearshift.runtime.telemetry import current_trace_id
 from gearshift.v1 import cache_pb2, common_pb2, router_pb2

@@ -4,7 +4,7 @@ The first stage (ridge on MMLU / GSM8K outcomes) is trustworthy only near that t
 For everything else it used to return one constant "easy" gain, so a third of real
 prompts shared the same score and a proof scored like "hi". This stage is a ridge over
 the embedding and open-task cues (proof / derivation / code / analysis verbs, code
-markers, greetings) fitted on the hand-written anchor prompts (`anchors.py`, both
+markers, greetings) fitted on the hand-written anchor prompts (`learn/scorer/anchors.py`, both
 shippable), mapped onto the first stage's gain scale between its `lo` and `hi` gains.
 The scorer blends the two stages by the same familiarity weight that used to pick the
 constant, so benchmark-like prompts keep the first stage's score.
