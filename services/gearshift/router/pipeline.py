@@ -2,7 +2,7 @@
 
 A planner decides (`planner.Planner`: validation, pin check, one embedding, cache policy
 and lookup, difficulty, routes) and an executor runs the plan (`executor.Executor`: one
-attempt/escalation loop for unary and streaming, storing answers in the cache). This
+attempt/failover/cascade loop for unary and streaming, storing answers in the cache). This
 module only joins the two for the three front-end operations.
 
 Every step raises `GearshiftError`s; each front end maps them to its own wire format.
@@ -59,7 +59,7 @@ class Pipeline:
     @config.setter
     def config(self, config: PipelineConfig) -> None:
         self.planner.config = self.executor.config = config
-        self.executor.escalation = cascade_policy(config)
+        self.executor.cascade_policy = cascade_policy(config)
         if self.planner.selector is not None:
             self.planner.selector.threshold = config.selection_threshold
             self.planner.selector.margin = config.selection_margin

@@ -96,7 +96,7 @@ def _choose(pipeline: Pipeline, difficulty: float) -> Plan:
     plan = Plan(
         "r", "t", _msgs(("user", "q")), common_pb2.SamplingParams(), router_pb2.RouteDecision()
     )
-    pipeline.planner._choose(plan, pipeline.table.snapshot, None)
+    pipeline.planner.choose(plan, pipeline.table.snapshot, None)
     return plan
 
 

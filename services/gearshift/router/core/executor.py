@@ -1,13 +1,15 @@
-"""The executor: runs a `Plan`, with ONE attempt/escalation loop for unary and streaming.
+"""The executor: runs a `Plan`, with ONE attempt/failover/cascade loop for unary and streaming.
 
 `run` yields router chunks. A unary request makes one `Generate` call per attempt and turns
 its answer into a single chunk; a streaming request forwards `GenerateStream` chunks. Both
-go through the same loop, which decides, per attempt, whether to escalate to the next
+go through the same loop, which decides, per attempt, whether to fail over to the next
 route (a retryable failure, or a failed generation, before any text was sent), to cascade
-(unary only: a low-confidence small-model answer) or to finish. `Pipeline.chat` folds the
-chunks into one response.
+(a small-model answer the cascade's estimator judges likely not good enough: the next llm
+route answers instead) or to finish. `Pipeline.chat` folds the chunks into one response.
+Both moves are recorded alike on the wire (`RouteDecision.escalated_from`, the
+`escalations` metric); in the code, "failover" and "cascade" name them apart.
 
-A failing route is escalated only until the first text has been sent; after that a
+A failing route is failed over only until the first text has been sent; after that a
 failure ends the stream with FINISH_REASON_ERROR. Cancelling the caller cancels the backend
 call (and so the generation on the backend).
 """
@@ -24,20 +26,21 @@ from opentelemetry import trace
 
 from gearshift.router import metrics
 from gearshift.router.clients.cache_client import CacheClient
+from gearshift.router.core import caching
 from gearshift.router.core.events import AnsweredEvent, AnswerObserver
 from gearshift.router.core.plan import PipelineConfig, Plan, cascade_policy, set_route
-from gearshift.router.core.request_options import structured_answer_problem, unary_chunks
+from gearshift.router.core.request_options import unary_chunks
 from gearshift.router.table.routing_table import Route, RoutingTable
 from gearshift.runtime.errors import DeadlineExceeded, GearshiftError, Unavailable
 from gearshift.runtime.genai import model_span, record_response
 from gearshift.runtime.telemetry import current_trace_id
 from gearshift.runtime.trace_context import outgoing_metadata
-from gearshift.v1 import cache_pb2, common_pb2, inference_pb2, router_pb2
+from gearshift.v1 import common_pb2, inference_pb2, router_pb2
 
 log = logging.getLogger(__name__)
 
-# Backend failures after which the request moves on to the next route up.
-ESCALATE_ON = frozenset(
+# Backend failures after which the request fails over to the next route up.
+FAILOVER_ON = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -69,7 +72,7 @@ class Attempt:
     route: Route
     endpoint: str
     cascade: bool
-    sent: bool = False  # text (or the last chunk) has gone out: no escalation any more
+    sent: bool = False  # text (or the last chunk) has gone out: no failover or cascade any more
     parts: list[str] = field(default_factory=list)
     finish: common_pb2.FinishReason.ValueType = common_pb2.FINISH_REASON_UNSPECIFIED
     model: str = ""
@@ -86,7 +89,7 @@ class Executor:
         self.table = table
         self.cache = cache
         self.observers: list[AnswerObserver] = []  # told of every generated answer
-        self.escalation = cascade_policy(config)
+        self.cascade_policy = cascade_policy(config)
 
     async def run(self, plan: Plan) -> AsyncIterator[router_pb2.ChatStreamChunk]:
         """The chunks of the plan's answer; the first carries the decision and trace id."""
@@ -113,7 +116,7 @@ class Executor:
                 cascade=self._cascade_wanted(plan, index),
                 model=route.model,
             )
-            escalate_why = ""
+            next_route_why = ""
             with self.table.lease(attempt.endpoint), self._model_span(route, plan) as span:
                 calls = self._call(plan, attempt, span)
                 try:
@@ -126,9 +129,9 @@ class Executor:
                         release = [chunk]
                         if not attempt.sent:
                             if not (chunk.text_delta or chunk.tool_calls) and not attempt.finish:
-                                continue  # nothing to show yet: escalation still possible
+                                continue  # nothing to show yet: failover still possible
                             if self._failed_generation(plan, chunk):
-                                escalate_why = "finish reason ERROR"
+                                next_route_why = "finish reason ERROR"
                                 break
                             if attempt.cascade:
                                 # The cascade hook: hold the small model's first
@@ -142,7 +145,7 @@ class Executor:
                                 ):
                                     continue
                                 if self._cascades(plan, route, held, attempt):
-                                    escalate_why = "cascade"
+                                    next_route_why = "cascade"
                                     break
                                 release, attempt.held = attempt.held, []
                             self._answered(plan, route)
@@ -177,16 +180,16 @@ class Executor:
                         self.table.record_failure(attempt.endpoint, code.name)
                         yield self._error_chunk(plan, usage)
                         return
-                    if plan.pinned or code not in ESCALATE_ON:
-                        if code in ESCALATE_ON:
+                    if plan.pinned or code not in FAILOVER_ON:
+                        if code in FAILOVER_ON:
                             self.table.record_failure(attempt.endpoint, code.name)
                         raise BackendError(exc) from None
-                    self._escalate(plan, route, attempt.endpoint, code.name)
+                    self._fail_over(plan, route, attempt.endpoint, code.name)
                     index += 1
                     continue
                 finally:
                     await calls.aclose()  # cancels the backend call when we stop early
-            if escalate_why == "cascade":
+            if next_route_why == "cascade":
                 index = next(
                     i for i in range(index + 1, len(plan.routes)) if plan.routes[i].tier == "llm"
                 )
@@ -194,7 +197,7 @@ class Executor:
             if not attempt.sent:
                 if plan.pinned:
                     raise Unavailable(f"route {route.name} failed", reason="BACKEND_FAILED")
-                self._escalate(plan, route, attempt.endpoint, escalate_why or "no answer")
+                self._fail_over(plan, route, attempt.endpoint, next_route_why or "no answer")
                 index += 1
                 continue
             self.table.record_success(attempt.endpoint)
@@ -203,7 +206,7 @@ class Executor:
                 return
             metrics.record_usage(plan.tenant, plan.decision.tier, usage)
             answer = "".join(attempt.parts)
-            self._store(plan, answer, attempt.model, attempt.finish, usage)
+            caching.store_answer(self.cache, plan, answer, attempt.model, attempt.finish, usage)
             self._observe(plan, answer, attempt.model or route.model, attempt.finish)
             return
         raise self._fail_all(plan)
@@ -237,10 +240,10 @@ class Executor:
 
     @staticmethod
     def _failed_generation(plan: Plan, chunk: inference_pb2.GenerateChunk) -> bool:
-        """A finish reason ERROR the loop escalates from instead of passing it on.
+        """A finish reason ERROR the loop fails over from instead of passing it on.
 
-        A stream escalates only when no text came with it (pinned: UNAVAILABLE); a unary
-        answer escalates unless the route is pinned, when the caller gets it as it is.
+        A stream fails over only when no text came with it (pinned: UNAVAILABLE); a unary
+        answer fails over unless the route is pinned, when the caller gets it as it is.
         """
         if chunk.finish_reason != common_pb2.FINISH_REASON_ERROR:
             return False
@@ -248,10 +251,10 @@ class Executor:
 
     def _cascades(self, plan: Plan, route: Route, answer: str, attempt: Attempt) -> bool:
         """The escalation estimator's verdict on a small-model answer (recorded)."""
-        if self.escalation is None:
+        if self.cascade_policy is None:
             return False
         logprobs = [lp for c in attempt.held for lp in c.logprobs]
-        verdict = self.escalation.judge(plan.question, answer, attempt.finish, logprobs)
+        verdict = self.cascade_policy.judge(plan.question, answer, attempt.finish, logprobs)
         plan.decision.reasons.append(verdict.reason(route.name))
         if not verdict.escalate:
             return False
@@ -288,7 +291,7 @@ class Executor:
             raise DeadlineExceeded("the request's deadline expired before a backend answered")
         return min(remaining, self.config.backend_timeout_s)
 
-    def _escalate(self, plan: Plan, route: Route, endpoint: str, why: str) -> None:
+    def _fail_over(self, plan: Plan, route: Route, endpoint: str, why: str) -> None:
         metrics.ESCALATIONS.labels(route.name, why).inc()
         self.table.record_failure(endpoint, why)
         plan.decision.escalated_from.append(route.name)
@@ -377,30 +380,3 @@ class Executor:
                 observer.answered(event)
             except Exception:  # bookkeeping must never fail an answer
                 log.exception("answer observer %r failed", observer)
-
-    def _store(
-        self,
-        plan: Plan,
-        answer: str,
-        model: str,
-        finish: common_pb2.FinishReason.ValueType,
-        usage: common_pb2.Usage,
-    ) -> None:
-        if not plan.store or self.cache is None or plan.scope is None:
-            return
-        if finish != common_pb2.FINISH_REASON_STOP or not answer:
-            return
-        if problem := structured_answer_problem(plan.sampling.response_format, answer):
-            log.warning("request %s: structured answer not cached: %s", plan.request_id, problem)
-            return
-        self.cache.store_in_background(
-            cache_pb2.StoreRequest(
-                scope=plan.scope,
-                text=plan.question,
-                embedding=plan.embedding,
-                answer=answer,
-                model=model,
-                finish_reason=finish,
-                usage=usage,
-            )
-        )

@@ -3,6 +3,9 @@
 validate -> (pin check) -> embed once -> select an option by metadata -> (a source: search
 it and ground the prompt) -> cache lookup -> score -> choose routes. The result
 is a `Plan`; the executor runs it. The planner never generates text.
+
+The steps multi-routing reuses are public (`pinned_route`, `select`, `retrieve`, `choose`,
+`failover_chain`); the cache step lives in caching.py, shared with multi-routing.
 """
 
 from __future__ import annotations
@@ -18,11 +21,8 @@ from opentelemetry import trace
 from gearshift.router import metrics
 from gearshift.router.clients.cache_client import CacheClient
 from gearshift.router.clients.retriever_client import RetrieverClient
-from gearshift.router.core import capabilities, request_options
+from gearshift.router.core import caching, capabilities, request_options
 from gearshift.router.core.context_digest import (
-    context_digest,
-    effective_temperature,
-    is_sampled,
     question_text,
 )
 from gearshift.router.core.embedding import QueryEmbedder
@@ -35,7 +35,7 @@ from gearshift.router.table.routing_table import Route, RoutingTable, Snapshot, 
 from gearshift.runtime.errors import FieldViolation, NotFound, Unavailable
 from gearshift.runtime.ids import new_request_id
 from gearshift.runtime.validation import require_valid_chat
-from gearshift.v1 import cache_pb2, common_pb2, router_pb2
+from gearshift.v1 import common_pb2, router_pb2
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -122,7 +122,7 @@ class Planner:
         if request.model not in AUTO_MODELS:
             pinned_source = snapshot.source(request.model)
             if pinned_source is None:
-                pinned_route = self._pinned_route(request.model, snapshot)
+                pinned_route = self.pinned_route(request.model, snapshot)
                 if pinned_route is None:  # cold: woken just now
                     assert self.cold_start is not None
                     # A dry run (route explain) says so at once instead of waiting.
@@ -133,7 +133,11 @@ class Planner:
         if pinned_route is None:  # only routes that can serve what the request asks
             snapshot = capabilities.capable_snapshot(snapshot, needs, plan.decision)
 
-        lookup, plan.store = self._cache_policy(request, plan) if cache else (False, False)
+        lookup, plan.store = (
+            caching.cache_policy(self.cache, self.config, request, plan)
+            if cache
+            else (False, False)
+        )
         if lookup or plan.store or pinned_route is None:
             try:
                 plan.embedding = await self.embedder.embed(plan.question)
@@ -146,45 +150,33 @@ class Planner:
             plan.source, plan.source_pinned = pinned_source, True
             plan.decision.reasons.append(f"source pinned by the request: {pinned_source.name}")
         elif pinned_route is None:
-            plan.source, selected_route = await self._select(plan, snapshot)
+            plan.source, selected_route = await self.select(plan, snapshot)
         if plan.source is not None:
             if dry_run:
                 plan.decision.source = plan.source.name
             else:
-                await self._retrieve(plan, plan.source)
+                await self.retrieve(plan, plan.source)
         scope = pinned_route.name if pinned_route else AUTO_SCOPE
         if plan.source is not None and not dry_run:
             # Answers drawn from a source are cached per content version of that source:
             # re-ingesting changes the version and so invalidates them.
             scope = f"source/{plan.source.name}@{plan.decision.source_content_version}"
         if lookup or plan.store:
-            plan.scope = cache_pb2.CacheScope(
-                tenant=tenant,
-                scope=scope,
-                context_digest=context_digest(messages, request.sampling),
-            )
+            plan.scope = caching.cache_scope(tenant, scope, messages, request.sampling)
         if lookup and self.cache is not None and plan.scope is not None:
-            found = await self.cache.lookup(plan.scope, plan.question, plan.embedding)
-            plan.decision.cache = found.outcome
-            if found.outcome in (
-                common_pb2.CACHE_OUTCOME_HIT_EXACT,
-                common_pb2.CACHE_OUTCOME_HIT_SEMANTIC,
-            ):
-                plan.hit = found
-                plan.store = False
+            if await caching.lookup(self.cache, plan):
+                assert plan.hit is not None
                 d = plan.decision
-                d.route, d.tier, d.model = "cache", common_pb2.TIER_CACHE, found.entry.model
-                d.cache_similarity = found.similarity
-                d.reasons.append(f"cache hit (similarity {found.similarity:.3f})")
+                d.route, d.tier, d.model = "cache", common_pb2.TIER_CACHE, plan.hit.entry.model
                 self._annotate(span, plan)
                 if not dry_run:
                     return plan
                 # A dry run still shows where the request would have gone on a miss.
         if selected_route is not None:
-            plan.routes = self._escalation_chain(selected_route, snapshot)
+            plan.routes = self.failover_chain(selected_route, snapshot)
             set_route(plan.decision, selected_route)
         else:
-            self._choose(plan, snapshot, pinned_route)
+            self.choose(plan, snapshot, pinned_route)
         if not dry_run:  # the id feedback refers to (only generated answers are recorded)
             plan.decision.response_id = new_request_id()
         if plan.hit is not None:  # dry run on a hit: the cache answers, the score is informative
@@ -193,7 +185,7 @@ class Planner:
         self._annotate(span, plan)
         return plan
 
-    def _pinned_route(self, name: str, snapshot: Snapshot) -> Route | None:
+    def pinned_route(self, name: str, snapshot: Snapshot) -> Route | None:
         """The route a request names; None for a cold route it just woke (and may wait for).
 
         NOT_FOUND for an unknown name; UNAVAILABLE (ROUTE_COLD) for a cold route when
@@ -215,7 +207,7 @@ class Planner:
         )
         raise NotFound(f"unknown model {name!r}; use one of: {known}", reason="UNKNOWN_MODEL")
 
-    async def _select(self, plan: Plan, snapshot: Snapshot) -> tuple[Source | None, Route | None]:
+    async def select(self, plan: Plan, snapshot: Snapshot) -> tuple[Source | None, Route | None]:
         """The source (or described model route) the question's metadata match selects."""
         d = plan.decision
         if self.selector is None or not (
@@ -256,7 +248,7 @@ class Planner:
             return None, None
         return None, route
 
-    async def _retrieve(self, plan: Plan, source: Source) -> None:
+    async def retrieve(self, plan: Plan, source: Source) -> None:
         """Searches the source and grounds the prompt; a failure skips it (pinned: fails)."""
         d = plan.decision
         try:
@@ -302,40 +294,13 @@ class Planner:
         plan.decision.reasons.append(f"skipped source {source.name} ({why}): model routes decide")
         plan.source = None
 
-    def _cache_policy(self, request: router_pb2.ChatRequest, plan: Plan) -> tuple[bool, bool]:
-        """(look up?, store?) from the caller's policy, the sampling settings and config."""
-        policy = request.cache_policy
-        reasons = plan.decision.reasons
-        if self.cache is None:
-            plan.decision.cache = common_pb2.CACHE_OUTCOME_BYPASS
-            return False, False
-        if policy == router_pb2.CACHE_POLICY_BYPASS:
-            plan.decision.cache = common_pb2.CACHE_OUTCOME_BYPASS
-            reasons.append("cache bypassed by the caller")
-            return False, False
-        if why := request_options.cache_bypass_reason(request):
-            plan.decision.cache = common_pb2.CACHE_OUTCOME_BYPASS
-            reasons.append(f"cache bypassed: {why}")
-            return False, False
-        if is_sampled(request.sampling) and not self.config.store_sampled:
-            plan.decision.cache = common_pb2.CACHE_OUTCOME_BYPASS
-            temperature = effective_temperature(request.sampling)
-            reasons.append(f"cache bypassed: sampled generation (temperature {temperature:g})")
-            return False, False
-        lookup = policy in (router_pb2.CACHE_POLICY_UNSPECIFIED, router_pb2.CACHE_POLICY_NO_STORE)
-        store = policy in (router_pb2.CACHE_POLICY_UNSPECIFIED, router_pb2.CACHE_POLICY_REFRESH)
-        if not lookup:
-            plan.decision.cache = common_pb2.CACHE_OUTCOME_BYPASS
-            reasons.append("cache lookup skipped (refresh)")
-        return lookup, store
-
     def large_share(self, snapshot: Snapshot) -> float:
         """The share of traffic the large tier may get: its routes' maxShare, capped."""
         shares = [r.max_share for r in snapshot.tier("llm") if r.max_share is not None]
         share = min(shares) if shares else self.config.large_share_cap
         return min(share, self.config.large_share_cap)
 
-    def _choose(self, plan: Plan, snapshot: Snapshot, pinned: Route | None) -> None:
+    def choose(self, plan: Plan, snapshot: Snapshot, pinned: Route | None) -> None:
         d = plan.decision
         if pinned is not None:
             plan.routes = [pinned]
@@ -396,7 +361,7 @@ class Planner:
             candidates = snapshot.tier(wanted) or list(snapshot.routes)
             chosen = candidates[0]
             d.reasons.append(f"no usable route; trying {chosen.name} anyway")
-        plan.routes = self._escalation_chain(chosen, snapshot)
+        plan.routes = self.failover_chain(chosen, snapshot)
         set_route(d, chosen)
 
     def _score(self, plan: Plan, share: float) -> tuple[float, float] | None:
@@ -441,7 +406,7 @@ class Planner:
             return tied[0]
         return random.choices(tied, weights=weights, k=1)[0]
 
-    def _escalation_chain(self, chosen: Route, snapshot: Snapshot) -> list[Route]:
+    def failover_chain(self, chosen: Route, snapshot: Snapshot) -> list[Route]:
         """chosen, then its fallback chain, then the usable llm routes by priority."""
         chain = [chosen]
         seen = {chosen.name}
