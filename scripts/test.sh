@@ -11,4 +11,5 @@ export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/mypy benchmarks
+.venv/bin/lint-imports
 .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"
