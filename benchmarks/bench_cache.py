@@ -60,9 +60,9 @@ SCOPE = cache_pb2.CacheScope(tenant="bench", scope="smollm2", context_digest="")
 def qqp_embeddings() -> tuple[list[str], npt.NDArray[np.float32]]:
     """Every QQP dev question with its embedding, as `train_verifier` caches them (the
     whole file's, not a sample's); empty when they are not cached."""
-    from gearshift.cache.qqp import EMBEDDING_CACHE_DIR, load_pairs
     from gearshift.embeddings.disk_cache import texts_key
     from gearshift.embeddings.model import EMBEDDING_VERSION
+    from gearshift.learn.cache.qqp import EMBEDDING_CACHE_DIR, load_pairs
 
     pairs = load_pairs()
     unique = sorted(set(pairs.a + pairs.b))
@@ -289,7 +289,7 @@ def paraphrase_queries(
     """Lookups that should hit: the QQP duplicates of stored questions (their own text
     and embedding), so both decisions judge real paraphrases; perturbed stored questions
     when the QQP embeddings are not cached."""
-    from gearshift.cache.qqp import load_pairs
+    from gearshift.learn.cache.qqp import load_pairs
 
     stored = set(texts[:n])
     row = {t: i for i, t in enumerate(texts)}

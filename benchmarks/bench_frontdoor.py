@@ -49,7 +49,7 @@ import yaml
 from bench_proxy import STUB_SERVER, free_port, pct, port_open, spawn, stop, wait_until
 
 from gearshift.dev.machine import describe_machine
-from gearshift.router.local import LOCAL_LLM_ROUTE
+from gearshift.routes.local import LOCAL_LLM_ROUTE
 from gearshift.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 HERE = Path(__file__).resolve().parents[1]
@@ -217,7 +217,7 @@ def start_setup(setup: Setup, stub_base: str, tmp: Path) -> None:
     # Both tiers on the proxy; requests pin the large tier's route by name.
     address = setup.proxy.address
     routes.write_text(
-        tree_yaml(setup.tree, "gearshift.router.local:local_default_routes", address, MODEL,
+        tree_yaml(setup.tree, "gearshift.routes.local:local_default_routes", address, MODEL,
                   address, MODEL)
     )  # fmt: skip
     keys = tmp / "keys.yaml"

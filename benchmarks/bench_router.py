@@ -39,7 +39,7 @@ from gearshift.cache.app import build_app as build_cache
 from gearshift.dev.machine import describe_machine
 from gearshift.router.app import RouterApp
 from gearshift.router.app import Settings as RouterSettings
-from gearshift.router.local import local_default_routes
+from gearshift.routes.local import local_default_routes
 from gearshift.runtime.server import GrpcServiceHost
 from gearshift.v1 import (
     common_pb2,

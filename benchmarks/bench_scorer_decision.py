@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from gearshift.dev.machine import describe_machine
 from gearshift.embeddings import MicroBatcher, shared_embedder
-from gearshift.router.escalation import load_default_estimator
+from gearshift.router.cascade.estimator import load_default_estimator
 from gearshift.router.scorer import DEFAULT_WEIGHTS, Scorer, ScorerWeights
 
 PROMPTS = [

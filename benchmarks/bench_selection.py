@@ -20,8 +20,8 @@ import numpy as np
 
 from gearshift.dev.machine import describe_machine
 from gearshift.embeddings import shared_embedder
-from gearshift.router.routing_table import Snapshot, Source
-from gearshift.router.selector import OptionIndex, options_of, select
+from gearshift.router.selection.selector import OptionIndex, options_of, select
+from gearshift.router.table.routing_table import Snapshot, Source
 
 TOPICS = (
     "billing exports",

@@ -46,7 +46,7 @@ from bench_retriever import QUESTIONS
 from gearshift.dev.machine import describe_machine
 from gearshift.router.app import RouterApp
 from gearshift.router.app import Settings as RouterSettings
-from gearshift.router.local import LOCAL_SLM_ROUTE, local_default_routes
+from gearshift.routes.local import LOCAL_SLM_ROUTE, local_default_routes
 from gearshift.runtime.server import GrpcServiceHost
 from gearshift.slm.app import Settings as SlmSettings
 from gearshift.slm.app import SlmApp

@@ -36,11 +36,11 @@ import numpy.typing as npt
 from gearshift.cache.decision import Candidate, HitDecider, pair_style
 from gearshift.cache.differences import real_difference
 from gearshift.cache.keys import normalise
-from gearshift.cache.qqp import DEFAULT_DEV_FILE, embed_questions, load_pairs
 from gearshift.cache.settings import Settings
-from gearshift.cache.statements import DEV_FILE, load_statements, run_lookups
 from gearshift.cache.verifier import Verifier
 from gearshift.dev.machine import describe_machine
+from gearshift.learn.cache.qqp import DEFAULT_DEV_FILE, embed_questions, load_pairs
+from gearshift.learn.cache.statements import DEV_FILE, load_statements, run_lookups
 
 BOUNDS = (0.05, 0.10, 0.15, 0.20)
 Row = tuple[str, float, float, int, str]

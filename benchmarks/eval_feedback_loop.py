@@ -44,13 +44,13 @@ from bench_router import StandInApp
 
 from gearshift.dev.data import shared_data_dir
 from gearshift.dev.machine import describe_machine
+from gearshift.learn.apgr import routing_report
+from gearshift.learn.embed_cache import cached_embeddings
+from gearshift.learn.outcomes import retrain
 from gearshift.router.app import RouterApp
 from gearshift.router.app import Settings as RouterSettings
-from gearshift.router.local import local_default_routes
-from gearshift.router.outcomes import retrain
 from gearshift.router.scorer import DEFAULT_WEIGHTS, Scorer
-from gearshift.router.scorer.embedding import cached_embeddings
-from gearshift.router.scorer.metrics import routing_report
+from gearshift.routes.local import local_default_routes
 from gearshift.runtime.server import GrpcServiceHost
 from gearshift.v1 import common_pb2, router_pb2, router_pb2_grpc
 

@@ -4,7 +4,7 @@
 
 Issue 6 asks for APGR >= 0.72 and CPT(50%) <= 0.25. This script puts the shipped
 scorer next to routers that are told things no prompt-only router knows, on the
-same 5 folds `gearshift.router.scorer.evaluate` uses:
+same 5 folds `gearshift.learn.scorer.evaluate` uses:
 
 - *domain oracle, out-of-fold*: knows each prompt's labelled domain and ranks by the
   domain's mean gain on the other folds;
@@ -30,10 +30,10 @@ import numpy as np
 import numpy.typing as npt
 
 from gearshift.dev.machine import describe_machine
-from gearshift.router.scorer.data import RoutingData, load_jsonl, stratified_folds
-from gearshift.router.scorer.embedding import DEFAULT_CACHE_DIR, cached_embeddings
-from gearshift.router.scorer.fit import cross_validated_gains
-from gearshift.router.scorer.metrics import RoutingReport, routing_report
+from gearshift.learn.apgr import RoutingReport, routing_report
+from gearshift.learn.embed_cache import DEFAULT_CACHE_DIR, cached_embeddings
+from gearshift.learn.routing_data import RoutingData, load_jsonl, stratified_folds
+from gearshift.learn.scorer.fit import cross_validated_gains
 
 F64 = npt.NDArray[np.float64]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "routing_dev.jsonl"

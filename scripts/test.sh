@@ -11,4 +11,10 @@ export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/mypy benchmarks
-.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"
+.venv/bin/lint-imports
+# Two workers (pytest-xdist); tests/conftest.py keeps every test of a vLLM engine on one of
+# them, so each engine starts once. GEARSHIFT_TEST_WORKERS=0 runs the suite in one process.
+WORKERS="${GEARSHIFT_TEST_WORKERS:-2}"
+PARALLEL=()
+[ "$WORKERS" = "0" ] || PARALLEL=(-n "$WORKERS" --dist loadgroup)
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "${PARALLEL[@]}" "$@"

@@ -21,7 +21,7 @@ from gearshift.routes.model_route import GROUP, VERSION
 from gearshift.runtime.api_keys import bearer_metadata
 from gearshift.v1 import retriever_pb2, retriever_pb2_grpc
 from gearshift_operator import periodic, status
-from gearshift_operator.kube import KubeError, path_for
+from gearshift_operator.kube import KubeError, client, path_for
 from gearshift_operator.settings import Settings
 
 PLURAL = "datasources"
@@ -135,8 +135,6 @@ kopf.on.update(GROUP, VERSION, PLURAL, field="spec")(reconcile)
 
 async def refresh(namespace: str, name: str) -> bool:
     """Re-reads one source's counts (every datasource_interval_s); False once it is gone."""
-    from gearshift_operator.handlers import client
-
     base = path_for(f"{GROUP}/{VERSION}", "DataSource", namespace, name)
     body = await client().get(base)
     if body is None or body["metadata"].get("deletionTimestamp"):

@@ -23,9 +23,12 @@ from gearshift_operator import autoscaler, children, image_rollouts, metrics, pe
 from gearshift_operator.kube import (
     KubeClient,
     KubeError,
+    client,
+    close_client,
     load_configuration,
     object_path,
     path_for,
+    reset_client,
 )
 from gearshift_operator.settings import Settings
 
@@ -43,20 +46,12 @@ CHILD_RESOURCES = (
 # Answers to a create or patch that retrying cannot fix: the object as built is refused
 # (validation 422, bad request 400, an admission policy or quota 403).
 REJECTED = frozenset({400, 403, 422})
-_client: KubeClient | None = None
 _locks: dict[str, asyncio.Lock] = {}
 ROLLOUTS = image_rollouts.ImageRollouts(SETTINGS.image_rollout_concurrency)
 
 
 class WaitingForImageRollout(Exception):
     """The route keeps its current image until an image-rollout slot frees."""
-
-
-def client() -> KubeClient:
-    global _client
-    if _client is None:
-        _client = KubeClient()
-    return _client
 
 
 @kopf.on.startup()
@@ -79,7 +74,6 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # the operator's own objects, not every Deployment, Service and ConfigMap it can see.
     for group_plural in CHILD_RESOURCES:
         settings.watching.label_selectors[group_plural] = MANAGED_SELECTOR
-    global _client
     # Locks and the HTTP client belong to the previous run's event loop when the operator
     # is restarted in the same process (tests): start both afresh.
     _locks.clear()
@@ -87,7 +81,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     ROLLOUTS.running.clear()
     ROLLOUTS.concurrency = SETTINGS.image_rollout_concurrency
     ROLLOUTS.lock = asyncio.Lock()
-    _client = None
+    reset_client()
     if SETTINGS.operator_metrics_port >= 0:
         start_http_server(SETTINGS.operator_metrics_port)
     client()
@@ -113,12 +107,9 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 
 @kopf.on.cleanup()
 async def close(**_: Any) -> None:
-    global _client
     await AUTOSCALING.stop()
     await datasources.REFRESHING.stop()
-    if _client is not None:
-        await _client.aclose()
-        _client = None
+    await close_client()
 
 
 @kopf.on.probe(id="routes")

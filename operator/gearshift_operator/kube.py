@@ -133,3 +133,29 @@ class KubeClient:
         """Deletes with background propagation; False if it was already gone."""
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         return await self._call("DELETE", path, body, "application/json") is not None
+
+
+# The operator's one API client, shared by its handlers (handlers.py, datasources.py); the
+# operator's startup and cleanup handlers reset it, as it belongs to one event loop.
+_client: KubeClient | None = None
+
+
+def client() -> KubeClient:
+    global _client
+    if _client is None:
+        _client = KubeClient()
+    return _client
+
+
+def reset_client() -> None:
+    """Forgets the shared client (a restarted operator makes a new one on its new loop)."""
+    global _client
+    _client = None
+
+
+async def close_client() -> None:
+    """Closes and forgets the shared client, if one was made."""
+    global _client
+    if _client is not None:
+        await _client.aclose()
+        _client = None

@@ -7,8 +7,8 @@ import pytest
 
 from gearshift.cache.decision import Candidate, HitDecider, is_question, pair_style
 from gearshift.cache.differences import real_difference
-from gearshift.cache.statements import load_statements, run_lookups
 from gearshift.cache.verifier import CalibrationPoint, Verifier
+from gearshift.learn.cache.statements import load_statements, run_lookups
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier  # type: ignore[import-untyped]
 
 from gearshift.cache.features import FEATURE_NAMES, IdfTable, batch_features, pair_features
-from gearshift.cache.train_verifier import export_trees
 from gearshift.cache.verifier import WEIGHTS_FILE, TreeEnsemble, Verifier
 from gearshift.embeddings import shared_embedder
+from gearshift.learn.cache.train_verifier import export_trees
 
 
 def test_exported_trees_predict_what_scikit_learn_predicts() -> None:

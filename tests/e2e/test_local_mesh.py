@@ -26,7 +26,7 @@ from opentelemetry.propagate import inject
 from opentelemetry.sdk.trace import TracerProvider
 
 from gearshift.cli.up import DOCS_DEMO_QUESTION
-from gearshift.router.local import LOCAL_LLM_ROUTE
+from gearshift.routes.local import LOCAL_LLM_ROUTE
 from gearshift.v1 import common_pb2, router_pb2, router_pb2_grpc
 from tests.fixtures.otlp import OtlpReceiver
 

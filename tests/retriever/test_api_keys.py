@@ -14,8 +14,8 @@ import grpc
 import pytest
 import yaml
 
-from gearshift.router.retriever_client import RetrieverClient
-from gearshift.router.routing_table import Source
+from gearshift.router.clients.retriever_client import RetrieverClient
+from gearshift.router.table.routing_table import Source
 from gearshift.v1 import retriever_pb2, retriever_pb2_grpc
 from gearshift_operator.datasources import observe
 from gearshift_operator.settings import Settings as OperatorSettings

@@ -19,7 +19,7 @@ import yaml
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gearshift.router.app import RouterApp, Settings
-from gearshift.router.local import local_default_routes
+from gearshift.routes.local import local_default_routes
 from gearshift.runtime.server import GrpcServiceHost
 from gearshift.v1 import router_pb2_grpc
 

@@ -35,7 +35,7 @@ import yaml
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gearshift.proxy.config import local_standin_config
-from gearshift.router.local import LOCAL_LLM_ROUTE, local_default_routes
+from gearshift.routes.local import LOCAL_LLM_ROUTE, local_default_routes
 from gearshift.v1 import common_pb2, router_pb2, router_pb2_grpc
 from tests.fixtures.cache import CacheServer
 from tests.proxy.fault_server import FaultServer, slow, status

@@ -19,7 +19,7 @@ import aiohttp
 import grpc
 import pytest
 
-from gearshift.router.local import local_default_routes
+from gearshift.routes.local import local_default_routes
 from gearshift.v1 import common_pb2, router_pb2
 from tests.router.conftest import KEY_A, RunningRouter, dead_address, start_router, stop_router
 

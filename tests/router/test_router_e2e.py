@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
-from gearshift.router.local import local_default_routes
+from gearshift.routes.local import local_default_routes
 from gearshift.v1 import common_pb2, router_pb2
 from tests.router.conftest import (
     KEY_A,

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from gearshift.cli.chat import _explain, add_route_parser
-from gearshift.router.local import local_default_routes
+from gearshift.routes.local import local_default_routes
 from gearshift.v1 import common_pb2, router_pb2
 from tests.router.conftest import KEY_A, RunningRouter, dead_address, start_router, stop_router
 from tests.router.test_sources_e2e import HANDBOOK, QUESTION, _ingest, _source

@@ -77,7 +77,7 @@ class Decision:
 
 
 def load_statement_calibration(path: Path = STATEMENT_CALIBRATION_FILE) -> list[CalibrationPoint]:
-    """The cosine operating points written by `gearshift.cache.calibrate_statements`."""
+    """The cosine operating points written by `gearshift.learn.cache.calibrate_statements`."""
     with np.load(path, allow_pickle=False) as data:
         return [
             CalibrationPoint(float(t), float(f), float(r))

@@ -2,7 +2,7 @@
 
 A vector search always returns a nearest neighbour; whether serving its answer is
 right is a separate decision. The verifier is a gradient-boosted tree ensemble
-(trained by `gearshift.cache.train_verifier` on Quora question pairs) over pair
+(trained by `gearshift.learn.cache.train_verifier` on Quora question pairs) over pair
 features; it returns a probability. Trees beat a network over the raw embeddings
 here: with 33k training pairs the 768 embedding interactions over-fit, while
 trees on a few dozen pair features generalise (held-out precision at 40% recall
@@ -101,7 +101,7 @@ class Verifier:
             if names != FEATURE_NAMES:
                 raise ValueError(
                     f"{path} was trained on other features; retrain it with "
-                    "`python -m gearshift.cache.train_verifier`"
+                    "`python -m gearshift.learn.cache.train_verifier`"
                 )
             self.trees = TreeEnsemble.from_arrays(data)
             self.idf = IdfTable.from_arrays(data)

@@ -9,7 +9,7 @@ from typing import Any
 
 
 def add_eval_parser(rsub: Any) -> None:
-    from gearshift.router.selector import DEFAULT_MARGIN, DEFAULT_THRESHOLD
+    from gearshift.router.selection.selector import DEFAULT_MARGIN, DEFAULT_THRESHOLD
 
     ev = rsub.add_parser(
         "eval",
@@ -45,7 +45,7 @@ def add_eval_parser(rsub: Any) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     from gearshift.embeddings import shared_embedder
     from gearshift.embeddings.disk_cache import cached_embeddings
-    from gearshift.router.selection_eval import (
+    from gearshift.learn.selection_eval import (
         best_threshold,
         evaluate,
         options_from_file,

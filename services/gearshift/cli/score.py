@@ -79,10 +79,10 @@ async def score_objects(
 ) -> tuple[list[dict[str, Any]], Calibration]:
     """`objects` with difficulty, tier (and escalate) added, as the router decides them."""
     from gearshift.router.app import Settings
-    from gearshift.router.context_digest import question_text
-    from gearshift.router.embedding import QueryEmbedder
-    from gearshift.router.escalation_policy import EscalationPolicy
-    from gearshift.router.scoring import load_scorer
+    from gearshift.router.cascade.policy import EscalationPolicy
+    from gearshift.router.core.context_digest import question_text
+    from gearshift.router.core.embedding import QueryEmbedder
+    from gearshift.router.scorer.protocol import load_scorer
     from gearshift.v1 import common_pb2
 
     settings = Settings()

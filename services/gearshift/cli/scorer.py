@@ -6,6 +6,6 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    from gearshift.router.outcomes import retrain
+    from gearshift.learn.outcomes import retrain
 
     retrain.add_parser(sub)

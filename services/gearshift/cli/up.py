@@ -123,7 +123,7 @@ def plan(
         )
     if "proxy" in services:
         from gearshift.proxy.config import local_standin_config
-        from gearshift.router.local import STANDIN_TOOL_FLAGS
+        from gearshift.routes.local import STANDIN_TOOL_FLAGS
 
         specs.append(
             ProcessSpec(
@@ -192,7 +192,7 @@ def plan(
             )
         )
     if "router" in services:
-        from gearshift.router.local import local_default_routes
+        from gearshift.routes.local import local_default_routes
 
         routes = local_default_routes(
             slm_address=f"127.0.0.1:{ports.slm}",

@@ -60,6 +60,11 @@ CACHE_SAVED_TOKENS = Counter(
     "Tokens the original generation took for answers served from the cache, by tenant.",
     ["tenant"],
 )
+SCORER_RELOADS = Counter(
+    "gearshift_router_scorer_reloads_total",
+    "Scorer weights files loaded at run time, by result (loaded, invalid).",
+    ["result"],
+)
 
 
 def tier_name(tier: common_pb2.Tier.ValueType) -> str:

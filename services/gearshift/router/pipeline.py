@@ -2,7 +2,7 @@
 
 A planner decides (`planner.Planner`: validation, pin check, one embedding, cache policy
 and lookup, difficulty, routes) and an executor runs the plan (`executor.Executor`: one
-attempt/escalation loop for unary and streaming, storing answers in the cache). This
+attempt/failover/cascade loop for unary and streaming, storing answers in the cache). This
 module only joins the two for the three front-end operations.
 
 Every step raises `GearshiftError`s; each front end maps them to its own wire format.
@@ -12,33 +12,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from gearshift.router.answers import AnswerFolder
-from gearshift.router.cache_client import CacheClient
-from gearshift.router.embedding import QueryEmbedder
-from gearshift.router.escalation_policy import EscalationPolicy
-from gearshift.router.executor import ESCALATE_ON, BackendError, Executor, add_usage
+from gearshift.router.clients.cache_client import CacheClient
+from gearshift.router.clients.retriever_client import RetrieverClient
+from gearshift.router.core.answers import AnswerFolder
+from gearshift.router.core.embedding import QueryEmbedder
+from gearshift.router.core.events import AnswerObserver
+from gearshift.router.core.executor import Executor
+from gearshift.router.core.plan import (
+    PipelineConfig,
+    cascade_policy,
+)
+from gearshift.router.core.planner import Planner
 from gearshift.router.multi.config import MultiConfig
 from gearshift.router.multi.runner import MultiRouting
-from gearshift.router.outcomes.events import AnswerObserver
-from gearshift.router.plan import AUTO_MODELS, AUTO_SCOPE, PipelineConfig, Plan
-from gearshift.router.planner import TIER_ENUM, Planner
-from gearshift.router.retriever_client import RetrieverClient
-from gearshift.router.routing_table import RoutingTable
-from gearshift.router.scoring import DifficultyScorer
-from gearshift.router.selector import Selector
+from gearshift.router.scorer.protocol import DifficultyScorer
+from gearshift.router.selection.selector import Selector
+from gearshift.router.table.routing_table import RoutingTable
 from gearshift.v1 import common_pb2, router_pb2
-
-__all__ = [
-    "AUTO_MODELS",
-    "AUTO_SCOPE",
-    "ESCALATE_ON",
-    "TIER_ENUM",
-    "BackendError",
-    "Pipeline",
-    "PipelineConfig",
-    "Plan",
-    "add_usage",
-]
 
 
 class Pipeline:
@@ -69,7 +59,7 @@ class Pipeline:
     @config.setter
     def config(self, config: PipelineConfig) -> None:
         self.planner.config = self.executor.config = config
-        self.executor.escalation = EscalationPolicy.from_config(config)
+        self.executor.cascade_policy = cascade_policy(config)
         if self.planner.selector is not None:
             self.planner.selector.threshold = config.selection_threshold
             self.planner.selector.margin = config.selection_margin

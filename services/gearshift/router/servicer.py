@@ -7,10 +7,10 @@ from typing import Any
 
 import grpc
 
-from gearshift.router.auth import KeyTable, bearer_of
 from gearshift.router.limits import InputLimits, log_refusal
 from gearshift.router.outcomes.feedback import OutcomeService
 from gearshift.router.pipeline import Pipeline
+from gearshift.runtime.api_keys import KeyTable, bearer_of
 from gearshift.runtime.errors import FailedPrecondition, GearshiftError, grpc_errors
 from gearshift.v1 import router_pb2, router_pb2_grpc
 

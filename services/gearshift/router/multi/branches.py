@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gearshift.router.core.plan import Plan
 from gearshift.router.multi.policy import MultiPolicy
-from gearshift.router.plan import Plan
-from gearshift.router.routing_table import Route
+from gearshift.router.table.routing_table import Route
 from gearshift.v1 import common_pb2, router_pb2
 
 BranchKind = str  # "source", "model" or "general"

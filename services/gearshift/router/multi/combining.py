@@ -11,11 +11,11 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from gearshift.router.executor import Executor, add_usage
+from gearshift.router.core.executor import Executor, add_usage
 from gearshift.router.multi.branches import Branch, MultiPlan
 from gearshift.router.multi.config import MultiConfig
 from gearshift.router.multi.planning import child_plan
-from gearshift.router.routing_table import Route
+from gearshift.router.table.routing_table import Route
 from gearshift.v1 import common_pb2, router_pb2
 
 MARKER = re.compile(r"\[(\d+)\]")

@@ -19,7 +19,7 @@ import time
 
 from opentelemetry import trace
 
-from gearshift.router.executor import Executor
+from gearshift.router.core.executor import Executor
 from gearshift.router.multi.branches import Branch, MultiPlan
 from gearshift.runtime.errors import DeadlineExceeded, GearshiftError, Unavailable
 from gearshift.v1 import common_pb2

@@ -15,15 +15,15 @@ import logging
 
 from opentelemetry import trace
 
-from gearshift.router.context_digest import context_digest
+from gearshift.router.core import caching
+from gearshift.router.core.plan import Plan
+from gearshift.router.core.planner import Planner
 from gearshift.router.multi.branches import Branch, MultiPlan
 from gearshift.router.multi.config import MultiConfig
 from gearshift.router.multi.policy import MultiPolicy
-from gearshift.router.plan import Plan
-from gearshift.router.planner import Planner
-from gearshift.router.routing_table import Route, Snapshot
+from gearshift.router.table.routing_table import Route, Snapshot
 from gearshift.runtime.errors import FieldViolation, InvalidArgument
-from gearshift.v1 import cache_pb2, common_pb2, router_pb2
+from gearshift.v1 import common_pb2, router_pb2
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -90,7 +90,7 @@ def _general_chain(planner: Planner, base: Plan, snapshot: Snapshot) -> list[Rou
     """The routes difficulty chooses for this question (as with no options at all)."""
     scratch = child_plan(base, [])
     scratch.scoring_error = base.scoring_error
-    planner._choose(scratch, snapshot, None)
+    planner.choose(scratch, snapshot, None)
     d = base.decision
     d.difficulty, d.threshold = scratch.decision.difficulty, scratch.decision.threshold
     d.reasons.extend(scratch.decision.reasons)
@@ -154,7 +154,7 @@ async def _search(planner: Planner, branch: Branch) -> None:
     """Grounds the branch's prompt in its source; a failed search fails only the branch."""
     source = branch.plan.source
     assert source is not None
-    await planner._retrieve(branch.plan, source)
+    await planner.retrieve(branch.plan, source)
     if branch.plan.source is None:
         branch.status = "failed"
         branch.error = branch.plan.decision.reasons[-1] if branch.plan.decision.reasons else ""
@@ -168,7 +168,7 @@ def _judge_chain(
     """The judge of `best`: the first usable route of the judge tier, with its fallbacks."""
     for route in snapshot.tier(config.judge_tier):
         if planner.table.route_usable(route):
-            return planner._escalation_chain(route, snapshot)
+            return planner.failover_chain(route, snapshot)
     return general
 
 
@@ -181,7 +181,7 @@ async def _cache(
     scope starts with "multi/", so neither kind of answer is ever served for the other.
     """
     base = plan.base
-    lookup, base.store = planner._cache_policy(request, base)
+    lookup, base.store = caching.cache_policy(planner.cache, planner.config, request, base)
     if not base.embedding:
         lookup = base.store = False
         base.decision.cache = common_pb2.CACHE_OUTCOME_BYPASS
@@ -193,20 +193,9 @@ async def _cache(
         for b in plan.branches
         if b.status == "planned"
     )
-    base.scope = cache_pb2.CacheScope(
-        tenant=base.tenant,
-        scope=f"{plan.policy.key()}/{names}",
-        context_digest=context_digest(base.messages, request.sampling),
+    base.scope = caching.cache_scope(
+        base.tenant, f"{plan.policy.key()}/{names}", base.messages, request.sampling
     )
     if not lookup or planner.cache is None:
         return
-    found = await planner.cache.lookup(base.scope, base.question, base.embedding)
-    base.decision.cache = found.outcome
-    if found.outcome in (
-        common_pb2.CACHE_OUTCOME_HIT_EXACT,
-        common_pb2.CACHE_OUTCOME_HIT_SEMANTIC,
-    ):
-        base.hit = found
-        base.store = False
-        base.decision.cache_similarity = found.similarity
-        base.decision.reasons.append(f"cache hit (similarity {found.similarity:.3f})")
+    await caching.lookup(planner.cache, base)  # a hit answers the whole request

@@ -15,9 +15,12 @@ from collections.abc import AsyncIterator, Callable
 from opentelemetry import trace
 
 from gearshift.router import metrics
-from gearshift.router.cache_client import CacheClient
-from gearshift.router.capabilities import uses_tools
-from gearshift.router.executor import Executor, add_usage
+from gearshift.router.clients.cache_client import CacheClient
+from gearshift.router.core import caching
+from gearshift.router.core.capabilities import uses_tools
+from gearshift.router.core.executor import Executor, add_usage
+from gearshift.router.core.plan import AUTO_MODELS
+from gearshift.router.core.planner import Planner
 from gearshift.router.multi.branches import MultiPlan
 from gearshift.router.multi.combining import Combination
 from gearshift.router.multi.concat import concat
@@ -28,11 +31,9 @@ from gearshift.router.multi.planning import plan_multi
 from gearshift.router.multi.policy import MultiPolicy, policy_from_proto
 from gearshift.router.multi.synthesize import synthesize
 from gearshift.router.multi.vote import vote
-from gearshift.router.plan import AUTO_MODELS
-from gearshift.router.planner import Planner
 from gearshift.runtime.errors import FieldViolation, InvalidArgument
 from gearshift.runtime.telemetry import current_trace_id
-from gearshift.v1 import cache_pb2, common_pb2, router_pb2
+from gearshift.v1 import common_pb2, router_pb2
 
 log = logging.getLogger(__name__)
 # Strategies whose combination is a model call of its own (it needs time after the branches).
@@ -157,25 +158,15 @@ class MultiRouting:
         usage: common_pb2.Usage,
     ) -> None:
         base = plan.base
-        if not base.store or self.cache is None or base.scope is None:
-            return
-        if finish != common_pb2.FINISH_REASON_STOP or not answer:
+        if not caching.storable(self.cache, base, answer, finish):
             return
         if any(b.status in ("failed", "late") for b in plan.branches):
             # A branch that broke or ran late made this answer poorer than the policy
             # gives when all is well; caching it would serve that for the entry's life.
             log.debug("combined answer %s not cached: a branch failed", plan.base.request_id)
             return
-        self.cache.store_in_background(
-            cache_pb2.StoreRequest(
-                scope=base.scope,
-                text=base.question,
-                embedding=base.embedding,
-                answer=answer,
-                model=f"multi:{plan.policy.combine}",
-                finish_reason=finish,
-                usage=usage,
-            )
+        caching.store_answer(
+            self.cache, base, answer, f"multi:{plan.policy.combine}", finish, usage
         )
 
 

@@ -32,8 +32,3 @@ SHADOW_BUDGET_LEFT = Gauge(
     "gearshift_router_shadow_budget_tokens_left",
     "Tokens shadow judging may still spend today (UTC).",
 )
-SCORER_RELOADS = Counter(
-    "gearshift_router_scorer_reloads_total",
-    "Scorer weights files loaded at run time, by result (loaded, invalid).",
-    ["result"],
-)

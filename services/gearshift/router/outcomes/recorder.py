@@ -22,6 +22,7 @@ from collections import deque
 
 import numpy as np
 
+from gearshift.router.core.events import AnsweredEvent
 from gearshift.router.outcomes import metrics
 from gearshift.router.outcomes.records import Decision, prompt_digest
 from gearshift.router.outcomes.store import OutcomeStore
@@ -152,3 +153,23 @@ class DecisionRecorder:
         except Exception as exc:
             metrics.DECISIONS_DROPPED.labels("store_error").inc(self.pending)
             log.error("%d decisions could not be recorded at shutdown: %r", self.pending, exc)
+
+
+class RecordDecisions:
+    """Queues each answer's decision in the recorder (an `AnswerObserver`)."""
+
+    def __init__(self, recorder: DecisionRecorder) -> None:
+        self.recorder = recorder
+
+    def answered(self, event: AnsweredEvent) -> None:
+        self.recorder.record(
+            tenant=event.tenant,
+            response_id=event.response_id,
+            question=event.question,
+            embedding=event.embedding,
+            difficulty=event.difficulty,
+            threshold=event.threshold,
+            tier=event.tier,
+            route=event.route,
+            model=event.model,
+        )

@@ -21,12 +21,12 @@ import uuid
 
 import grpc
 
+from gearshift.router.core.events import AnsweredEvent
 from gearshift.router.outcomes import metrics
-from gearshift.router.outcomes.events import AnsweredEvent
 from gearshift.router.outcomes.feedback import OutcomeService
 from gearshift.router.outcomes.judge_prompt import judge_messages, parse_rating, rating_to_score
 from gearshift.router.outcomes.records import SOURCE_JUDGE, Outcome
-from gearshift.router.routing_table import Route, RoutingTable
+from gearshift.router.table.routing_table import Route, RoutingTable
 from gearshift.v1 import common_pb2, inference_pb2
 
 log = logging.getLogger(__name__)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gearshift.router.outcomes.events import RecordDecisions
 from gearshift.router.outcomes.feedback import OutcomeService
-from gearshift.router.outcomes.recorder import DecisionRecorder
+from gearshift.router.outcomes.recorder import DecisionRecorder, RecordDecisions
 from gearshift.router.outcomes.shadow import ShadowJudge
 from gearshift.router.outcomes.store import OutcomeStore, open_store
 
 if TYPE_CHECKING:
-    from gearshift.router.app import Settings
     from gearshift.router.pipeline import Pipeline
+    from gearshift.router.settings import Settings
 
 
 class Outcomes:

@@ -56,27 +56,3 @@ class Calibration:
         if threshold <= self.quantiles[0]:
             return 1.0
         return float(1.0 - np.interp(threshold, self.quantiles, grid))
-
-
-def mixed_calibration(
-    base: Calibration, scores: npt.NDArray[np.floating], weight: float
-) -> Calibration:
-    """`base`'s distribution and `scores` mixed, `scores` counting for `weight` of it.
-
-    For traffic that is part benchmark-like, part open chat: the weights file's own
-    quantiles stand for the first, reference chat prompts for the second.
-    """
-    if not 0.0 <= weight <= 1.0 or scores.size == 0:
-        raise ValueError("need reference scores and a weight in [0, 1]")
-    values = np.concatenate([base.quantiles, np.asarray(scores, dtype=np.float64)])
-    mass = np.concatenate(
-        [
-            np.full(base.quantiles.size, (1.0 - weight) / base.quantiles.size),
-            np.full(scores.size, weight / scores.size),
-        ]
-    )
-    order = np.argsort(values, kind="stable")
-    cumulative = np.cumsum(mass[order]) - mass[order] / 2
-    grid = np.linspace(0.0, 1.0, QUANTILE_LEVELS)
-    quantiles: npt.NDArray[np.float64] = np.interp(grid, cumulative, values[order])
-    return Calibration(quantiles=quantiles)

@@ -4,7 +4,7 @@ The first stage (ridge on MMLU / GSM8K outcomes) is trustworthy only near that t
 For everything else it used to return one constant "easy" gain, so a third of real
 prompts shared the same score and a proof scored like "hi". This stage is a ridge over
 the embedding and open-task cues (proof / derivation / code / analysis verbs, code
-markers, greetings) fitted on the hand-written anchor prompts (`anchors.py`, both
+markers, greetings) fitted on the hand-written anchor prompts (`learn/scorer/anchors.py`, both
 shippable), mapped onto the first stage's gain scale between its `lo` and `hi` gains.
 The scorer blends the two stages by the same familiarity weight that used to pick the
 constant, so benchmark-like prompts keep the first stage's score.
@@ -24,8 +24,6 @@ from gearshift.router.scorer.features import text_features
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
-ALPHA = 3.0  # ridge penalty: few, templated anchors; keep the embedding direction smooth
-HI_QUANTILE = 0.95  # a clearly hard open task counts like the top 5% of benchmark prompts
 
 _WORD = re.compile(r"[A-Za-z']+")
 _HARD_VERBS = re.compile(
@@ -102,30 +100,3 @@ class OpenStage:
     def gain_from_design(self, design_rows: F32) -> F64:
         out: F64 = self.lo + (self.hi - self.lo) * self.hardness(design_rows)
         return out
-
-
-def fit_open_stage(
-    embeddings: F32, texts: list[str], hard: npt.NDArray[np.bool_], lo: float, hi: float
-) -> OpenStage:
-    """Ridge of `hard` (0/1) on the open design, standardised cues, embedding as is."""
-    from gearshift.router.scorer.fit import ridge
-
-    x = open_design(embeddings, texts)
-    d = embeddings.shape[1]
-    mean = np.zeros(x.shape[1], dtype=np.float32)
-    scale = np.ones(x.shape[1], dtype=np.float32)
-    mean[d:] = x[:, d:].mean(axis=0)
-    scale[d:] = np.maximum(x[:, d:].std(axis=0), 1e-3)
-    coef, intercept = ridge((x - mean) / scale, hard.astype(np.float64), alpha=ALPHA)
-    coef = (coef / scale).astype(np.float32)
-    intercept -= float(mean.astype(np.float64) @ coef)
-    return OpenStage(coef=coef, intercept=intercept, lo=lo, hi=hi)
-
-
-def gain_at_score_quantile(
-    weights_quantiles: F64, calib_a: float, calib_b: float, q: float
-) -> float:
-    """First-stage gain whose score is the reference traffic's `q` quantile."""
-    grid = np.linspace(0.0, 1.0, weights_quantiles.size)
-    score = float(np.clip(np.interp(q, grid, weights_quantiles), 1e-9, 1 - 1e-9))
-    return (math.log(score / (1.0 - score)) - calib_b) / calib_a

@@ -1,0 +1,1 @@
+"""Training and calibrating the semantic cache's verifier and statement thresholds."""

@@ -1,0 +1,1 @@
+"""Offline fitting of the cascade's answer-aware escalation estimator."""

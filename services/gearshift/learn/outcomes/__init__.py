@@ -1,0 +1,1 @@
+"""Retraining the difficulty scorer from recorded outcomes (`gearshift scorer train --outcomes`)."""

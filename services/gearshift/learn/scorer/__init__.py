@@ -1,0 +1,1 @@
+"""Offline fitting, training and evaluation of the difficulty scorer."""

@@ -1,0 +1,1 @@
+"""The router's clients of the mesh's other services (the semantic cache, retrievers)."""

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible door: wire protocol, aiohttp handlers and their server."""

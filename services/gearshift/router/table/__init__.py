@@ -1,0 +1,1 @@
+"""Where answers can come from (routes, data sources, their endpoints) and how healthy each is."""
