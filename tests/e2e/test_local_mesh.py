@@ -261,6 +261,8 @@ def test_ctrl_c_stops_everything_and_a_second_up_starts_warm(
         docs_answer = "".join(again.output).partition(f"> {DOCS_DEMO_QUESTION}")[2]
         assert "source:     gearshift-docs" in docs_answer, docs_answer
         assert re.search(r"\[1\] gearshift-docs: \S*cache\.md", docs_answer), docs_answer
+        # The embedded small model would only guess: the demo quotes the passage instead.
+        assert "quoting passage [1]" in docs_answer and "From " in docs_answer, docs_answer
         second = gearshift_cli(again, "chat", "What color is a ripe banana?")
         assert second.returncode == 0, second.stderr
         assert re.search(r"cache:\s+hit", second.stdout), second.stdout

@@ -14,6 +14,7 @@ KNOBS = (
     "selection_margin",
     "source_timeout_s",
     "source_context_chars",
+    "source_support_min",
     "selection_tiebreak_window",
     "selection_tiebreak_timeout_s",
 )
@@ -32,6 +33,7 @@ def test_the_selection_knobs_render_with_the_routers_own_defaults() -> None:
         assert float(raw) == float(defaults[knob].default), knob
     assert env["GEARSHIFT_ROUTER_SELECTION_TIEBREAK"] == "false"
     assert defaults["selection_tiebreak"].default is False
+    assert env["GEARSHIFT_ROUTER_SOURCE_ANSWER"] == defaults["source_answer"].default
 
 
 def test_the_selection_knobs_can_be_set() -> None:
@@ -42,6 +44,7 @@ def test_the_selection_knobs_can_be_set() -> None:
                 "selection_margin": 0.05,
                 "source_timeout_s": 0.5,
                 "source_context_chars": 6000,
+                "source_answer": "verify",
             }
         }
     }
@@ -50,6 +53,7 @@ def test_the_selection_knobs_can_be_set() -> None:
     assert env["GEARSHIFT_ROUTER_SELECTION_MARGIN"] == "0.05"
     assert env["GEARSHIFT_ROUTER_SOURCE_TIMEOUT_S"] == "0.5"
     assert env["GEARSHIFT_ROUTER_SOURCE_CONTEXT_CHARS"] == "6000"
+    assert env["GEARSHIFT_ROUTER_SOURCE_ANSWER"] == "verify"
 
 
 def _secret_env(container: dict[str, Any], name: str) -> dict[str, Any] | None:

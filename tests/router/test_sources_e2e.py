@@ -21,6 +21,7 @@ import pytest
 from gearshift.routes.local import local_default_routes
 from gearshift.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc, router_pb2
 from tests.router.conftest import KEY_A, RunningRouter, dead_address, start_router, stop_router
+from tests.router.table.test_per_pod_routing import _in_process_generations
 
 AUTH = (("authorization", f"Bearer {KEY_A}"),)
 HTTP_AUTH = {"authorization": f"Bearer {KEY_A}"}
@@ -75,16 +76,7 @@ def _ask(
     )
 
 
-@pytest.fixture(scope="module")
-async def sources_router(
-    slm_server: Any,
-    proxy_server: Any,
-    cache_server: Any,
-    retriever_endpoint: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[tuple[RunningRouter, str]]:
-    handbook = f"handbook-{uuid.uuid4().hex[:8]}"
-    await _ingest(retriever_endpoint, handbook, HANDBOOK)
+def _routes(slm_server: Any, proxy_server: Any, retriever: str, handbook: str) -> list[Any]:
     routes = local_default_routes(
         slm_server.address, slm_server.served_model, proxy_server.address, proxy_server.served_model
     )
@@ -92,7 +84,7 @@ async def sources_router(
         _source(
             handbook,
             "Gearshift's handbook: how to configure and operate the semantic cache",
-            retriever_endpoint,
+            retriever,
             ["How do I configure the cache's similarity threshold?"],
         ),
         _source(
@@ -102,9 +94,31 @@ async def sources_router(
             ["The GPU node is down, what is the procedure?"],
         ),
     ]
+    return routes
+
+
+@pytest.fixture(scope="module")
+async def handbook(retriever_endpoint: str) -> str:
+    name = f"handbook-{uuid.uuid4().hex[:8]}"
+    await _ingest(retriever_endpoint, name, HANDBOOK)
+    return name
+
+
+@pytest.fixture(scope="module")
+async def sources_router(
+    slm_server: Any,
+    proxy_server: Any,
+    cache_server: Any,
+    retriever_endpoint: str,
+    handbook: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[RunningRouter, str]]:
     tmp: Path = tmp_path_factory.mktemp("sources-router")
     running = await start_router(
-        tmp, routes, cache_address=cache_server.address, source_timeout_s=1.0
+        tmp,
+        _routes(slm_server, proxy_server, retriever_endpoint, handbook),
+        cache_address=cache_server.address,
+        source_timeout_s=1.0,
     )
     try:
         yield running, handbook
@@ -215,3 +229,68 @@ async def test_reingesting_a_source_invalidates_its_cached_answers(
     assert fresh.decision.cache != common_pb2.CACHE_OUTCOME_HIT_EXACT
     assert fresh.decision.cache != common_pb2.CACHE_OUTCOME_HIT_SEMANTIC
     assert fresh.decision.source_content_version == version
+
+
+async def _answers(router: RunningRouter, handbook: str) -> tuple[Any, list[Any]]:
+    """The unary answer and the streamed chunks of the question, pinned to the handbook."""
+    policy = router_pb2.CACHE_POLICY_BYPASS
+    ask = _ask(QUESTION, model=handbook, max_tokens=48, cache_policy=policy)
+    response = await router.stub.Chat(ask, metadata=AUTH, timeout=120)
+    chunks = [c async for c in router.stub.ChatStream(ask, metadata=AUTH, timeout=120)]
+    return response, chunks
+
+
+async def test_quote_mode_answers_with_the_passage_and_calls_no_model(
+    slm_server: Any,
+    proxy_server: Any,
+    retriever_endpoint: str,
+    handbook: str,
+    tmp_path: Path,
+) -> None:
+    routes = _routes(slm_server, proxy_server, retriever_endpoint, handbook)
+    router = await start_router(tmp_path, routes, source_answer="quote")
+    try:
+        calls_before = _in_process_generations()
+        response, chunks = await _answers(router, handbook)
+    finally:
+        await stop_router(router)
+    assert _in_process_generations() == calls_before, "no model was called"
+    assert "max_false_hit_rate" in response.text and "[1]" in response.text
+    assert response.text.startswith("From "), response.text
+    assert response.usage.total_tokens == 0
+    assert response.decision.model == "" and response.decision.source == handbook
+    assert any("quoting passage [1]" in r for r in response.decision.reasons)
+    assert [c.document_id for c in response.citations] == ["cache.md"]
+    assert "".join(c.text_delta for c in chunks) == response.text
+    assert chunks[-1].finish_reason == common_pb2.FINISH_REASON_STOP
+
+
+@pytest.mark.parametrize(("floor", "served"), [(0.0, "model"), (1.0, "quote")])
+async def test_verify_mode_serves_the_models_answer_only_when_its_passages_support_it(
+    slm_server: Any,
+    proxy_server: Any,
+    retriever_endpoint: str,
+    handbook: str,
+    tmp_path: Path,
+    floor: float,
+    served: str,
+) -> None:
+    routes = _routes(slm_server, proxy_server, retriever_endpoint, handbook)
+    router = await start_router(tmp_path, routes, source_answer="verify", source_support_min=floor)
+    try:
+        response, chunks = await _answers(router, handbook)
+    finally:
+        await stop_router(router)
+    reasons = " ".join(response.decision.reasons)
+    assert response.usage.completion_tokens > 0, "the model answered first"
+    if served == "model":
+        assert "answer supported by its passages" in reasons, reasons
+        assert not response.text.startswith("From "), response.text
+        assert len(response.citations) >= 1
+    else:
+        # A greedy answer of the 135M model always says something its passage does not.
+        assert "was not served (support" in reasons, reasons
+        assert response.text.startswith("From ") and "max_false_hit_rate" in response.text
+        assert [c.document_id for c in response.citations] == ["cache.md"]
+    # A stream is held whole and judged the same way.
+    assert "".join(c.text_delta for c in chunks) == response.text

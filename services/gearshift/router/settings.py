@@ -137,6 +137,20 @@ class Settings(MultiWorkerSettings):
         le=100_000,
         description="Characters of retrieved passages put into a grounded prompt.",
     )
+    source_answer: Literal["generate", "quote", "verify"] = Field(
+        "generate",
+        description="How an answer from a data source is made: 'generate' (the model writes "
+        "it from the passages), 'quote' (no model call: the best passage's lines that match "
+        "the question, cited [1]), 'verify' (the model writes it, and it is served only when "
+        "the passages support it, source_support_min, else the quote; streams arrive whole).",
+    )
+    source_support_min: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="With source_answer 'verify': the least share of the answer's content "
+        "words found in its passages for the model's answer to be served.",
+    )
     selection_tiebreak: bool = Field(
         False,
         description="When the best options are within selection_tiebreak_window of each "

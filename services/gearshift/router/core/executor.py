@@ -29,6 +29,7 @@ from gearshift.router.clients.cache_client import CacheClient
 from gearshift.router.core import caching
 from gearshift.router.core.events import AnsweredEvent, AnswerObserver
 from gearshift.router.core.plan import PipelineConfig, Plan, cascade_policy, set_route
+from gearshift.router.core.quoting import quote_answer, support
 from gearshift.router.core.request_options import unary_chunks
 from gearshift.router.table.routing_table import Route, RoutingTable
 from gearshift.runtime.errors import DeadlineExceeded, GearshiftError, Unavailable
@@ -72,6 +73,7 @@ class Attempt:
     route: Route
     endpoint: str
     cascade: bool
+    verify: bool = False  # a source answer, served only when its passages support it
     sent: bool = False  # text (or the last chunk) has gone out: no failover or cascade any more
     parts: list[str] = field(default_factory=list)
     finish: common_pb2.FinishReason.ValueType = common_pb2.FINISH_REASON_UNSPECIFIED
@@ -106,6 +108,9 @@ class Executor:
                 citations=plan.citations,
             )
             return
+        if self._source_mode(plan) == "quote":
+            yield self._quoted(plan, trace_id)
+            return
         usage = common_pb2.Usage()
         index = 0
         while index < len(plan.routes):
@@ -114,6 +119,7 @@ class Executor:
                 route,
                 self.table.pick_endpoint(route),
                 cascade=self._cascade_wanted(plan, index),
+                verify=self._source_mode(plan) == "verify",
                 model=route.model,
             )
             next_route_why = ""
@@ -133,7 +139,14 @@ class Executor:
                             if self._failed_generation(plan, chunk):
                                 next_route_why = "finish reason ERROR"
                                 break
-                            if attempt.cascade:
+                            if attempt.verify:
+                                # A source answer is held whole, then served if the
+                                # passages support it, else replaced by the quote.
+                                attempt.held.append(chunk)
+                                if not attempt.finish:
+                                    continue
+                                release, attempt.held = self._verified(plan, attempt), []
+                            elif attempt.cascade:
                                 # The cascade hook: hold the small model's first
                                 # `cascade_stream_chars` (a unary answer is one chunk),
                                 # judge them, then send them or escalate unseen.
@@ -344,6 +357,65 @@ class Executor:
             stream=plan.stream,
         )
         metrics.CACHE_SAVED_TOKENS.labels(plan.tenant).inc(plan.hit.entry.usage.total_tokens)
+
+    def _source_mode(self, plan: Plan) -> str:
+        """How this plan's source answer is made; "generate" for anything but one free-text
+        answer from passages (tool calls, JSON and n answers are the model's to write)."""
+        if plan.source is None or not plan.passages or not plan.cascade_ok:
+            return "generate"
+        return self.config.source_answer
+
+    @staticmethod
+    def _quoted(plan: Plan, trace_id: str) -> router_pb2.ChatStreamChunk:
+        """The quote as the whole answer (source_answer quote): no model is called."""
+        plan.decision.model = ""
+        plan.decision.reasons.append(
+            f"answered by quoting passage [1] of source {plan.decision.source} "
+            "(source_answer quote): no model was called"
+        )
+        metrics.record_answer(
+            tenant=plan.tenant,
+            route=plan.decision.source,
+            tier=plan.decision.tier,
+            cache=plan.decision.cache,
+            started=plan.started,
+            stream=plan.stream,
+        )
+        return router_pb2.ChatStreamChunk(
+            request_id=plan.request_id,
+            decision=plan.decision,
+            text_delta=quote_answer(plan.question, plan.passages),
+            finish_reason=common_pb2.FINISH_REASON_STOP,
+            usage=common_pb2.Usage(),
+            trace_id=trace_id,
+            citations=plan.citations[:1],
+        )
+
+    def _verified(self, plan: Plan, attempt: Attempt) -> list[inference_pb2.GenerateChunk]:
+        """The held answer if its passages support it; else one chunk with the quote."""
+        text = "".join(c.text_delta for c in attempt.held)
+        share = support(text, plan.passages)
+        floor = self.config.source_support_min
+        if share >= floor:
+            plan.decision.reasons.append(
+                f"answer supported by its passages (support {share:.2f} >= {floor:.2f})"
+            )
+            return attempt.held
+        plan.decision.reasons.append(
+            f"the model's answer was not served (support {share:.2f} < {floor:.2f}): "
+            "quoted passage [1] instead"
+        )
+        del plan.citations[1:]
+        attempt.finish = common_pb2.FINISH_REASON_STOP
+        last = attempt.held[-1]
+        return [
+            inference_pb2.GenerateChunk(
+                text_delta=quote_answer(plan.question, plan.passages),
+                finish_reason=common_pb2.FINISH_REASON_STOP,
+                usage=last.usage,
+                model=last.model,
+            )
+        ]
 
     @staticmethod
     @contextmanager

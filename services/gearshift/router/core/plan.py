@@ -40,6 +40,8 @@ class PipelineConfig:
     selection_margin: float = DEFAULT_MARGIN
     source_timeout_s: float = 2.0
     source_context_chars: int = 3000
+    source_answer: str = "generate"  # "generate", "quote" or "verify" (core/quoting.py)
+    source_support_min: float = 0.8  # verify: least support that keeps the model's answer
 
 
 def cascade_policy(config: PipelineConfig) -> EscalationPolicy | None:
