@@ -37,6 +37,12 @@ def test_the_quote_is_the_passage_line_that_answers_cited_by_number() -> None:
     assert all(line.startswith("> ") for line in answer.splitlines()[2:])
 
 
+def test_a_heading_path_that_starts_with_the_document_title_is_not_repeated() -> None:
+    passage = _passage(SETTINGS, title="Cache > Settings")
+    answer = quote_answer("What is the default false hit rate?", [passage])
+    assert answer.startswith("From Cache > Settings [1]:"), answer
+
+
 def test_only_the_best_ranked_passage_is_quoted() -> None:
     other = _passage("The proxy keeps provider keys in a Secret.", "Proxy")
     answer = quote_answer("Where does the proxy keep keys?", [_passage(SETTINGS), other])

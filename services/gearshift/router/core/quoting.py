@@ -91,7 +91,9 @@ def quote_answer(question: str, passages: Sequence[retriever_pb2.Passage]) -> st
     if not passages:
         return "The data source returned no passages for this question."
     best = passages[0]
-    where = " > ".join(t for t in (best.document_title, best.chunk_title) if t)
+    where = best.chunk_title  # a Markdown chunk's title is its heading path, from the top
+    if best.document_title and not where.startswith(best.document_title):
+        where = " > ".join(t for t in (best.document_title, where) if t)
     where = where or best.document_id
     parts = units(best.text)
     wanted = terms(question)
