@@ -131,38 +131,45 @@ async def ask(
     return first or total, total, tokens, citations
 
 
+async def start_slm_with_source(tmp: str, retriever_address: str) -> tuple[Any, Path, Path]:
+    """The real SLM server in this process, and a routes file with its route (no fallback)
+    and the docs source: (the SLM's server host, routes file, API keys file)."""
+    slm_settings = SlmSettings(host="127.0.0.1", grpc_port=0, metrics_port=-1)
+    slm = SlmApp(slm_settings)
+    slm_host = GrpcServiceHost(slm, slm_settings)
+    slm_port = await slm_host.start()
+    assert slm.engine is not None
+    routes = [
+        r
+        for r in local_default_routes(
+            f"127.0.0.1:{slm_port}", slm.engine.served_name, "127.0.0.1:1", "none"
+        )
+        if r["metadata"]["name"] == LOCAL_SLM_ROUTE
+    ]
+    routes[0]["spec"]["routing"].pop("fallback")
+    routes.append(
+        {
+            "apiVersion": "gearshift.dev/v1alpha1",
+            "kind": "DataSource",
+            "metadata": {"name": SOURCE},
+            "spec": {
+                "description": "Gearshift's own documentation",
+                "retriever": {"endpoint": retriever_address},
+                "search": {"topK": 5},
+            },
+        }
+    )
+    routes_file, keys_file = write_config(tmp, routes)
+    return slm_host, routes_file, keys_file
+
+
 async def main(rounds: int, max_tokens: int) -> None:
     print(f"Machine: {describe_machine()}; load {os.getloadavg()[0]:.1f}\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="gearshift-bench-source-") as tmp:
         retriever, retriever_address = start_retriever(tmp)
         chunks = await ingest_docs(retriever_address)
         print(f"retriever {retriever_address}: {chunks} chunks of docs/", flush=True)
-        slm_settings = SlmSettings(host="127.0.0.1", grpc_port=0, metrics_port=-1)
-        slm = SlmApp(slm_settings)
-        slm_host = GrpcServiceHost(slm, slm_settings)
-        slm_port = await slm_host.start()
-        assert slm.engine is not None
-        routes = [
-            r
-            for r in local_default_routes(
-                f"127.0.0.1:{slm_port}", slm.engine.served_name, "127.0.0.1:1", "none"
-            )
-            if r["metadata"]["name"] == LOCAL_SLM_ROUTE
-        ]
-        routes[0]["spec"]["routing"].pop("fallback")
-        routes.append(
-            {
-                "apiVersion": "gearshift.dev/v1alpha1",
-                "kind": "DataSource",
-                "metadata": {"name": SOURCE},
-                "spec": {
-                    "description": "Gearshift's own documentation",
-                    "retriever": {"endpoint": retriever_address},
-                    "search": {"topK": 5},
-                },
-            }
-        )
-        routes_file, keys_file = write_config(tmp, routes)
+        slm_host, routes_file, keys_file = await start_slm_with_source(tmp, retriever_address)
         router_settings = RouterSettings(
             host="127.0.0.1",
             grpc_port=0,

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import grpc
-from bench_source_answer import SOURCE, start_retriever, write_config
+from bench_source_answer import SOURCE, start_retriever, start_slm_with_source
 from bench_source_answer import ingest_docs as ingest
 from docs_questions import DOCS_QUESTIONS
 
@@ -43,10 +43,7 @@ from gearshift.router.app import RouterApp
 from gearshift.router.app import Settings as RouterSettings
 from gearshift.router.core.grounding import used_passages
 from gearshift.router.core.quoting import support
-from gearshift.routes.local import LOCAL_SLM_ROUTE, local_default_routes
 from gearshift.runtime.server import GrpcServiceHost
-from gearshift.slm.app import Settings as SlmSettings
-from gearshift.slm.app import SlmApp
 from gearshift.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc, router_pb2, router_pb2_grpc
 
 AUTH = (("authorization", "Bearer bench-key"),)
@@ -101,32 +98,7 @@ async def main(max_tokens: int) -> None:
     with tempfile.TemporaryDirectory(prefix="gearshift-eval-source-") as tmp:
         retriever, retriever_address = start_retriever(tmp)
         chunks = await ingest(retriever_address)
-        slm_settings = SlmSettings(host="127.0.0.1", grpc_port=0, metrics_port=-1)
-        slm = SlmApp(slm_settings)
-        slm_host = GrpcServiceHost(slm, slm_settings)
-        slm_port = await slm_host.start()
-        assert slm.engine is not None
-        routes = [
-            r
-            for r in local_default_routes(
-                f"127.0.0.1:{slm_port}", slm.engine.served_name, "127.0.0.1:1", "none"
-            )
-            if r["metadata"]["name"] == LOCAL_SLM_ROUTE
-        ]
-        routes[0]["spec"]["routing"].pop("fallback")
-        routes.append(
-            {
-                "apiVersion": "gearshift.dev/v1alpha1",
-                "kind": "DataSource",
-                "metadata": {"name": SOURCE},
-                "spec": {
-                    "description": "Gearshift's own documentation",
-                    "retriever": {"endpoint": retriever_address},
-                    "search": {"topK": 5},
-                },
-            }
-        )
-        routes_file, keys_file = write_config(tmp, routes)
+        slm_host, routes_file, keys_file = await start_slm_with_source(tmp, retriever_address)
         try:
             for label, mode, context_chars in ROWS:
                 settings = RouterSettings(
