@@ -18,7 +18,9 @@ import json
 import random
 from pathlib import Path
 
-SHARED = Path("/work/shared/data/routing_dev.jsonl")
+from gearshift.dev.data import shared_data_dir
+
+SHARED = shared_data_dir() / "routing_dev.jsonl"
 
 SUBJECTS: dict[str, tuple[str, ...]] = {
     "law": ("professional_law", "international_law", "jurisprudence"),
