@@ -9,13 +9,13 @@ requests that arrive meanwhile form the next batch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from gearshift.embeddings.model import DIM, Embedder, FloatArray
+from gearshift.runtime.aiotasks import cancel_and_wait
 
 
 @dataclass
@@ -78,7 +78,9 @@ class MicroBatcher:
                 if remaining <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel.
+                    async with asyncio.timeout(remaining):
+                        batch.append(await queue.get())
                 except TimeoutError:
                     break
             live = [p for p in batch if not p.future.done()]
@@ -101,11 +103,8 @@ class MicroBatcher:
 
     async def close(self) -> None:
         """Stops the batching task; pending callers get CancelledError."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._queue is not None:
             while not self._queue.empty():
                 pending = self._queue.get_nowait()

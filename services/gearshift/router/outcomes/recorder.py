@@ -14,7 +14,6 @@ read back from), computed in the background task, not on the request path.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -31,6 +30,7 @@ from gearshift.router.scorer.prompt_features import (
     features_to_bytes,
     prompt_features,
 )
+from gearshift.runtime.aiotasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +143,8 @@ class DecisionRecorder:
 
     async def stop(self) -> None:
         """Stops the task and writes what is still queued (nothing lost on a clean stop)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         try:
             await self.flush()
         except Exception as exc:

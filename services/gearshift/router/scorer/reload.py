@@ -12,7 +12,6 @@ the new one, never a mix, and requests already scored finish as decided.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from gearshift.router import metrics
 from gearshift.router.scorer.protocol import DifficultyScorer, PackageScorer
+from gearshift.runtime.aiotasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,5 @@ class ReloadingScorer:
             self._task = asyncio.create_task(self._run(), name="router-scorer-reload")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

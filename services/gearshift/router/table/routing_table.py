@@ -26,6 +26,7 @@ from gearshift.router.table.backends import BackendPool
 from gearshift.routes import ModelRoute, load_routes
 from gearshift.routes.data_source import DataSource, load_sources
 from gearshift.routes.model_route import Capabilities
+from gearshift.runtime.aiotasks import cancel_and_wait
 from gearshift.v1 import inference_pb2
 
 log = logging.getLogger(__name__)
@@ -377,18 +378,16 @@ class RoutingTable:
             self._changed.clear()
             # Poll new endpoints at once; otherwise every poll_interval_s.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self.poll_interval_s)
+                async with asyncio.timeout(self.poll_interval_s):
+                    await self._changed.wait()
 
     def start(self) -> None:
         if self._poller is None:
             self._poller = asyncio.create_task(self._poll_loop(), name="router-health-poll")
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+        await cancel_and_wait(self._poller)
+        self._poller = None
 
 
 class RoutesFileWatcher:
@@ -440,8 +439,5 @@ class RoutesFileWatcher:
             self._task = asyncio.create_task(self._run(), name="router-routes-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
