@@ -32,6 +32,9 @@ ADDED_DECISION_COLUMNS = (
     ("features_version", "TEXT NOT NULL DEFAULT ''"),
 )
 
+# The transaction lock that serialises schema creation across replicas ("gearshft").
+SCHEMA_LOCK_ID = 0x6765617273686674
+
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS gearshift_decisions (
         tenant TEXT NOT NULL, response_id TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,
@@ -82,6 +85,9 @@ class PostgresOutcomeStore:
         async def run() -> T:
             async with self.pool.connection(timeout=self.timeout_s) as conn:
                 if not self._schema_ready:
+                    # Replicas starting together would race on CREATE ... IF NOT EXISTS
+                    # (a UniqueViolation on pg_type): one creates, the others wait here.
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_ID,))
                     for statement in SCHEMA:
                         await conn.execute(statement)
                     await self._add_missing_columns(conn)
