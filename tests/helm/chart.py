@@ -18,7 +18,9 @@ from helm_python.chart import Chart, values_from_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "helm" / "gearshift"
-CRD_FILE = CHART_DIR / "crds" / "modelroutes.gearshift.dev.yaml"
+# The CRDs' one copy: templates/crds.yaml renders these files (docs/helm.md, Upgrading).
+CRD_DIR = CHART_DIR / "files" / "crds"
+CRD_FILE = CRD_DIR / "modelroutes.gearshift.dev.yaml"
 EXAMPLES_DIR = REPO / "examples" / "modelroutes"
 CI_VALUES = sorted((CHART_DIR / "ci").glob("*.yaml"))
 RELEASE = "gs"

@@ -97,11 +97,9 @@ def test_the_crd_is_a_valid_kubernetes_object() -> None:
     kubernetes_validate.validate(doc, "1.33.0", strict=True)
     assert doc["metadata"]["name"] == "modelroutes.gearshift.dev"
     with Chart.load(CHART_DIR) as chart:
-        # Helm installs it from crds/ before any template (and never deletes it).
-        assert sorted(c["name"] for c in chart.crds) == [
-            "crds/datasource.yaml",
-            "crds/modelroutes.gearshift.dev.yaml",
-        ]
+        # Nothing in crds/: Helm would install it once and never upgrade it (the CRDs are
+        # templates, tests/helm/test_crd_upgrade.py).
+        assert chart.crds == []
     datasource = yaml.safe_load((CRD_FILE.parent / "datasource.yaml").read_text())
     kubernetes_validate.validate(datasource, "1.33.0", strict=True)
     assert datasource["metadata"]["name"] == "datasources.gearshift.dev"
@@ -252,9 +250,10 @@ def test_packaged_chart_keeps_crd_and_schema_and_renders_the_same(tmp_path: Path
     archive = package(CHART_DIR, destination=tmp_path)
     with Chart.load(archive) as packed:
         assert packed.metadata["appVersion"] == "0.1.0"
-        assert sorted(c["name"] for c in packed.crds) == [
-            "crds/datasource.yaml",
-            "crds/modelroutes.gearshift.dev.yaml",
+        assert packed.crds == []
+        assert sorted(f["name"] for f in packed.files if f["name"].startswith("files/crds/")) == [
+            "files/crds/datasource.yaml",
+            "files/crds/modelroutes.gearshift.dev.yaml",
         ]
         assert packed.schema is not None
         assert not any(f["name"].startswith("ci/") for f in packed.files)

@@ -18,7 +18,8 @@ import celpy
 import jsonschema
 import yaml
 
-CRD_PATH = Path(__file__).parents[2] / "helm/gearshift/crds/modelroutes.gearshift.dev.yaml"
+# The CRD's one copy; the chart renders it from there (helm/gearshift/templates/crds.yaml).
+CRD_PATH = Path(__file__).parents[2] / "helm/gearshift/files/crds/modelroutes.gearshift.dev.yaml"
 
 
 def load_crd() -> dict[str, Any]:

@@ -19,7 +19,7 @@ from tests.operator.test_operator import _eventually, _free_port, _get, _runner,
 from tests.retriever.helpers import CACHE_DOC, GPU_DOC, POWER_DOC, ingest
 
 ROOT = Path(__file__).parents[2]
-CRD = yaml.safe_load((ROOT / "helm/gearshift/crds/datasource.yaml").read_text())
+CRD = yaml.safe_load((ROOT / "helm/gearshift/files/crds/datasource.yaml").read_text())
 EXAMPLES = sorted((ROOT / "examples/datasources").glob("*.yaml"))
 NS = "default"
 SOURCES = f"/apis/gearshift.dev/v1alpha1/namespaces/{NS}/datasources"

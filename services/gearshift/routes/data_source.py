@@ -5,7 +5,7 @@ A data source is a retriever collection the router can answer from: its metadata
 `retriever` block says where the passages come from. The router reads DataSources like
 ModelRoutes: from the cluster (watch) or from the local routes file, where DataSource
 documents sit beside ModelRoute documents. Validation mirrors the CRD's schema
-(`helm/gearshift/crds/datasource.yaml`).
+(`helm/gearshift/files/crds/datasource.yaml`).
 """
 
 from __future__ import annotations

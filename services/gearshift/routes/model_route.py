@@ -2,8 +2,9 @@
 
 One definition serves both sides: the router reads routes from a local YAML file or from
 cluster objects with it, and the operator reconciles them with it. The cross-field rules
-below mirror the CRD's CEL rules (`helm/gearshift/crds/modelroutes.gearshift.dev.yaml`),
-so a local routes file is held to the same contract as `kubectl apply`.
+below mirror the CRD's CEL rules
+(`helm/gearshift/files/crds/modelroutes.gearshift.dev.yaml`), so a local routes file is held
+to the same contract as `kubectl apply`.
 
 Field names are snake_case in Python and camelCase on the wire (`servedName`,
 `maxModelLen`, ...); both spellings are accepted on input. Unknown fields are ignored so
