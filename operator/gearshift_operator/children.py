@@ -14,6 +14,7 @@ import yaml
 
 from gearshift.routes.model_route import ModelRoute
 from gearshift_operator import pod_override
+from gearshift_operator.drain import drain_seconds
 from gearshift_operator.settings import Settings, SizeClass
 
 MANAGED_BY = "gearshift-operator"
@@ -252,12 +253,6 @@ def config_map(route: ModelRoute) -> Manifest | None:
         "metadata": {"name": route.name, "namespace": route.namespace, "labels": labels(route)},
         "data": {"config.yaml": yaml.safe_dump(proxy_config(route), sort_keys=True)},
     }
-
-
-def drain_seconds(route: ModelRoute, settings: Settings) -> int:
-    """How long a stopping replica lets in-flight generations finish."""
-    own = route.spec.lifecycle.drain_seconds
-    return settings.drain_seconds if own is None else own
 
 
 def _probes(route: ModelRoute, settings: Settings) -> Manifest:

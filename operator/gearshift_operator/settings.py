@@ -90,10 +90,25 @@ class Settings(BaseSettings):
     grpc_port: int = Field(50051, ge=1, le=65535, description="Model servers' gRPC port.")
     metrics_port: int = Field(9090, ge=1, le=65535, description="Model servers' /metrics port.")
     drain_seconds: int = Field(
-        30, ge=0, description="Time a stopping model server lets in-flight calls finish."
+        30,
+        ge=0,
+        description="Time a stopping model server lets in-flight calls finish when its "
+        "longest answer is unknown; otherwise added to that answer's time (queueing, prefill).",
+    )
+    floor_tokens_per_second: float = Field(
+        10.0,
+        gt=0,
+        description="Slowest decode speed of one generation under load (tokens/s), for "
+        "routes that declare no lifecycle.floorTokensPerSecond; sizes the default drain.",
+    )
+    max_drain_seconds: int = Field(
+        3600,
+        ge=1,
+        description="Upper bound of a derived drain (an explicit lifecycle.drainSeconds is "
+        "not bounded by it).",
     )
     grace_margin_seconds: int = Field(
-        15, ge=1, description="terminationGracePeriodSeconds = drain_seconds + this margin."
+        15, ge=1, description="terminationGracePeriodSeconds = preStop + drain + this margin."
     )
     image_rollout_concurrency: int = Field(
         1,

@@ -155,7 +155,8 @@ def test_settings_are_rendered_generically() -> None:
     assert env["GEARSHIFT_ROUTER_CACHE_ADDRESS"] == "elsewhere:1", "user settings win over wiring"
     assert "GEARSHIFT_ROUTER_UNSET_ME" not in env
     dep = find(objs, "Deployment", component_name("router"))
-    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 12 + 15
+    # preStop pause 5 + drain 12 + room to exit 15
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 5 + 12 + 15
 
 
 def test_router_is_wired_to_the_cache_the_cluster_and_its_keys() -> None:

@@ -79,14 +79,16 @@ def test_engine_route_runs_serve_slm_with_engine_settings() -> None:
     assert env["GEARSHIFT_SLM_SERVED_MODEL_NAME"] == "smollm2-1.7b-instruct"
     assert env["GEARSHIFT_SLM_DTYPE"] == "bfloat16"
     assert env["GEARSHIFT_SLM_MAX_MODEL_LEN"] == "4096"
-    assert env["GEARSHIFT_SLM_GRACE_PERIOD_S"] == "40"
+    # The longest answer (maxModelLen 4096 tokens at the default floor of 10 tokens/s)
+    # plus drain_seconds: a 40 s drain would cut any answer past 40 s of decoding.
+    assert env["GEARSHIFT_SLM_GRACE_PERIOD_S"] == str(410 + 40)
     assert json.loads(env["GEARSHIFT_SLM_EXTRA_ENGINE_ARGS"]) == {
         "enable_prefix_caching": True,
         "max_num_seqs": 64,
     }
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"] == {"port": 50051}
-    assert pod["terminationGracePeriodSeconds"] == 65 > 40  # preStop 5 + drain 40 + margin 20
+    assert pod["terminationGracePeriodSeconds"] == 5 + 450 + 20  # preStop + drain + margin
     assert dep["spec"]["replicas"] == 1
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/instance"] == "smollm2-small"

@@ -32,10 +32,12 @@ import aiohttp
 import grpc
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gearshift.proxy.config import local_standin_config
 from gearshift.routes.local import LOCAL_LLM_ROUTE, local_default_routes
+from gearshift.runtime.errors import retry_delay_s
 from gearshift.v1 import common_pb2, router_pb2, router_pb2_grpc
 from tests.fixtures.cache import CacheServer
 from tests.proxy.fault_server import FaultServer, slow, status
@@ -332,4 +334,87 @@ async def test_router_workers_serve_both_ports_and_drain(mesh: Mesh) -> None:
         assert await asyncio.to_thread(router.popen.wait, 40) == 0
         assert not [p for p in workers if os.path.exists(f"/proc/{p}")], "a worker outlived"  # noqa: ASYNC240
     finally:
+        router.stop()
+
+
+@pytest.mark.parametrize("in_flight", ["grpc", "http"])
+async def test_sigterm_drain_keeps_both_ports_open_and_refuses_new_calls(
+    mesh: Mesh, in_flight: str
+) -> None:
+    """A rollout's SIGTERM: a call in flight on either front door finishes; new calls on
+    both are told to retry elsewhere (UNAVAILABLE / 503 + Retry-After), never "connection
+    refused", for as long as the drain lasts; then the process exits.
+
+    The upstream holds the call until the refusals have been checked, 3 s after the
+    signal: both ports used to close 1-2 s after it while an HTTP call was still running
+    (the drain counted gRPC calls only), and new HTTP calls were answered as usual.
+    """
+    router = await asyncio.to_thread(mesh.start_router, f"drain-{in_flight}")
+    grpc_address = f"127.0.0.1:{router.info['grpc_port']}"
+    http_url = f"http://127.0.0.1:{router.info['http_port']}"
+    release, arrived = asyncio.Event(), asyncio.Event()
+
+    async def held(srv: FaultServer, request: object, body: dict[str, object]) -> object:
+        arrived.set()
+        await release.wait()
+        return await slow(0)(srv, request, body)  # type: ignore[arg-type]
+
+    mesh.upstream.script.append(held)  # type: ignore[arg-type]
+    auth = (("authorization", f"Bearer {KEY}"),)
+    try:
+        async with (
+            grpc.aio.insecure_channel(grpc_address) as channel,
+            aiohttp.ClientSession() as http,
+        ):
+            call: asyncio.Future[object] = asyncio.ensure_future(
+                router_pb2_grpc.RouterServiceStub(channel).Chat(
+                    _chat_request("Held over gRPC."), metadata=auth, timeout=60
+                )
+                if in_flight == "grpc"
+                else _chat_http(http, router.info["http_port"], {})
+            )
+            await asyncio.wait_for(arrived.wait(), 30)
+            router.popen.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            await asyncio.sleep(3.0)
+
+            # A new connection on each port, well after the signal: open, and refusing.
+            async with grpc.aio.insecure_channel(grpc_address) as fresh:
+                health = health_pb2_grpc.HealthStub(fresh)
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await router_pb2_grpc.RouterServiceStub(fresh).Chat(
+                        _chat_request("Too late."), metadata=auth, timeout=5
+                    )
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "draining" in (refused.value.details() or "")
+                trailers = dict(refused.value.trailing_metadata() or ())
+                assert int(trailers["grpc-retry-pushback-ms"]) > 0
+                assert retry_delay_s(refused.value) is not None
+            async with (
+                aiohttp.ClientSession() as fresh_http,  # a new connection
+                fresh_http.post(
+                    f"{http_url}/v1/chat/completions",
+                    json={"model": LOCAL_LLM_ROUTE, "messages": [{"role": "user", "content": "x"}]},
+                    headers={"authorization": f"Bearer {KEY}"},
+                    timeout=aiohttp.ClientTimeout(total=10),
+                ) as late,
+            ):
+                assert late.status == 503, await late.text()
+                assert int(late.headers["retry-after"]) >= 1
+                assert (await late.json())["error"]["code"] == "draining"
+            assert not call.done(), "the held call ended before it was released"
+
+            release.set()
+            answer = await call
+            if in_flight == "grpc":
+                assert answer.text == "Hello world"  # type: ignore[attr-defined]
+            else:
+                assert answer.status == 200  # type: ignore[attr-defined]
+        assert await asyncio.to_thread(router.popen.wait, 20) == 0
+        # It stopped because the call was done, not at the 10 s drain deadline.
+        assert time.monotonic() - signalled < 9
+    finally:
+        release.set()
         router.stop()

@@ -268,10 +268,31 @@ Call with (dict "component" "router" "settings" $settingsDict).
 {{- end }}
 {{- end }}
 
-{{/* terminationGracePeriodSeconds: the drain time plus room to exit. */}}
+{{/*
+terminationGracePeriodSeconds: the preStop pause, then the drain time, plus room to exit.
+The kubelet counts the preStop hook against the grace period, so a grace period that left
+it out would cut the drain short by that much.
+Call with (dict "settings" $settings "preStopSeconds" $values.preStopSeconds).
+*/}}
 {{- define "gearshift.terminationGrace" -}}
 {{- $s := .settings }}
-{{- add (int (ceil (float64 (index $s "grace_period_s" | default 30)))) 15 }}
+{{- add (int (.preStopSeconds | default 0)) (int (ceil (float64 (index $s "grace_period_s" | default 30)))) 15 }}
+{{- end }}
+
+{{/*
+The container's preStop: a pause before SIGTERM, so EndpointSlices, kube-proxy and the
+routers' endpoint watches stop sending new calls to the pod while it still serves them
+all; the drain that follows then refuses only stragglers. Kubernetes' own sleep action
+(1.30+, the chart's kubeVersion): the images need no `sleep` binary. 0 leaves it out.
+Call with (dict "preStopSeconds" $values.preStopSeconds).
+*/}}
+{{- define "gearshift.preStop" -}}
+{{- if gt (int (.preStopSeconds | default 0)) 0 }}
+lifecycle:
+  preStop:
+    sleep:
+      seconds: {{ int .preStopSeconds }}
+{{- end }}
 {{- end }}
 
 {{/* gRPC probes on the standard health service (SERVING only after warm-up). */}}

@@ -27,6 +27,7 @@ from gearshift.router.table.cold_start import ColdStartWaiter
 from gearshift.router.table.kube_watch import KubeRouteWatcher
 from gearshift.router.table.routing_table import RoutesFileWatcher, RoutingTable
 from gearshift.runtime.api_keys import KeyTable
+from gearshift.runtime.drain import Drain
 from gearshift.v1 import router_pb2, router_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,11 @@ class RouterApp:
             self.table.demand_signal = self.kube_watcher.signal_demand
         if self.keys.size == 0:
             log.warning("no API keys loaded: every request will be refused (UNAUTHENTICATED)")
+
+    def use_drain(self, drain: Drain) -> None:
+        """The HTTP API joins the gRPC server's drain: one count, both ports open."""
+        if self.http is not None:
+            self.http.drain = drain
 
     def register(self, server: grpc.aio.Server) -> list[str]:
         router_pb2_grpc.add_RouterServiceServicer_to_server(

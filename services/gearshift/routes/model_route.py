@@ -300,6 +300,13 @@ class Lifecycle(_Model):
     """Per-route pod lifecycle; None means the operator's default for that setting."""
 
     drain_seconds: int | None = Field(None, ge=0, le=86400)
+    floor_tokens_per_second: float | None = Field(
+        None,
+        gt=0,
+        le=100000,
+        description="Slowest decode speed of one generation under load; the default drain "
+        "lets the longest allowed answer finish at this speed.",
+    )
     pre_stop_seconds: int = Field(5, ge=0, le=300)
     startup_seconds: int = Field(900, ge=30, le=86400)
     probe_timeout_seconds: int = Field(5, ge=1, le=60)

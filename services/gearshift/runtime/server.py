@@ -3,8 +3,9 @@
 It adds what a platform team expects from any gRPC workload: the standard health
 service (NOT_SERVING until the service says it is warm), server reflection,
 Prometheus metrics, OpenTelemetry context propagation, and a graceful SIGTERM:
-health flips to NOT_SERVING, new calls are refused, in-flight calls get the grace
-period to finish, then the process exits.
+health flips to NOT_SERVING, new calls are refused (UNAVAILABLE with a retry hint, on
+ports that stay open), in-flight calls get the grace period to finish, then the
+process exits.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import json
 import logging
 import signal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from gearshift.runtime.drain import DrainInterceptor
+from gearshift.runtime.drain import Drain, DrainInterceptor
 from gearshift.runtime.logs import setup_logging
 from gearshift.runtime.metrics import PrometheusServerInterceptor, start_metrics_server
 from gearshift.runtime.settings import ServiceSettings
@@ -53,6 +54,18 @@ class ServiceApp(Protocol):
         ...
 
 
+@runtime_checkable
+class DrainAware(Protocol):
+    """An app with front doors of its own (the router's HTTP API) joins the host's drain.
+
+    `use_drain` is called once, before `start`; the app counts its own calls on the
+    `Drain` and refuses new ones while it drains, so the host waits for them too and
+    closes nothing before they are done.
+    """
+
+    def use_drain(self, drain: Drain) -> None: ...
+
+
 def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     """gRPC core options of every service's server.
 
@@ -80,9 +93,15 @@ class GrpcServiceHost:
     def __init__(self, app: ServiceApp, settings: ServiceSettings) -> None:
         self.app = app
         self.settings = settings
-        self.drain = DrainInterceptor(app.name)
+        self.drain = Drain(app.name)
+        if isinstance(app, DrainAware):
+            app.use_drain(self.drain)
         self.server = grpc.aio.server(
-            interceptors=[*server_interceptors(), PrometheusServerInterceptor(), self.drain],
+            interceptors=[
+                *server_interceptors(),
+                PrometheusServerInterceptor(),
+                DrainInterceptor(self.drain),
+            ],
             options=server_options(settings),
         )
         self.health = health.aio.HealthServicer()
@@ -127,8 +146,11 @@ class GrpcServiceHost:
     async def stop(self, grace: float | None = None) -> None:
         """Drains: NOT_SERVING, refuse new calls, let in-flight calls finish within grace.
 
-        The port stays open meanwhile (at least `DRAIN_VISIBLE_S`, so a probe reads
-        NOT_SERVING, not "connection refused"); new calls get UNAVAILABLE.
+        Every port stays open meanwhile (at least `DRAIN_VISIBLE_S`, so a probe reads
+        NOT_SERVING, not "connection refused"); new calls get UNAVAILABLE (HTTP: 503).
+        The servers are stopped only at the end: `server.stop()` and the app's `stop()`
+        close the listening sockets at once, so calling them earlier would refuse
+        connections while calls on the other front door still run.
         """
         if self._stopping.is_set():
             return
@@ -138,7 +160,7 @@ class GrpcServiceHost:
         deadline = loop.time() + grace
         log.info("%s draining (grace %.1fs)", self.app.name, grace)
         await self.health.enter_graceful_shutdown()
-        self.drain.start_draining()
+        self.drain.start()
         await asyncio.sleep(min(grace, DRAIN_VISIBLE_S))
         if not await self.drain.wait_idle(deadline - loop.time()):
             log.warning("%s: %d calls still running after the grace period; cancelling them",

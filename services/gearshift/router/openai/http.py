@@ -40,12 +40,14 @@ from gearshift.router.openai.server import runner
 from gearshift.router.outcomes.feedback import OutcomeService
 from gearshift.router.pipeline import Pipeline
 from gearshift.runtime.api_keys import KeyTable
+from gearshift.runtime.drain import Drain
 from gearshift.runtime.errors import (
     FailedPrecondition,
     FieldViolation,
     GearshiftError,
     InvalidArgument,
 )
+from gearshift.runtime.http_drain import drain_middleware
 from gearshift.runtime.telemetry import tracing_enabled
 from gearshift.runtime.trace_context import LightScope
 from gearshift.v1 import common_pb2, router_pb2
@@ -54,6 +56,9 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 JSON_CONTENT_TYPES = frozenset({"application/json"})
+# With a drain, the runner is cleaned up only once the drain has waited for every request
+# (or its deadline has passed): this bounds the wait for responses still being written.
+DRAINED_SHUTDOWN_S = 2.0
 
 
 def error_response(exc: GearshiftError) -> web.Response:
@@ -103,10 +108,12 @@ class OpenAIHttpApi:
         self.requested_port = port
         self.drop_unsupported_params = drop_unsupported_params
         self.port: int | None = None
+        self.drain: Drain | None = None
         self._runner: web.AppRunner | None = None
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=self.limits.max_body_bytes)
+        middlewares = [] if self.drain is None else [drain_middleware(self.drain, error_response)]
+        app = web.Application(client_max_size=self.limits.max_body_bytes, middlewares=middlewares)
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/feedback", self.feedback)
@@ -116,8 +123,10 @@ class OpenAIHttpApi:
     async def start(self) -> int:
         # handler_cancellation: a client that disconnects cancels its handler, which
         # cancels the backend call (and the generation) through the pipeline.
+        shutdown = {} if self.drain is None else {"shutdown_timeout": DRAINED_SHUTDOWN_S}
         self._runner = runner(
             self.application(),
+            **shutdown,
             handler_cancellation=True,
             access_log=None,
             max_line_size=self.limits.max_header_bytes,
