@@ -58,7 +58,7 @@ class Policy:
 
 @dataclass
 class ScaleState:
-    """What the decision remembers between ticks (kept per route in kopf's memo)."""
+    """What the decision remembers between ticks (in memory, and in `status.autoscaler`)."""
 
     recommendations: list[tuple[float, int]] = field(default_factory=list)
     last_busy_at: float | None = None
@@ -199,3 +199,100 @@ def pod_targets(pods: Sequence[dict[str, Any]], port: int) -> list[str]:
         host = f"[{ip}]" if ":" in ip else ip
         result.append(f"{host}:{_grpc_port(pod, port)}")
     return result
+
+
+# The autoscaler's memory kept in the route's status (`status.autoscaler`), so a restarted
+# or new leader neither forgets a stabilisation window (and scales down early) nor starts
+# it afresh (and scales down a whole window late). Only what can still change a decision
+# is kept: per replica count above the floor, the last time it was recommended (dropping a
+# count that a higher one outlasts), and the last busy time. It is written when it has
+# moved on by more than `resolution_s` (not every tick), and read back `resolution_s`
+# later than written, so the restored memory is never older than the lost one.
+STATE_FIELD = "autoscaler"
+
+
+def _floor(policy: Policy) -> int:
+    """Recommendations at or below this never hold replicas up (the bounds do already)."""
+    return 0 if policy.scale_to_zero else max(1, policy.min_replicas)
+
+
+def holds(state: ScaleState, policy: Policy) -> list[tuple[float, int]]:
+    """(last time, replicas) per count that still matters, highest count first.
+
+    A count recommended no later than a higher one is dropped: the higher one holds the
+    window at least as long.
+    """
+    latest: dict[int, float] = {}
+    for at, count in state.recommendations:
+        if count > _floor(policy):
+            latest[count] = max(at, latest.get(count, at))
+    kept: list[tuple[float, int]] = []
+    for count in sorted(latest, reverse=True):
+        if not kept or latest[count] > kept[-1][0]:
+            kept.append((latest[count], count))
+    return kept
+
+
+def _stamp(at: float) -> str:
+    return datetime.fromtimestamp(math.ceil(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _time(raw: Any) -> float | None:
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+
+def _stored(status: dict[str, Any] | None) -> tuple[list[tuple[float, int]], float | None] | None:
+    raw = (status or {}).get(STATE_FIELD)
+    if not isinstance(raw, dict):
+        return None
+    recs: list[tuple[float, int]] = []
+    for item in raw.get("recommendations") or []:
+        at = _time((item or {}).get("time"))
+        if at is not None and isinstance(item.get("replicas"), int):
+            recs.append((at, int(item["replicas"])))
+    return recs, _time(raw.get("lastBusyTime"))
+
+
+def state_to_status(state: ScaleState, policy: Policy) -> dict[str, Any]:
+    """`status.autoscaler` for this memory (times rounded up to the second)."""
+    out: dict[str, Any] = {
+        "recommendations": [{"replicas": n, "time": _stamp(t)} for t, n in holds(state, policy)]
+    }
+    if state.last_busy_at is not None:
+        out["lastBusyTime"] = _stamp(state.last_busy_at)
+    return out
+
+
+def state_from_status(
+    status: dict[str, Any] | None, resolution_s: float, now: float
+) -> ScaleState | None:
+    """The memory a previous leader left, pushed `resolution_s` later; None when none."""
+    stored = _stored(status)
+    if stored is None:
+        return None
+    recs, busy = stored
+    return ScaleState(
+        recommendations=[(t + resolution_s, n) for t, n in recs],
+        last_busy_at=now if busy is None else min(now, busy + resolution_s),
+    )
+
+
+def needs_write(
+    state: ScaleState, status: dict[str, Any] | None, policy: Policy, resolution_s: float
+) -> bool:
+    """True when the stored memory would make a new leader scale down earlier than this one
+    by more than `resolution_s`."""
+    stored = _stored(status)
+    recs, busy = stored if stored is not None else ([], None)
+    for at, count in holds(state, policy):
+        if not any(n >= count and t >= at - resolution_s for t, n in recs):
+            return True
+    if policy.scale_to_zero and state.last_busy_at is not None:
+        return busy is None or state.last_busy_at - busy > resolution_s
+    return False

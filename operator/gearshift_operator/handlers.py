@@ -23,6 +23,7 @@ from gearshift_operator import autoscaler, children, image_rollouts, metrics, pe
 from gearshift_operator.kube import (
     KubeClient,
     KubeError,
+    authorization,
     client,
     close_client,
     load_configuration,
@@ -62,7 +63,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="gearshift.dev", key="last-handled-configuration"
     )
-    settings.peering.name = SETTINGS.peering_name
+    # One leader through a Lease (leader.py, __main__.py): kopf itself runs standalone.
+    settings.peering.standalone = True
     settings.posting.level = logging.INFO
     # The API server ends each watch after server_timeout; the client gives up 30 s later,
     # so a silently dead connection (a known kopf failure: the operator stops seeing
@@ -78,7 +80,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # is restarted in the same process (tests): start both afresh.
     _locks.clear()
     SCALE_STATES.clear()
-    ROLLOUTS.running.clear()
+    ROLLOUTS.claims.clear()
     ROLLOUTS.concurrency = SETTINGS.image_rollout_concurrency
     ROLLOUTS.lock = asyncio.Lock()
     reset_client()
@@ -91,7 +93,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 def login(**_: Any) -> kopf.ConnectionInfo:
     """The same credentials as our own client (in-cluster, else KUBECONFIG read now)."""
     cfg = load_configuration()
-    token = cfg.get_api_key_with_prefix("authorization") or ""
+    token = authorization(cfg)
     scheme, _sep, secret = token.partition(" ")
     return kopf.ConnectionInfo(
         server=str(cfg.host),
@@ -262,12 +264,9 @@ async def _paced(route: ModelRoute, desired: list[dict[str, Any]]) -> list[dict[
     live = await client().get(path_for("apps/v1", "Deployment", route.namespace, route.name))
     if live is None:
         return None
-    if image_rollouts.rollout_complete(live) and (
-        image_rollouts.container_image(live) == image_rollouts.container_image(wanted)
-    ):
-        ROLLOUTS.finished(key)
     current = image_rollouts.container_image(live)
     if current == image_rollouts.container_image(wanted):
+        ROLLOUTS.landed(key)
         return None
     kept = SETTINGS.model_copy(update={"image": current, "proxy_image": current})
     held = children.build_children(route, kept)
@@ -275,9 +274,18 @@ async def _paced(route: ModelRoute, desired: list[dict[str, Any]]) -> list[dict[
     if image_rollouts.template_hash(held_deployment) != image_rollouts.template_hash(live):
         return None  # more than the image changed: roll as usual
     async with ROLLOUTS.lock:
-        if ROLLOUTS.may_start(key):
+        if ROLLOUTS.may_start(key, await _operator_deployments()):
             return None
     return held
+
+
+async def _operator_deployments() -> list[dict[str, Any]]:
+    """Every Deployment this operator made, in the namespaces it watches (rollout slots)."""
+    if SETTINGS.namespace:
+        return await client().list(
+            path_for("apps/v1", "Deployment", SETTINGS.namespace), MANAGED_SELECTOR
+        )
+    return await client().list("/apis/apps/v1/deployments", MANAGED_SELECTOR)
 
 
 async def _reconcile(body: Any, logger: Any, reason: str) -> bool:
@@ -551,7 +559,12 @@ async def _autoscale(
 ) -> None:
     route = _route(body)
     policy = autoscaler.Policy.for_route(route, SETTINGS)
-    state = states.setdefault(f"{route.namespace}/{route.name}", autoscaler.ScaleState())
+    key, now = f"{route.namespace}/{route.name}", time.time()
+    stored = body.get("status") or {}
+    if key not in states:  # a new leader or a restart picks up where the last one was
+        restored = autoscaler.state_from_status(stored, SETTINGS.scale_state_resolution_s, now)
+        states[key] = restored or autoscaler.ScaleState()
+    state = states[key]
     current = children.target_replicas(route)
     pods = await client().list(
         path_for("v1", "Pod", route.namespace), children.selector_string(route)
@@ -561,12 +574,13 @@ async def _autoscale(
     load, answered = await autoscaler.read_load(
         targets, route.spec.autoscaling.metric, SETTINGS.load_timeout_s
     )
-    now = time.time()
     demand = autoscaler.demand_pending(
         route.metadata.annotations, SETTINGS.demand_annotation, since=now - 600, now=now
     )
     decision = autoscaler.decide(policy, current, load, now, state, demand=demand)
     metrics.DESIRED.labels(namespace=route.namespace, route=route.name).set(decision.replicas)
+    if autoscaler.needs_write(state, stored, policy, SETTINGS.scale_state_resolution_s):
+        patch.status[autoscaler.STATE_FIELD] = autoscaler.state_to_status(state, policy)
     if decision.replicas == current:
         return
     patch.spec["replicas"] = {"desired": decision.replicas}

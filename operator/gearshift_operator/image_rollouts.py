@@ -5,9 +5,14 @@ pacing every Deployment would roll at once: every model reloads its weights at t
 time (minutes of reduced capacity everywhere) and, with `maxSurge: 1`, every route asks
 for a spare set of GPUs together. Here a route whose Deployment differs from what the
 operator would build *only by the image* moves to the new image when fewer than
-`image_rollout_concurrency` such rollouts are running in this operator; otherwise it keeps
-its current image and its handler retries later. Any other change (the route's spec, the
-operator's other settings) rolls as before.
+`image_rollout_concurrency` other rollouts are under way; otherwise it keeps its current
+image and its handler retries later. Any other change (the route's spec, the operator's
+other settings) rolls as before, and holds a slot while it rolls.
+
+The slots are read from the live Deployments, not kept in memory: a slot is held by every
+operator-made Deployment whose rollout is not complete, so a restarted operator (or a new
+leader) sees the same rollouts under way as the one before it. Only the moment between
+granting a slot and the Deployment showing its new image is bridged in memory (a claim).
 """
 
 from __future__ import annotations
@@ -30,39 +35,56 @@ def template_hash(deployment: Manifest) -> str:
     return str(annotations.get("gearshift.dev/template-hash", ""))
 
 
-def rollout_complete(live: Manifest) -> bool:
-    """The Deployment controller has rolled every replica to the current template."""
+def rolling(live: Manifest) -> bool:
+    """The Deployment controller is still replacing pods: a rollout that holds a slot.
+
+    Pods on an older template remain, or the controller has not seen the last change. A
+    rollout past its progress deadline (`ProgressDeadlineExceeded`, e.g. no GPUs free)
+    stops holding others back. Pods that are merely not ready yet (a scale-up) do not count.
+    """
     spec, status = live.get("spec") or {}, live.get("status") or {}
-    replicas = int(spec.get("replicas", 1))
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return False
     if int(status.get("observedGeneration", 0)) < int(live["metadata"].get("generation", 1)):
-        return False
-    return replicas == 0 or (
-        int(status.get("updatedReplicas", 0)) >= replicas
-        and int(status.get("availableReplicas", 0)) >= replicas
-    )
+        return True
+    updated = int(status.get("updatedReplicas", 0))
+    return updated < int(spec.get("replicas", 1)) or int(status.get("replicas", 0)) > updated
+
+
+def route_key(live: Manifest) -> str:
+    meta = live.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
 class ImageRollouts:
-    """The image rollouts this operator has started and not yet seen finish."""
+    """Grants image-rollout slots from the live Deployments (plus claims not yet visible)."""
 
-    def __init__(self, concurrency: int, deadline_s: float = 1800.0) -> None:
+    def __init__(self, concurrency: int, claim_ttl_s: float = 60.0) -> None:
         self.concurrency = concurrency
-        self.deadline_s = deadline_s  # a rollout stuck longer (no GPUs) stops holding others
-        self.running: dict[str, float] = {}
+        self.claim_ttl_s = claim_ttl_s  # a claim whose patch never landed stops holding
+        self.claims: dict[str, float] = {}
         self.lock = asyncio.Lock()
 
-    def finished(self, key: str) -> None:
-        self.running.pop(key, None)
+    def landed(self, key: str) -> None:
+        """The route's Deployment shows its new image: from now on it holds its slot itself."""
+        self.claims.pop(key, None)
 
-    def may_start(self, key: str, now: float | None = None) -> bool:
-        """Claims a slot for `key` (idempotent); False when all slots are taken."""
+    def may_start(self, key: str, deployments: list[Manifest], now: float | None = None) -> bool:
+        """Claims a slot for `key` (idempotent); False when rollouts fill every slot.
+
+        `deployments` are the operator's live Deployments; call under `lock`, so two routes
+        cannot both see the last free slot.
+        """
         now = time.monotonic() if now is None else now
-        for other, started in list(self.running.items()):
-            if now - started > self.deadline_s:
-                del self.running[other]
-        if key in self.running:
+        for other, claimed in list(self.claims.items()):
+            if now - claimed > self.claim_ttl_s:
+                del self.claims[other]
+        if key in self.claims or self.concurrency <= 0:
             return True
-        if self.concurrency > 0 and len(self.running) >= self.concurrency:
+        busy = {route_key(d) for d in deployments if rolling(d)} | set(self.claims)
+        busy.discard(key)
+        if len(busy) >= self.concurrency:
             return False
-        self.running[key] = now
+        self.claims[key] = now
         return True

@@ -1,4 +1,4 @@
-"""A small async Kubernetes REST client: get, create, merge-patch, delete, list.
+"""A small async Kubernetes REST client: get, create, merge-patch, replace, delete, list.
 
 Credentials come from the official `kubernetes` package's config loaders (in-cluster
 service account, else KUBECONFIG), the same source kopf's own login uses; requests go
@@ -22,6 +22,7 @@ PLURALS: dict[str, str] = {
     "Pod": "pods",
     "ModelRoute": "modelroutes",
     "DataSource": "datasources",
+    "Lease": "leases",
 }
 
 
@@ -58,6 +59,19 @@ def load_configuration() -> Any:
     return cfg
 
 
+def authorization(cfg: Any) -> str:
+    """The `Authorization` header value of a loaded configuration ("" when none).
+
+    The kubernetes package's loaders (kubeconfig token, in-cluster service account) store
+    the token under the `BearerToken` key; older versions used `authorization`.
+    """
+    for key in ("BearerToken", "authorization"):
+        token = cfg.get_api_key_with_prefix(key)
+        if token:
+            return str(token)
+    return ""
+
+
 class KubeClient:
     """Async JSON client for the few verbs the operator needs."""
 
@@ -81,7 +95,7 @@ class KubeClient:
         if hook is not None:
             hook(self._cfg)  # rotates projected service-account tokens
         headers = {"Accept": "application/json"}
-        token = self._cfg.get_api_key_with_prefix("authorization")
+        token = authorization(self._cfg)
         if token:
             headers["Authorization"] = token
         if content_type:
@@ -128,6 +142,10 @@ class KubeClient:
 
     async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call("PATCH", path, body, "application/merge-patch+json") or {}
+
+    async def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT: a full update, refused with 409 when body's resourceVersion is stale."""
+        return await self._call("PUT", path, body, "application/json") or {}
 
     async def delete(self, path: str) -> bool:
         """Deletes with background propagation; False if it was already gone."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SIZE_CLASSES: dict[str, Any] = {
@@ -149,7 +149,45 @@ class Settings(BaseSettings):
         "gearshift.dev/demand",
         description="Annotation the router sets on a cold route (RFC 3339 time) to wake it.",
     )
-    peering_name: str = Field("gearshift", description="kopf peering object for HA.")
+    leader_election: bool = Field(
+        True,
+        description="Run kopf only while holding the Lease `lease_name` (replicas beyond one "
+        "wait as standbys that make no writes); false runs standalone (one replica only).",
+    )
+    lease_name: str = Field("gearshift-operator", description="Name of the leader Lease.")
+    lease_namespace: str = Field(
+        "",
+        description="Namespace of the leader Lease; empty uses `namespace`, else the pod's "
+        "own namespace (in-cluster), else `default`.",
+    )
+    lease_duration_seconds: int = Field(
+        15,
+        ge=1,
+        description="How long standbys wait, after the leader's last renewal they saw, "
+        "before taking the Lease (how long the operator may be gone when its leader dies).",
+    )
+    renew_deadline_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="The leader stops (exit 1, the pod restarts as a standby) when it cannot "
+        "renew the Lease for this long; below lease_duration_seconds.",
+    )
+    retry_period_seconds: float = Field(
+        2.0, gt=0, description="How often the leader renews and standbys retry the Lease."
+    )
+    pod_name: str = Field(
+        "",
+        description="This replica's identity in the Lease (holderIdentity): the pod name; "
+        "empty uses the host name plus a random suffix.",
+    )
+    scale_state_resolution_s: float = Field(
+        60.0,
+        gt=0,
+        description="The autoscaler's memory (stabilisation window, idle time) is written to "
+        "the route's status when it has moved on by more than this since the last write; a "
+        "new leader reads it back rounded up, so after a restart it scales down at most this "
+        "much late and never early.",
+    )
     liveness_endpoint: str = Field(
         "http://0.0.0.0:8080/healthz", description="kopf liveness probe URL; empty disables."
     )
@@ -178,6 +216,21 @@ class Settings(BaseSettings):
         "service key, tenant '*', in the retriever's api_keys_file); empty sends none.",
     )
     log_level: str = Field("INFO", description="Log level.")
+
+    @model_validator(mode="after")
+    def _lease_timings(self) -> Settings:
+        """client-go's rule: the leader gives up before a standby may take over."""
+        if self.leader_election and not (
+            self.lease_duration_seconds
+            > self.renew_deadline_seconds
+            > 1.2 * self.retry_period_seconds  # retries are jittered by up to 20 %
+        ):
+            raise ValueError(
+                "leader election needs lease_duration_seconds > renew_deadline_seconds > "
+                f"1.2 x retry_period_seconds, got {self.lease_duration_seconds} / "
+                f"{self.renew_deadline_seconds} / {self.retry_period_seconds}"
+            )
+        return self
 
     def size_class_table(self) -> dict[str, SizeClass]:
         """The parsed size-class table (validated; errors name the bad class)."""

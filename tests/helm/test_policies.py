@@ -119,14 +119,14 @@ _OPERATOR_RULES = {
 }
 
 
+_LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+
+
 def test_operator_rbac_is_exactly_what_it_uses() -> None:
     # Namespaced by default: a Role in the release namespace, nothing cluster-scoped.
     objs = objects_of("default")
     rules = _rules(objs, "operator")
-    assert rules == {
-        **_OPERATOR_RULES,
-        ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
-    }
+    assert rules == {**_OPERATOR_RULES, **_LEASE_RULES}
     assert not [
         r
         for kind in ("ClusterRole", "ClusterRoleBinding")
@@ -139,37 +139,50 @@ def test_operator_rbac_is_exactly_what_it_uses() -> None:
         **_OPERATOR_RULES,
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
         ("", "namespaces"): {"list", "watch"},
-        ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
+        **_LEASE_RULES,
     }
     # Never secrets: upstream keys reach proxies as mounted volumes, not through the API.
     assert not any(resource == "secrets" for _, resource in {**rules, **cluster})
 
 
-def test_operator_rbac_follows_scope_and_peering() -> None:
-    standalone = objects(render({"operator": {"peering": {"enabled": False}}}))
-    assert not any(group == "kopf.dev" for group, _ in _rules(standalone, "operator"))
-    assert by_kind(standalone, "ClusterKopfPeering") == []
-    assert not any(
-        c["metadata"]["name"].endswith("kopf.dev")
-        for c in by_kind(standalone, "CustomResourceDefinition")
-    )
+def test_operator_rbac_follows_scope_and_leader_election() -> None:
+    standalone = objects(render({"operator": {"leaderElection": {"enabled": False}}}))
+    assert not any(group == "coordination.k8s.io" for group, _ in _rules(standalone, "operator"))
     env = env_of(
         _pod_spec(find(standalone, "Deployment", component_name("operator")))["containers"][0]
     )
-    assert env["GEARSHIFT_OPERATOR_PEERING_NAME"] == ""
-    # With kopf's CRD already in the cluster: the object and RBAC, but no second CRD.
-    shared = objects(render({"operator": {"clusterWide": True, "peering": {"createCRD": False}}}))
-    assert [
-        c for c in by_kind(shared, "CustomResourceDefinition") if c["spec"]["group"] == "kopf.dev"
-    ] == []
-    assert find(shared, "ClusterKopfPeering", "gearshift")
-    namespaced = objects(
-        render({"operator": {"clusterWide": False, "replicas": 2, "peering": {"enabled": True}}})
+    assert env["GEARSHIFT_OPERATOR_LEADER_ELECTION"] == "false"
+    # Cluster-wide: the Lease is still only in the release namespace (a Role, not a
+    # ClusterRole), named after the release's operator so two releases never share one.
+    shared = objects(render({"operator": {"clusterWide": True}}))
+    lease_role = find(shared, "Role", component_name("operator") + "-leader")
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
+    assert lease_role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
+    container = _pod_spec(find(shared, "Deployment", component_name("operator")))["containers"][0]
+    env = env_of(container)
+    assert env["GEARSHIFT_OPERATOR_LEASE_NAME"] == component_name("operator")
+    assert env["GEARSHIFT_OPERATOR_LEASE_NAMESPACE"] == NAMESPACE
+    assert env["GEARSHIFT_OPERATOR_LEASE_DURATION_SECONDS"] == "15"
+    assert env["GEARSHIFT_OPERATOR_RENEW_DEADLINE_SECONDS"] == "10"
+    assert env["GEARSHIFT_OPERATOR_RETRY_PERIOD_SECONDS"] == "2"
+    (pod_name,) = [e for e in container["env"] if e["name"] == "GEARSHIFT_OPERATOR_POD_NAME"]
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    # What the chart passes is what the operator accepts (client-go's timing rules).
+    OperatorSettings(
+        **{k.removeprefix("GEARSHIFT_OPERATOR_").lower(): v for k, v in env.items() if v}
     )
+    namespaced = objects(render({"operator": {"clusterWide": False, "replicas": 2}}))
     (role,) = [
         r
         for r in by_kind(namespaced, "Role")
         if r["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
+        and not r["metadata"]["name"].endswith("-leader")
     ]
     assert role["metadata"]["namespace"] == NAMESPACE
     assert not [
@@ -177,8 +190,6 @@ def test_operator_rbac_follows_scope_and_peering() -> None:
         for r in by_kind(namespaced, "ClusterRole")
         if r["metadata"]["labels"]["app.kubernetes.io/component"] == "operator"
     ], "a namespaced operator needs no cluster-scoped permissions"
-    assert any("kopfpeerings" in r["resources"] for r in role["rules"])
-    assert find(namespaced, "KopfPeering", "gearshift")["metadata"]["namespace"] == NAMESPACE
     binding = [
         b
         for b in by_kind(namespaced, "RoleBinding")

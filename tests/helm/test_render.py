@@ -6,7 +6,6 @@ import re
 import tomllib
 from pathlib import Path
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -34,7 +33,7 @@ from tests.helm.chart import (
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one.
 KUBE_VERSIONS = ["1.30.0", "1.33.0"]
 # Kinds that come from CRDs, not Kubernetes itself; checked against their CRDs below.
-CUSTOM_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+CUSTOM_KINDS = {"ServiceMonitor"}
 WARNING = 2
 
 
@@ -105,14 +104,30 @@ def test_the_crd_is_a_valid_kubernetes_object() -> None:
     assert datasource["metadata"]["name"] == "datasources.gearshift.dev"
 
 
-def test_kopf_peering_object_matches_the_rendered_crd() -> None:
-    objs = objects_of("full-values.yaml")
-    peering_crd = find(objs, "CustomResourceDefinition", "clusterkopfpeerings.kopf.dev")
-    peering = by_kind(objs, "ClusterKopfPeering")
-    assert [p["metadata"]["name"] for p in peering] == ["gearshift"]
-    version = peering_crd["spec"]["versions"][0]
-    assert peering[0]["apiVersion"] == f"{peering_crd['spec']['group']}/{version['name']}"
-    jsonschema.validate(peering[0], version["schema"]["openAPIV3Schema"])
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_the_operator_adds_no_cluster_scoped_object_and_no_hook(value_set: str) -> None:
+    """HA is a Lease in the release namespace: no kopf peering CRD, no peering object, no
+    hook re-creating one on every upgrade. Cluster-scoped operator objects are only the
+    ClusterRoles (and bindings) that watching every namespace needs."""
+    objs = objects_of(value_set)
+    assert not [o for o in objs if o["apiVersion"].startswith("kopf.dev/")]
+    assert all(
+        c["spec"]["group"] == "gearshift.dev" for c in by_kind(objs, "CustomResourceDefinition")
+    )
+    operator = [
+        o
+        for o in objs
+        if (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "operator"
+    ]
+    assert operator
+    assert not [o for o in operator if "helm.sh/hook" in (o["metadata"].get("annotations") or {})]
+    cluster_scoped = {o["kind"] for o in operator if "namespace" not in o["metadata"]}
+    cluster_wide = bool(ci_values(value_set).get("operator", {}).get("clusterWide"))
+    assert cluster_scoped == ({"ClusterRole", "ClusterRoleBinding"} if cluster_wide else set())
+    (lease_role,) = [
+        o for o in by_kind(operator, "Role") if o["metadata"]["name"].endswith("-leader")
+    ]
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
 
 
 def test_service_monitor_selects_the_metrics_services() -> None:

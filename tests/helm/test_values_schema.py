@@ -63,9 +63,9 @@ BAD_VALUES: list[tuple[str, dict[str, Any], list[str]]] = [
         ["/proxy/config", "missing property 'models'"],
     ),
     (
-        "two operators without peering",
-        {"operator": {"replicas": 2, "peering": {"enabled": False}}},
-        ["/operator/peering/enabled", "value must be true"],
+        "two operators without leader election",
+        {"operator": {"replicas": 2, "leaderElection": {"enabled": False}}},
+        ["/operator/leaderElection/enabled", "value must be true"],
     ),
     ("misspelt top-level key", {"routr": {"replicas": 2}}, ["'routr' not allowed"]),
     ("misspelt component key", {"router": {"replica": 2}}, ["/router", "'replica' not allowed"]),
@@ -133,6 +133,6 @@ def test_defaults_and_good_overrides_are_accepted() -> None:
                         "memory": "2Gi",
                     }
                 },
-                "operator": {"replicas": 2, "peering": {"enabled": True}},
+                "operator": {"replicas": 2, "leaderElection": {"enabled": True}},
             }
         )

@@ -17,6 +17,10 @@ This subclass adds exactly those, following the real API server:
 - garbage collection: after a delete, an object whose every owner reference names an
   object that no longer exists is deleted too (background cascading deletion, as the
   cluster's garbage collector does through ownerReferences).
+- leases (`coordination.k8s.io/v1`, for leader election): PUT replaces the object and is
+  refused with 409 Conflict when its metadata.resourceVersion is not the stored one (the
+  optimistic concurrency client-go's leaderelection relies on); a create of an existing
+  Lease is 409 AlreadyExists.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import itertools
 import uuid
 from typing import Any
 
+import aiohttp.web
 import attrs
 import kmock
 from kmock import ResourceInfo, action
@@ -73,6 +78,11 @@ RESOURCES: dict[str, ResourceInfo] = {
     ),
     "v1/pods": ResourceInfo(kind="Pod", namespaced=True, verbs={"get", "list", "watch"}),
     "v1/events": ResourceInfo(kind="Event", namespaced=True, verbs={"create", "list"}),
+    "coordination.k8s.io/v1/leases": ResourceInfo(
+        kind="Lease",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+    ),
     "policy/v1/poddisruptionbudgets": ResourceInfo(
         kind="PodDisruptionBudget",
         namespaced=True,
@@ -80,6 +90,8 @@ RESOURCES: dict[str, ResourceInfo] = {
     ),
 }
 WITH_STATUS = {"modelroutes", "datasources", "deployments"}
+# Resources whose PUT (a full update) the emulator serves, with resourceVersion conflicts.
+REPLACEABLE = {"leases"}
 
 
 @attrs.define(kw_only=True)
@@ -95,6 +107,10 @@ class ApiServer(kmock.KubernetesEmulator):
 
     def allow(self, plural: str) -> None:
         self._denied.pop(plural, None)
+
+    def served(self) -> list[Any]:
+        """Every request served so far (method, url, headers), oldest first."""
+        return list(self._requests)
 
     def declare_resources(self) -> None:
         for key, info in RESOURCES.items():
@@ -115,6 +131,8 @@ class ApiServer(kmock.KubernetesEmulator):
             self.watch_selectors.append((plural, selector))
         if request.action in (action.CREATE, action.UPDATE) and plural in self._denied:
             raise self._denied[plural]
+        if plural in REPLACEABLE and request.method == kmock.method.PUT and request.name:
+            return await self._replace(request)
         if isinstance(data, dict) and request.action == action.CREATE:
             meta = data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
@@ -148,6 +166,39 @@ class ApiServer(kmock.KubernetesEmulator):
         finally:
             if request.action in (action.DELETE, action.UPDATE):
                 await self._collect_garbage()
+
+    async def _replace(self, request: Any) -> Any:
+        """PUT of a whole object: 404 when absent, 409 when its resourceVersion is stale."""
+        plural = request.resource.plural
+        if plural in self._denied:
+            raise self._denied[plural]
+        key = (request.resource, request.namespace, request.name)
+        data = request.data if isinstance(request.data, dict) else {}
+        async with self._lock:
+            if key not in self._objects or self._objects[key].deleted:
+                raise KubernetesError(status=404, reason="NotFound", message="not found")
+            current = self._objects[key].raw
+            meta = data.setdefault("metadata", {})
+            sent = meta.get("resourceVersion")
+            stored = current["metadata"].get("resourceVersion")
+            if sent is not None and sent != stored:
+                raise KubernetesError(
+                    status=409,
+                    reason="Conflict",
+                    message=f'Operation cannot be fulfilled on {plural} "{request.name}": '
+                    "the object has been modified; please apply your changes to the latest "
+                    "version and try again",
+                )
+            for field in ("uid", "creationTimestamp", "namespace", "name", "generation"):
+                if field in current["metadata"]:
+                    meta[field] = current["metadata"][field]
+            meta["resourceVersion"] = str(next(self._versions))
+            obj = self._objects[key]
+            obj.delete()  # history keeps the old version; the object is replaced, not merged
+            obj.create(data)
+            raw = obj.raw
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
+        return aiohttp.web.json_response(raw)
 
     async def _collect_garbage(self) -> None:
         """Deletes dependents whose owners are all gone, until nothing more goes."""

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from gearshift_operator.autoscaler import Policy, ScaleState, decide, demand_pending
+from gearshift_operator.autoscaler import (
+    Policy,
+    ScaleState,
+    decide,
+    demand_pending,
+    needs_write,
+    state_from_status,
+    state_to_status,
+)
 
 POLICY = Policy(min_replicas=1, max_replicas=8, target=5.0, stabilization_s=300.0)
 
@@ -91,3 +99,30 @@ def test_demand_annotation() -> None:
     assert not demand_pending({}, key, since=now - 600, now=now)
     assert demand_pending({key: "2027-01-15T08:00:00Z"}, key, since=0, now=1_800_000_100.0)
     assert not demand_pending({key: "2020-01-01T00:00:00Z"}, key, since=0, now=now)
+
+
+def test_memory_in_status_is_written_rarely_and_never_restores_an_earlier_scale_down() -> None:
+    policy = Policy(min_replicas=1, max_replicas=8, target=5.0, stabilization_s=60.0)
+
+    def load(at: int) -> float:
+        return 20.0 if at < 30 else 0.0  # busy at 4 replicas for 30 s, then idle
+
+    def down_at(state: ScaleState, start: int) -> int:
+        """When a leader with this memory, seeing the same load from `start`, scales down."""
+        for at in range(start, 300, 5):
+            if decide(policy, 4, load(at), 1000.0 + at, state).replicas < 4:
+                return at
+        raise AssertionError("never scaled down")
+
+    uninterrupted = down_at(ScaleState(), 0)
+    live, stored, writes = ScaleState(), None, 0
+    for tick in range(0, uninterrupted, 5):
+        # A new leader taking over at this tick reads the status the old one wrote.
+        fresh = state_from_status(stored, 15.0, now=1000.0 + tick) if stored else None
+        if fresh is not None:
+            taken_over = down_at(fresh, tick)
+            assert uninterrupted <= taken_over <= uninterrupted + 15 + 5, (tick, taken_over)
+        decide(policy, 4, load(tick), 1000.0 + tick, live)
+        if needs_write(live, stored, policy, resolution_s=15.0):
+            stored, writes = {"autoscaler": state_to_status(live, policy)}, writes + 1
+    assert writes <= 3, writes  # not at every one of the 17 ticks

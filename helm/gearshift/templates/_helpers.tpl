@@ -201,7 +201,14 @@ and the operator, when the retriever checks keys. Takes dict root, component.
 {{- if or $ms.name (and $ms.create (not $v.clusterWide)) }}
 {{- $_ := set $w "service_account" (include "gearshift.modelServerServiceAccount" $root) }}
 {{- end }}
-{{- $_ := set $w "peering_name" ($v.peering.enabled | ternary $v.peering.name "") }}
+{{- with $v.leaderElection }}
+{{- $_ := set $w "leader_election" .enabled }}
+{{- $_ := set $w "lease_name" (.leaseName | default (include "gearshift.componentName" (dict "root" $root "component" "operator"))) }}
+{{- $_ := set $w "lease_namespace" $root.Release.Namespace }}
+{{- $_ := set $w "lease_duration_seconds" .leaseDurationSeconds }}
+{{- $_ := set $w "renew_deadline_seconds" .renewDeadlineSeconds }}
+{{- $_ := set $w "retry_period_seconds" .retryPeriodSeconds }}
+{{- end }}
 {{- if $root.Values.retriever.enabled }}
 {{- $_ := set $w "retriever_endpoint" (printf "%s.%s.svc:%d" (include "gearshift.componentName" (dict "root" $root "component" "retriever")) $root.Release.Namespace (int $root.Values.retriever.settings.grpc_port)) }}
 {{- end }}
