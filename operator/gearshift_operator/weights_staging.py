@@ -68,8 +68,11 @@ def weights_job(route: ModelRoute, settings: Settings) -> Manifest | None:
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
     }
-    if pod.get("serviceAccountName"):
-        spec["serviceAccountName"] = pod["serviceAccountName"]
+    # From the pod template (podTemplate may add them): the same image needs the same
+    # pull credentials. Node placement is not copied: staging needs no GPU node.
+    for key in ("serviceAccountName", "imagePullSecrets"):
+        if pod.get(key):
+            spec[key] = pod[key]
     template: Manifest = {"metadata": {"labels": job_labels(route)}, "spec": spec}
     digest = children.template_hash(template)[:8]
     return {

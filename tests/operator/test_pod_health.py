@@ -179,6 +179,12 @@ def test_a_cache_claim_is_filled_by_a_job_without_gpus_or_the_route_selector() -
     assert claims == ["hf-cache"]
     labels = job["spec"]["template"]["metadata"]["labels"]
     assert not set(children.selector_labels(route).items()) & set(labels.items())
+    assert "nodeSelector" not in pod and "tolerations" not in pod  # no GPU node needed
+    secret = _route(cacheClaim="hf-cache")
+    secret.spec.pod_template = {"spec": {"imagePullSecrets": [{"name": "regcred"}]}}
+    pulled = staging.weights_job(secret, Settings())
+    assert pulled is not None
+    assert pulled["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
     other = staging.weights_job(_route(cacheClaim="hf-cache"), Settings())
     assert other is not None and other["metadata"]["name"] != job["metadata"]["name"]
     assert len(job["metadata"]["name"]) <= 63
