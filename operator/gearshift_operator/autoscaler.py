@@ -6,7 +6,9 @@
 - scale-down takes the highest recommendation of the stabilisation window, so a short dip
   never removes replicas that the next burst needs (no flapping);
 - zero only for scaleToZero routes after an idle period; the router's demand signal
-  brings a cold route back to one replica.
+  brings a cold route back to one replica;
+- no scale-up while replicas are still starting (or failing): they are counted, not
+  added to again.
 It takes `now` as an argument, so tests drive it with virtual time.
 """
 
@@ -77,10 +79,16 @@ def decide(
     now: float,
     state: ScaleState,
     demand: bool = False,
+    starting: int = 0,
+    failing: int = 0,
 ) -> Decision:
     """The replica count to run now. `load` is the summed metric over ready replicas,
     None when no replica could report (then nothing changes except a demanded wake-up).
-    Mutates `state` (recommendation history, last busy time)."""
+    `starting` pods (not Ready yet, nothing wrong) and `failing` pods (crashlooping,
+    unpullable, unschedulable) hold scale-ups: the queue at the ready replicas keeps
+    growing while a model loads for minutes, and adding replicas for it would start more
+    GPU pods that the loading ones are about to make unnecessary (or that fail the same
+    way). Mutates `state` (recommendation history, last busy time)."""
     floor = policy.min_replicas
     if state.last_busy_at is None:
         # Fresh state (new route or operator restart): pretend we were busy just now,
@@ -111,6 +119,10 @@ def decide(
     state.recommendations = [(t, n) for t, n in state.recommendations if t > window_start]
     state.recommendations.append((now, recommendation))
 
+    if recommendation > current and failing:
+        return Decision(current, "ReplicasFailing")
+    if recommendation > current and starting:
+        return Decision(current, "ReplicasStillLoading")
     if recommendation > current:
         cap = max(math.floor(current * policy.up_factor), current + policy.up_min_step)
         return Decision(min(recommendation, cap, policy.max_replicas), "LoadAboveTarget")

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from gearshift.routes.model_route import ModelRoute
+from gearshift.routes.model_route import ModelRoute, hf_source
 from gearshift_operator import pod_override
 from gearshift_operator.drain import drain_seconds
 from gearshift_operator.settings import Settings, SizeClass
@@ -114,7 +114,7 @@ def image_source(source: str) -> tuple[str, str]:
 def _model_source(source: str) -> str:
     """What the engine loads: a Hub id for hf://, the mounted path for pvc:// and image://."""
     if source.startswith("hf://"):
-        return source.removeprefix("hf://")
+        return hf_source(source)[0]
     if source.startswith("pvc://"):
         _claim, _sep, path = source.removeprefix("pvc://").partition("/")
         return f"{WEIGHTS_DIR}/{path}".rstrip("/")
@@ -294,7 +294,7 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
             "DTYPE": engine.dtype,
             "TENSOR_PARALLEL_SIZE": str(engine.tensor_parallel_size),
             "GPU_MEMORY_UTILIZATION": str(engine.gpu_memory_utilization),
-            "EXTRA_ENGINE_ARGS": json.dumps(engine_env_args(engine.extra_args), sort_keys=True),
+            "EXTRA_ENGINE_ARGS": json.dumps(_engine_args(route), sort_keys=True),
         }
         if engine.max_model_len is not None:
             specific["MAX_MODEL_LEN"] = str(engine.max_model_len)
@@ -349,6 +349,18 @@ def _container(route: ModelRoute, settings: Settings, resources: dict[str, Any])
     return container
 
 
+def _engine_args(route: ModelRoute) -> dict[str, Any]:
+    """extraArgs as engine kwargs, plus the pinned revision of an hf://org/name@rev source
+    (the engine runs offline: it must look up the same revision the fetch stored)."""
+    assert route.spec.engine is not None
+    args = engine_env_args(route.spec.engine.extra_args)
+    source = route.spec.model.source
+    revision = hf_source(source)[1] if source.startswith("hf://") else None
+    if revision is not None:
+        args.update(revision=revision, tokenizer_revision=revision)
+    return args
+
+
 def _hub_env(route: ModelRoute) -> list[dict[str, str]]:
     """Where huggingface_hub keeps its cache and finds the token; $HOME on the cache volume."""
     env = [{"name": "HF_HOME", "value": "/cache/hf"}]
@@ -381,7 +393,10 @@ def fetch_container(route: ModelRoute, settings: Settings, main: Manifest) -> Ma
     source = route.spec.model.source
     if route.spec.engine is None or not source.startswith("hf://"):
         return None
-    args = ["-m", "gearshift.models.fetch", source.removeprefix("hf://")]
+    repo, revision = hf_source(source)
+    args = ["-m", "gearshift.models.fetch", repo]
+    if revision is not None:
+        args += ["--revision", revision]
     limit = cache_limit(route)
     if limit is not None:
         args += ["--max-size", limit]
@@ -402,6 +417,9 @@ def fetch_container(route: ModelRoute, settings: Settings, main: Manifest) -> Ma
             "limits": {"memory": "2Gi"},
         },
         "securityContext": dict(main["securityContext"]),
+        # The fetch's last log lines (wrong repo, gated model, too large) become the
+        # container's termination message, which route status quotes.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 

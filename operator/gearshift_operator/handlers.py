@@ -19,7 +19,17 @@ import kopf
 from prometheus_client import start_http_server
 
 from gearshift.routes.model_route import GROUP, PLURAL, VERSION, ModelRoute
-from gearshift_operator import autoscaler, children, image_rollouts, metrics, periodic, status
+from gearshift_operator import (
+    autoscaler,
+    children,
+    failed_load,
+    holds,
+    image_rollouts,
+    metrics,
+    periodic,
+    pod_health,
+    status,
+)
 from gearshift_operator.kube import (
     KubeClient,
     KubeError,
@@ -44,6 +54,8 @@ CHILD_RESOURCES = (
     ("policy", "poddisruptionbudgets"),
     ("v1", "configmaps"),
 )
+# Watched only to refresh route status and holds (pod states, staging Jobs).
+WATCHED_FOR_HEALTH = (("v1", "pods"), ("batch", "jobs"))
 # Answers to a create or patch that retrying cannot fix: the object as built is refused
 # (validation 422, bad request 400, an admission policy or quota 403).
 REJECTED = frozenset({400, 403, 422})
@@ -76,6 +88,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # the operator's own objects, not every Deployment, Service and ConfigMap it can see.
     for group_plural in CHILD_RESOURCES:
         settings.watching.label_selectors[group_plural] = MANAGED_SELECTOR
+    for group_plural in WATCHED_FOR_HEALTH:
+        settings.watching.label_selectors[group_plural] = MANAGED_SELECTOR
+    _pod_seen.clear()
     # Locks and the HTTP client belong to the previous run's event loop when the operator
     # is restarted in the same process (tests): start both afresh.
     _locks.clear()
@@ -110,6 +125,7 @@ def login(**_: Any) -> kopf.ConnectionInfo:
 @kopf.on.cleanup()
 async def close(**_: Any) -> None:
     await AUTOSCALING.stop()
+    await FAILED_LOADS.stop()
     await datasources.REFRESHING.stop()
     await close_client()
 
@@ -316,6 +332,10 @@ async def _reconcile(body: Any, logger: Any, reason: str) -> bool:
     if not desired:
         await write_status(body, base, status.conditions_for_external(generation) + fallback)
         return False
+    try:
+        hold = await holds.assess(client(), body, route, desired, SETTINGS, generation)
+    except (KubeError, httpx.HTTPError) as err:
+        raise kopf.TemporaryError(f"reading the route's pods failed: {err}", delay=10) from err
     changes: list[str] = []
     try:
         for child in desired:
@@ -340,9 +360,14 @@ async def _reconcile(body: Any, logger: Any, reason: str) -> bool:
         kopf.info(body, reason="Reconciled", message=f"{reason}: " + ", ".join(changes))
     else:
         metrics.RECONCILES.labels(result="unchanged").inc()
+    old_conds = (body.get("status") or {}).get("conditions") or []
+    try:
+        await holds.prune_jobs(client(), route, hold.job, old_conds)
+    except (KubeError, httpx.HTTPError) as err:  # a leftover Job is harmless: next time
+        logger.warning("could not delete superseded staging Jobs: %s", err)
     deployment = await client().get(path_for("apps/v1", "Deployment", route.namespace, route.name))
     counts, conds = status.deployment_status(deployment, generation)
-    await write_status(body, {**base, **counts}, conds + fallback)
+    await write_status(body, {**base, **counts}, hold.conditions(conds, generation) + fallback)
     return waiting
 
 
@@ -469,6 +494,8 @@ async def route_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> No
     """
     spec = (event.get("object") or {}).get("spec") or {}
     AUTOSCALING.follow(event, _autoscaled(spec))
+    annotations = ((event.get("object") or {}).get("metadata") or {}).get("annotations") or {}
+    FAILED_LOADS.follow(event, failed_load.ANNOTATION in annotations)
     if event.get("type") != "DELETED":
         return
     meta = (event.get("object") or {}).get("metadata") or {}
@@ -521,6 +548,79 @@ async def configmap_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -
     await _owned_event(event, logger)
 
 
+_pod_seen: dict[str, tuple[Any, ...]] = {}
+
+
+def _pod_signature(pod: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a pod's status can change the route's status or holds."""
+    st = pod.get("status") or {}
+    conds = tuple(
+        (c.get("type"), c.get("status"), c.get("reason")) for c in st.get("conditions") or []
+    )
+    containers = tuple(
+        (
+            cs.get("name"),
+            cs.get("ready"),
+            cs.get("started"),
+            cs.get("restartCount"),
+            tuple(sorted((cs.get("state") or {}).keys())),
+            ((cs.get("state") or {}).get("waiting") or {}).get("reason"),
+        )
+        for key in ("initContainerStatuses", "containerStatuses")
+        for cs in st.get(key) or []
+    )
+    meta = pod.get("metadata") or {}
+    return (st.get("phase"), bool(meta.get("deletionTimestamp")), conds, containers)
+
+
+@kopf.on.event("v1", "pods", labels=MANAGED)
+async def pod_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> None:
+    """A route's pod changed state: refresh the route's status (and its holds) now.
+
+    Pods change often (every probe result); only changes of what pod_health reads
+    reconcile the route, and a pod deletion always does.
+    """
+    obj = event.get("object") or {}
+    uid = str((obj.get("metadata") or {}).get("uid") or "")
+    if event.get("type") == "DELETED":
+        _pod_seen.pop(uid, None)
+    else:
+        signature = _pod_signature(dict(obj))
+        if _pod_seen.get(uid) == signature:
+            return
+        _pod_seen[uid] = signature
+    await _owned_event(event, logger)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+async def job_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> None:
+    """A staging Job progressed (or completed): the GPU pods may start."""
+    await _owned_event(event, logger)
+
+
+async def retry_failed_load(namespace: str, name: str) -> bool:
+    """Reconciles a blocked route once its back-off has ended; False once unblocked."""
+    path = path_for(f"{GROUP}/{VERSION}", "ModelRoute", namespace, name)
+    try:
+        body = await client().get(path)
+    except (httpx.HTTPError, KubeError) as err:
+        LOG.warning("cannot read route %s/%s: %r", namespace, name, err)
+        return True
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return False
+    record = failed_load.parse(body["metadata"].get("annotations"))
+    if record is None:
+        return False
+    if record.blockedUntil is not None and not record.blocked(time.time()):
+        await reconcile(body, LOG, "failed-load back-off ended")
+    return True
+
+
+FAILED_LOADS = periodic.Periodic(
+    "failed-load retry", SETTINGS.failed_start_recheck_s, retry_failed_load
+)
+
+
 def _autoscaled(spec: Any, **_: Any) -> bool:
     return bool(spec.get("autoscaling")) and not (spec.get("routing") or {}).get("endpoint")
 
@@ -570,6 +670,7 @@ async def _autoscale(
         path_for("v1", "Pod", route.namespace), children.selector_string(route)
     )
     targets = autoscaler.pod_targets(pods, SETTINGS.grpc_port)
+    health = pod_health.assess(pods)
     assert route.spec.autoscaling is not None
     load, answered = await autoscaler.read_load(
         targets, route.spec.autoscaling.metric, SETTINGS.load_timeout_s
@@ -577,7 +678,16 @@ async def _autoscale(
     demand = autoscaler.demand_pending(
         route.metadata.annotations, SETTINGS.demand_annotation, since=now - 600, now=now
     )
-    decision = autoscaler.decide(policy, current, load, now, state, demand=demand)
+    decision = autoscaler.decide(
+        policy,
+        current,
+        load,
+        now,
+        state,
+        demand=demand,
+        starting=health.loading,
+        failing=len({p.pod for p in health.problems}),
+    )
     metrics.DESIRED.labels(namespace=route.namespace, route=route.name).set(decision.replicas)
     if autoscaler.needs_write(state, stored, policy, SETTINGS.scale_state_resolution_s):
         patch.status[autoscaler.STATE_FIELD] = autoscaler.state_to_status(state, policy)

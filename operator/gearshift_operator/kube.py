@@ -20,6 +20,7 @@ PLURALS: dict[str, str] = {
     "Service": "services",
     "PodDisruptionBudget": "poddisruptionbudgets",
     "Pod": "pods",
+    "Job": "jobs",
     "ModelRoute": "modelroutes",
     "DataSource": "datasources",
     "Lease": "leases",

@@ -188,6 +188,26 @@ class Settings(BaseSettings):
         "new leader reads it back rounded up, so after a restart it scales down at most this "
         "much late and never early.",
     )
+    failed_start_limit: int = Field(
+        3,
+        ge=0,
+        description="Container restarts (init and main, summed over the route's pods that "
+        "are not Ready) after which the route is scaled to 0 replicas, releasing its GPUs "
+        "(Degraded, BlockedByFailedLoad); 0: never.",
+    )
+    failed_start_backoff_s: float = Field(
+        300.0, gt=0, description="Wait before a blocked route tries again; doubles per attempt..."
+    )
+    failed_start_backoff_max_s: float = Field(3600.0, gt=0, description="...up to this long.")
+    failed_start_recheck_s: float = Field(
+        15.0, gt=0, description="How often a blocked route checks whether its back-off ended."
+    )
+    weights_job_backoff_limit: int = Field(
+        2, ge=0, description="Retries of a failed weights-staging Job pod before it fails."
+    )
+    weights_job_deadline_s: int = Field(
+        7200, ge=60, description="Longest a weights-staging Job may run (a stuck download)."
+    )
     liveness_endpoint: str = Field(
         "http://0.0.0.0:8080/healthz", description="kopf liveness probe URL; empty disables."
     )

@@ -6,12 +6,16 @@ Conditions follow what the Deployment controller reports, never what the operato
 - Ready: at least one replica passes the gRPC health check, so the router may use it.
 - Degraded: the rollout failed (ProgressDeadlineExceeded, ReplicaFailure) or, with the
   rollout complete, fewer replicas are ready than desired (pods crashed or were lost).
+The pods' own states (pod_health.py) then correct them: PodsHealthy names the worst pod
+problem, which also becomes Degraded's reason while replicas are missing.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+
+from gearshift_operator import pod_health
 
 Conditions = list[dict[str, Any]]
 
@@ -154,3 +158,61 @@ def deployment_status(
     else:
         ready_c = _c("Ready", False, "NoReplicasReady", summary, generation)
     return counts, [ready_c, prog, degraded]
+
+
+def pods_healthy_condition(health: pod_health.Health, generation: int | None) -> dict[str, Any]:
+    """PodsHealthy: False with the worst pod problem (its kind as the reason), else True."""
+    reason, message = pod_health.summary(health)
+    if reason:
+        return _c("PodsHealthy", False, reason, message, generation)
+    if health.loading:
+        msg = (
+            f"{health.loading} pod(s) starting (scheduling, pulling the image, fetching or "
+            f"loading the model), {health.ready} ready"
+        )
+        return _c("PodsHealthy", True, "PodsStarting", msg, generation)
+    if not health.pods:
+        return _c("PodsHealthy", True, "NoPods", "no model-server pods", generation)
+    return _c("PodsHealthy", True, "AllPodsHealthy", f"{health.ready} pod(s) ready", generation)
+
+
+def with_pod_health(
+    conds: Conditions, health: pod_health.Health, generation: int | None
+) -> Conditions:
+    """The Deployment's conditions corrected by what the pods say, plus PodsHealthy.
+
+    A pod problem while fewer replicas are ready than wanted makes the route Degraded
+    with the problem's kind as the reason (CrashLoopBackOff, OOMKilled, ImagePullBackOff,
+    Unschedulable, ReadinessProbeFailing, ...), and names it in Ready when nothing serves,
+    instead of the Deployment's "rollout in progress" until its progress deadline.
+    """
+    reason, message = pod_health.summary(health)
+    serving = any(c["type"] == "Ready" and c["reason"] == "AllReplicasReady" for c in conds)
+    if serving:
+        reason = ""  # e.g. a surge pod of a rollout: PodsHealthy names it, nothing degrades
+    out: Conditions = []
+    for cond in conds:
+        kind = cond["type"]
+        if reason and kind == "Degraded" and cond["reason"] not in ("ScaledToZero",):
+            cond = _c("Degraded", True, reason, message, generation)
+        elif reason and kind == "Ready" and cond["status"] == "False":
+            cond = _c("Ready", False, reason, message, generation)
+        out.append(cond)
+    return [*out, pods_healthy_condition(health, generation)]
+
+
+def held_conditions(reason: str, message: str, failing: bool, generation: int | None) -> Conditions:
+    """Ready/Progressing/Degraded while the operator holds the Deployment at 0 replicas:
+    staging weights (progressing, not degraded) or blocked after failed loads (degraded)."""
+    return [
+        _c("Ready", False, reason, message, generation),
+        _c("Progressing", not failing, reason, message, generation),
+        _c("Degraded", failing, reason, message, generation),
+    ]
+
+
+def weights_staged_condition(
+    ok: bool, reason: str, message: str, generation: int | None
+) -> dict[str, Any]:
+    """WeightsStaged: the staging Job filled the cache claim (hf:// routes with cacheClaim)."""
+    return _c("WeightsStaged", ok, reason, message, generation)

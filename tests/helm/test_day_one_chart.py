@@ -127,7 +127,10 @@ def test_route_services_are_headless_and_connections_age() -> None:
     assert env["GEARSHIFT_OPERATOR_MAX_CONNECTION_AGE_S"] == "300"
     router = _env(objects_of("default"), "router")
     assert router["GEARSHIFT_ROUTER_MAX_CONNECTION_AGE_S"] == "300"
-    assert router["GEARSHIFT_ROUTER_COLD_START_WAIT_S"] == "60"
+    # The cold hold is derived per route (startupSeconds + margin) unless a release sets one.
+    assert "GEARSHIFT_ROUTER_COLD_START_WAIT_S" not in router
+    fixed = _env(objects(render({"router": {"settings": {"cold_start_wait_s": 600}}})), "router")
+    assert fixed["GEARSHIFT_ROUTER_COLD_START_WAIT_S"] == "600"
     locked = _operator_env(objects_of(LOCKED))
     assert locked["GEARSHIFT_OPERATOR_MAX_CONNECTION_AGE_S"] == "600"
     assert locked["GEARSHIFT_OPERATOR_MAX_CONNECTION_AGE_GRACE_S"] == "900"

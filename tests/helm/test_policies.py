@@ -114,7 +114,8 @@ _OPERATOR_RULES = {
     ("", "services"): _CRUD,
     ("", "configmaps"): _CRUD,
     ("policy", "poddisruptionbudgets"): _CRUD,
-    ("", "pods"): {"list"},
+    ("", "pods"): {"list", "watch"},
+    ("batch", "jobs"): _CRUD,
     ("", "events"): {"create"},
 }
 

@@ -76,7 +76,20 @@ RESOURCES: dict[str, ResourceInfo] = {
     "apiextensions.k8s.io/v1/customresourcedefinitions": ResourceInfo(
         kind="CustomResourceDefinition", namespaced=False, verbs={"get", "list", "watch"}
     ),
-    "v1/pods": ResourceInfo(kind="Pod", namespaced=True, verbs={"get", "list", "watch"}),
+    # Pods and Jobs: the tests play kubelet and Job controller, writing their status
+    # through /status as those do (pod_failures.py builds it as a kubelet reports it).
+    "v1/pods": ResourceInfo(
+        kind="Pod",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+        subresources={"status"},
+    ),
+    "batch/v1/jobs": ResourceInfo(
+        kind="Job",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+        subresources={"status"},
+    ),
     "v1/events": ResourceInfo(kind="Event", namespaced=True, verbs={"create", "list"}),
     "coordination.k8s.io/v1/leases": ResourceInfo(
         kind="Lease",
@@ -89,7 +102,7 @@ RESOURCES: dict[str, ResourceInfo] = {
         verbs={"get", "list", "watch", "create", "patch", "delete"},
     ),
 }
-WITH_STATUS = {"modelroutes", "datasources", "deployments"}
+WITH_STATUS = {"modelroutes", "datasources", "deployments", "pods", "jobs"}
 # Resources whose PUT (a full update) the emulator serves, with resourceVersion conflicts.
 REPLACEABLE = {"leases"}
 

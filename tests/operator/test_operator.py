@@ -326,7 +326,18 @@ async def test_autoscaler_follows_live_load_and_wakes_on_demand(
             "spec": {
                 "containers": [{"name": "slm", "ports": [{"name": "grpc", "containerPort": port}]}]
             },
-            "status": {"phase": "Running", "podIP": "127.0.0.1"},
+            # As the kubelet reports a serving replica: Running and Ready (a pod that is
+            # not Ready yet counts as loading, and holds scale-ups).
+            "status": {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "conditions": [
+                    {"type": "PodScheduled", "status": "True"},
+                    {"type": "Initialized", "status": "True"},
+                    {"type": "ContainersReady", "status": "True"},
+                    {"type": "Ready", "status": "True"},
+                ],
+            },
         }
         await _send(apiserver, "POST", f"/api/v1/namespaces/{NS}/pods", pod)
 

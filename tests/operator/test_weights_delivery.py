@@ -155,3 +155,44 @@ def test_a_pod_finding_the_model_in_the_shared_cache_downloads_nothing(tmp_path:
     found = _fetch(tmp_path)
     assert found.returncode == 0, found.stderr
     assert str(snapshot) in found.stderr
+
+
+def _fetch_rev(hf_home: Path, revision: str, offline: bool) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HOME": str(hf_home)}
+    env.pop("HF_HUB_OFFLINE", None)
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    else:
+        # Online, but nothing answers there: any request to the Hub fails at once.
+        env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_ETAG_TIMEOUT="2")
+    env["PYTHONPATH"] = f"{REPO / 'services'}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    return subprocess.run(
+        [sys.executable, "-m", "gearshift.models.fetch", "acme/tiny", "--revision", revision],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_pinned_revision_is_fetched_once_per_cache_and_then_found_warm(tmp_path: Path) -> None:
+    """The marker a completed fetch leaves per revision: the next pod (or the staging Job)
+    on the same claim starts without asking the Hub anything; another revision is fetched."""
+    repo = tmp_path / "hub" / "models--acme--tiny"
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "v1").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    first = _fetch_rev(tmp_path, "v1", offline=True)  # stands in for the first download
+    assert first.returncode == 0, first.stderr
+    marker = tmp_path / "gearshift-fetched" / "acme%2Ftiny@v1"
+    assert marker.read_text().strip() == str(snapshot)
+
+    warm = _fetch_rev(tmp_path, "v1", offline=False)
+    assert warm.returncode == 0, warm.stderr
+    assert "is warm in the cache" in warm.stderr
+
+    other = _fetch_rev(tmp_path, "v2", offline=False)
+    assert other.returncode == 1  # not fetched yet: it goes to the Hub (unreachable here)

@@ -8,6 +8,11 @@ are summed first (a dry run, no bytes fetched), and a model larger than the cach
 limit fails here with a message naming both sizes, instead of filling the volume and
 getting the pod evicted half-way.
 
+Each completed download leaves a marker per (repo, revision) in the cache
+(`$HF_HOME/gearshift-fetched/`), holding the snapshot folder: a pod (or the staging Job)
+that finds the marker and the snapshot starts at once, without asking the Hub anything,
+so one revision is downloaded once per cache claim and a pod with warm weights skips it.
+
 Only what vLLM loads is fetched: safetensors when the repo has them (else the PyTorch
 .bin/.pt files), configs and tokenizer files; never Meta's `original/` consolidated
 checkpoints, GGUF, Flax, TensorFlow or ONNX copies, which can double a repo's size.
@@ -20,8 +25,11 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import logging
+import os
 import sys
+import urllib.parse
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("gearshift.fetch")
@@ -61,14 +69,47 @@ def parse_size(text: str) -> int:
     return int(parse_quantity(text))  # type: ignore[no-untyped-call]
 
 
+MARKER_DIR = "gearshift-fetched"
+
+
+def marker_path(hf_home: str, repo: str, revision: str | None) -> Path:
+    """Where the marker of one (repo, revision) lives in the cache (revision None: main)."""
+    name = urllib.parse.quote(f"{repo}@{revision or 'main'}", safe="@")
+    return Path(hf_home) / MARKER_DIR / name
+
+
+def warm_snapshot(hf_home: str, repo: str, revision: str | None) -> str | None:
+    """The snapshot folder a completed fetch recorded, if it is still in the cache."""
+    marker = marker_path(hf_home, repo, revision)
+    try:
+        folder = marker.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return folder if folder and Path(folder).is_dir() else None
+
+
+def write_marker(hf_home: str, repo: str, revision: str | None, folder: str) -> None:
+    """Records a completed fetch (atomically: a half-written marker is never read)."""
+    marker = marker_path(hf_home, repo, revision)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f".{marker.name}.{os.getpid()}")
+    tmp.write_text(folder + "\n", encoding="utf-8")
+    tmp.replace(marker)
+
+
 def fetch(repo: str, revision: str | None, max_bytes: int | None) -> str:
     """Downloads what vLLM loads from `repo` into $HF_HOME; returns the snapshot folder."""
     from huggingface_hub import constants, snapshot_download
 
+    warm = warm_snapshot(constants.HF_HOME, repo, revision)
+    if warm is not None:
+        log.info("%s@%s is warm in the cache at %s; nothing to fetch", repo, revision, warm)
+        return warm
     if constants.HF_HUB_OFFLINE:
         # Offline (an air-gapped cluster with a pre-filled cache volume): it must be there.
         path = snapshot_download(repo, revision=revision, local_files_only=True)
         log.info("%s found in the cache at %s (offline)", repo, path)
+        write_marker(constants.HF_HOME, repo, revision, str(path))
         return str(path)
     plan: Any = snapshot_download(repo, revision=revision, dry_run=True)
     infos = {info.filename: info for info in plan}
@@ -79,6 +120,7 @@ def fetch(repo: str, revision: str | None, max_bytes: int | None) -> str:
         "%s: %d files, %.2f GiB; %d to download", repo, len(files), total / 2**30, len(missing)
     )
     path = snapshot_download(repo, revision=revision, allow_patterns=files)
+    write_marker(constants.HF_HOME, repo, revision, str(path))
     return str(path)
 
 

@@ -94,7 +94,9 @@ class RouterApp:
             self.retriever,
             settings.multi_config(),
         )
-        self.pipeline.planner.cold_start = ColdStartWaiter(self.table, settings.cold_start_wait_s)
+        self.pipeline.planner.cold_start = ColdStartWaiter(
+            self.table, settings.cold_start_wait_s, settings.cold_start_margin_s
+        )
         self.outcomes = (
             Outcomes.build(settings, self.pipeline) if settings.outcomes_enabled else None
         )

@@ -101,11 +101,20 @@ class Settings(MultiWorkerSettings):
     expose_prompts_in_traces: bool = Field(
         False, description="Record question text on spans (off: prompts stay out of traces)."
     )
-    cold_start_wait_s: float = Field(
-        60.0,
+    cold_start_wait_s: float | None = Field(
+        None,
         ge=0,
         description="How long a request naming a route scaled to zero waits for the replica "
-        "it woke (bounded by the request deadline); 0 fails at once (UNAVAILABLE, ROUTE_COLD).",
+        "it woke (bounded by the request deadline); unset: the route's "
+        "lifecycle.startupSeconds plus cold_start_margin_s; 0 fails at once (UNAVAILABLE, "
+        "ROUTE_COLD).",
+    )
+    cold_start_margin_s: float = Field(
+        180.0,
+        ge=0,
+        description="Added to a route's startupSeconds for the cold hold (unset "
+        "cold_start_wait_s): scheduling, a GPU node joining, the image pull and the weights "
+        "fetch come before the engine loads.",
     )
     health_poll_interval_s: float = Field(
         2.0, gt=0, description="How often each backend's GetModelInfo is polled."

@@ -43,7 +43,9 @@ Tier = Literal["slm", "llm"]
 SIZE_CLASS_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 ScaleMetric = Literal["waitingRequests", "kvCacheUsage", "tokensPerSecond"]
-ConditionType = Literal["Ready", "Progressing", "Degraded", "FallbackResolved"]
+ConditionType = Literal[
+    "Ready", "Progressing", "Degraded", "FallbackResolved", "PodsHealthy", "WeightsStaged"
+]
 # Route names become Service and Deployment names: a DNS-1035 label (the CRD's pattern).
 DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # A Kubernetes resource quantity ("500m", "16Gi", "1.5"), non-negative (the CRD's pattern).
@@ -81,10 +83,23 @@ class SecretKeyRef(_Model):
 
 
 MODEL_SOURCE = (
-    r"^$|^(hf://[A-Za-z0-9._-]+/[A-Za-z0-9._-]+"
+    r"^$|^(hf://[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(@[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?"
     r"|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^/].*)?"
     r"|image://[a-z0-9][A-Za-z0-9._:@-]*(/[a-z0-9][A-Za-z0-9._:@-]*)*(//[^/].*)?|/.*)$"
 )
+
+
+HF_PREFIX = "hf://"
+
+
+def hf_source(source: str) -> tuple[str, str | None]:
+    """`hf://org/name@revision` -> ("org/name", "revision"); no `@`: (repo, None).
+
+    A pinned revision (a commit, tag or branch) is what every replica loads, and what the
+    cache marker is keyed by, so one revision is downloaded once per cache claim.
+    """
+    repo, sep, revision = source.removeprefix(HF_PREFIX).partition("@")
+    return repo, (revision if sep else None)
 
 
 class ModelRef(_Model):
@@ -94,8 +109,8 @@ class ModelRef(_Model):
         "",
         pattern=MODEL_SOURCE,
         max_length=512,
-        description="hf://org/name, pvc://claim/path, image://REF[//folder], or an absolute "
-        "path in the pod.",
+        description="hf://org/name[@revision], pvc://claim/path, image://REF[//folder], or an "
+        "absolute path in the pod.",
     )
     served_name: str = Field(
         ..., min_length=1, description="Model name clients and the router use."

@@ -22,7 +22,8 @@ from gearshift.router.core.planner import Planner
 from gearshift.router.table.backends import BackendPool
 from gearshift.router.table.cold_start import ColdStartWaiter
 from gearshift.router.table.kube_watch import KubeRouteWatcher
-from gearshift.router.table.routing_table import RoutingTable
+from gearshift.router.table.routing_table import RoutingTable, cold_routes
+from gearshift.routes import ModelRoute
 from gearshift.routes.local import local_default_routes
 from gearshift.runtime.errors import GearshiftError
 from gearshift.v1 import common_pb2, router_pb2
@@ -144,3 +145,22 @@ async def test_a_route_that_stays_cold_fails_after_the_wait_naming_it(tmp_path: 
         finally:
             await watcher.stop()
             await table.pool.close()
+
+
+async def test_the_cold_hold_defaults_to_the_routes_startup_budget_within_the_deadline() -> None:
+    """Unset cold_start_wait_s: each route's startupSeconds plus the margin (a 900 s engine
+    load is not held for a flat 60 s); the request's deadline still bounds it."""
+    mr = ModelRoute.model_validate(_cold_route())
+    mr.spec.lifecycle.startup_seconds = 1200
+    table = RoutingTable(BackendPool())
+    table.set_cold(cold_routes([mr]))
+    waiter = ColdStartWaiter(table, None, margin_s=180)
+    assert waiter.hold_s("local-slm") == 1380
+    assert waiter.hold_s("unknown") == 900 + 180  # the CRD's default startupSeconds
+    assert ColdStartWaiter(table, 60).hold_s("local-slm") == 60  # set: fixed for all
+    started = time.monotonic()
+    with pytest.raises(GearshiftError, match=r"startupSeconds plus 180 s: 1380 s") as caught:
+        await waiter.wait("local-slm", 0.2)  # the request has 0.2 s left
+    assert caught.value.reason == "ROUTE_COLD"
+    assert time.monotonic() - started < 2
+    await table.pool.close()

@@ -134,12 +134,14 @@ class ColdRoute:
     name: str
     namespace: str
     tier: TierName
+    # spec.lifecycle.startupSeconds: how long its engine may take to load (the cold hold).
+    startup_seconds: int = 900
 
 
 def cold_routes(objects: Iterable[ModelRoute]) -> list[ColdRoute]:
     """Routes that are scaled to zero (or still waking up) and allow it."""
     return [
-        ColdRoute(mr.name, mr.namespace, mr.spec.tier)
+        ColdRoute(mr.name, mr.namespace, mr.spec.tier, mr.spec.lifecycle.startup_seconds)
         for mr in objects
         if mr.spec.autoscaling is not None
         and mr.spec.autoscaling.scale_to_zero
