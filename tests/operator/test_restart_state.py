@@ -49,7 +49,17 @@ def _pod(name: str, route: str, port: int) -> dict[str, Any]:
         "spec": {
             "containers": [{"name": "slm", "ports": [{"name": "grpc", "containerPort": port}]}]
         },
-        "status": {"phase": "Running", "podIP": "127.0.0.1"},
+        # As the kubelet reports a serving replica (a pod not Ready yet counts as loading).
+        "status": {
+            "phase": "Running",
+            "podIP": "127.0.0.1",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Initialized", "status": "True"},
+                {"type": "ContainersReady", "status": "True"},
+                {"type": "Ready", "status": "True"},
+            ],
+        },
     }
 
 
