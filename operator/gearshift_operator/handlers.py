@@ -1,10 +1,12 @@
 """kopf handlers: reconcile each `ModelRoute` into its children, status and replica count.
 
 Every handler ends in the same idempotent `reconcile()`: build the desired children
-(children.py), create the missing ones, merge-patch the ones that drifted, then write
-status from the Deployment's real state. Events on the owned objects (a hand edit, a
-deletion, the Deployment controller's status updates) call it too, so a child deleted by
-hand comes back and conditions follow the pods.
+(children.py), create the missing ones, update the ones that drifted (a three-way apply
+that removes what the operator stopped setting and keeps what others set, apply.py),
+then write status from the Deployment's real state. Events on the owned objects (a hand
+edit, a deletion, the Deployment controller's status updates) call it too, so a child
+deleted by hand comes back and conditions follow the pods. Routes, children and pods are
+read from kopf's watch caches (indices.py), not from the API server.
 """
 
 from __future__ import annotations
@@ -19,12 +21,23 @@ import kopf
 from prometheus_client import start_http_server
 
 from gearshift.routes.model_route import GROUP, PLURAL, VERSION, ModelRoute
-from gearshift_operator import autoscaler, children, image_rollouts, metrics, periodic, status
+from gearshift_operator import (
+    apply,
+    autoscaler,
+    children,
+    image_rollouts,
+    indices,
+    metrics,
+    periodic,
+    status,
+)
+from gearshift_operator.indices import CACHES
 from gearshift_operator.kube import (
     KubeClient,
     KubeError,
     client,
     close_client,
+    configure_rate,
     load_configuration,
     object_path,
     path_for,
@@ -34,8 +47,8 @@ from gearshift_operator.settings import Settings
 
 SETTINGS = Settings()
 LOG = logging.getLogger("gearshift.operator")
-MANAGED = {"app.kubernetes.io/managed-by": children.MANAGED_BY}
-MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+MANAGED = indices.MANAGED
+MANAGED_SELECTOR = indices.MANAGED_SELECTOR
 # (group, plural) of every kind the operator creates per route.
 CHILD_RESOURCES = (
     ("apps", "deployments"),
@@ -55,7 +68,7 @@ class WaitingForImageRollout(Exception):
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     """State lives in annotations: the CRD's structural schema would prune status.kopf."""
     settings.persistence.finalizer = "gearshift.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gearshift.dev")
@@ -74,6 +87,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # the operator's own objects, not every Deployment, Service and ConfigMap it can see.
     for group_plural in CHILD_RESOURCES:
         settings.watching.label_selectors[group_plural] = MANAGED_SELECTOR
+    settings.watching.label_selectors["v1", "pods"] = indices.POD_SELECTOR
+    # kopf hands its indices (the watch caches) to startup handlers: keep them for reads.
+    CACHES.bind(kwargs)
     # Locks and the HTTP client belong to the previous run's event loop when the operator
     # is restarted in the same process (tests): start both afresh.
     _locks.clear()
@@ -81,6 +97,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     ROLLOUTS.running.clear()
     ROLLOUTS.concurrency = SETTINGS.image_rollout_concurrency
     ROLLOUTS.lock = asyncio.Lock()
+    configure_rate(SETTINGS.kube_qps, SETTINGS.kube_burst)
     reset_client()
     if SETTINGS.operator_metrics_port >= 0:
         start_http_server(SETTINGS.operator_metrics_port)
@@ -161,11 +178,11 @@ def _check_owner(live: dict[str, Any], child: dict[str, Any], owner: Any) -> Non
     )
 
 
-async def apply_child(child: dict[str, Any], owner: Any, logger: Any) -> str:
-    """Create or merge-patch one child; returns created / patched / unchanged.
+async def apply_child(child: dict[str, Any], owner: Any, logger: Any) -> tuple[str, dict[str, Any]]:
+    """Create or update one child; returns (created / updated / recreated / unchanged, object).
 
-    An existing object of the same name is patched only if this route controls it
-    (OwnershipConflict otherwise: a merge patch would take it over, and garbage collection
+    An existing object of the same name is updated only if this route controls it
+    (OwnershipConflict otherwise: an update would take it over, and garbage collection
     would later delete it with the route). A refusal by the API server is ChildRejected.
     """
     kopf.adopt(child, owner=owner)
@@ -181,33 +198,24 @@ async def apply_child(child: dict[str, Any], owner: Any, logger: Any) -> str:
         raise
 
 
-async def _apply(api: KubeClient, path: str, child: dict[str, Any], owner: Any) -> str:
-    live = await api.get(path)
-    if live is None:
-        try:
-            await api.create(path.rsplit("/", 1)[0], child)
-            return "created"
-        except KubeError as err:
-            if err.status != 409:
-                raise
-            live = await api.get(path)  # created meanwhile (e.g. by another replica)
-            if live is None:
-                raise
-    _check_owner(live, child, owner)
-    if needs_recreate(child, live):
-        # clusterIP cannot change in place (headless <-> virtual IP): replace the Service.
-        await api.delete(path)
-        await api.create(path.rsplit("/", 1)[0], child)
-        return "recreated"
-    wanted: dict[str, Any] = {k: child[k] for k in ("spec", "data") if k in child}
-    wanted["metadata"] = {
-        "labels": child["metadata"].get("labels", {}),
-        "ownerReferences": child["metadata"]["ownerReferences"],
-    }
-    if is_subset(wanted, live):
-        return "unchanged"
-    await api.merge_patch(path, wanted)
-    return "patched"
+async def _apply(
+    api: KubeClient, path: str, child: dict[str, Any], owner: Any
+) -> tuple[str, dict[str, Any]]:
+    meta = child["metadata"]
+    live = CACHES.child(child["kind"], meta["namespace"], meta["name"])
+    if live is not None and controlled_by(live, owner["metadata"].get("uid")):
+        if needs_recreate(child, live):
+            # clusterIP cannot change in place (headless <-> virtual IP): replace the Service.
+            await api.delete(path)
+            created = await api.create(path.rsplit("/", 1)[0], apply.for_create(child))
+            CACHES.wrote(child["kind"], meta["namespace"], meta["name"], created)
+            return "recreated", created
+    outcome, written = await apply.apply(
+        api, path, child, live, lambda obj: _check_owner(obj, child, owner)
+    )
+    if written is not live:
+        CACHES.wrote(child["kind"], meta["namespace"], meta["name"], written)
+    return outcome, written
 
 
 def needs_recreate(child: dict[str, Any], live: dict[str, Any]) -> bool:
@@ -259,7 +267,7 @@ async def _paced(route: ModelRoute, desired: list[dict[str, Any]]) -> list[dict[
     wanted = next((c for c in desired if c["kind"] == "Deployment"), None)
     if wanted is None:
         return None
-    live = await client().get(path_for("apps/v1", "Deployment", route.namespace, route.name))
+    live = CACHES.child("Deployment", route.namespace, route.name)
     if live is None:
         return None
     if image_rollouts.rollout_complete(live) and (
@@ -309,9 +317,12 @@ async def _reconcile(body: Any, logger: Any, reason: str) -> bool:
         await write_status(body, base, status.conditions_for_external(generation) + fallback)
         return False
     changes: list[str] = []
+    deployment: dict[str, Any] | None = None
     try:
         for child in desired:
-            outcome = await apply_child(child, body, logger)
+            outcome, written = await apply_child(child, body, logger)
+            if child["kind"] == "Deployment":
+                deployment = written
             if outcome != "unchanged":
                 changes.append(f"{child['kind']} {outcome}")
     except (OwnershipConflict, ChildRejected) as err:
@@ -332,7 +343,6 @@ async def _reconcile(body: Any, logger: Any, reason: str) -> bool:
         kopf.info(body, reason="Reconciled", message=f"{reason}: " + ", ".join(changes))
     else:
         metrics.RECONCILES.labels(result="unchanged").inc()
-    deployment = await client().get(path_for("apps/v1", "Deployment", route.namespace, route.name))
     counts, conds = status.deployment_status(deployment, generation)
     await write_status(body, {**base, **counts}, conds + fallback)
     return waiting
@@ -347,20 +357,20 @@ async def _fallback_condition(route: ModelRoute, generation: int | None) -> stat
     name = route.spec.routing.fallback
     if not name:
         return []
-    path = path_for(f"{GROUP}/{VERSION}", "ModelRoute", route.namespace, name)
-    live = await client().get(path)
+    live = CACHES.route(route.namespace, name)
     # A route being deleted (finalizer pending) counts as gone.
     found = live is not None and not live["metadata"].get("deletionTimestamp")
     return [status.fallback_condition(name, route.namespace, found, generation)]
 
 
 async def reconcile_dependents(namespace: str, name: str, logger: Any) -> None:
-    """Routes whose fallback is `name` re-check it (it was just created or deleted)."""
-    path = path_for(f"{GROUP}/{VERSION}", "ModelRoute", namespace)
-    for other in await client().list(path):
-        fallback = ((other.get("spec") or {}).get("routing") or {}).get("fallback")
+    """Routes whose fallback is `name` re-check it (it was just created or deleted).
+
+    From the fallback index: the routes naming `name`, not a list of every route.
+    """
+    for other in CACHES.dependents(namespace, name):
         meta = other["metadata"]
-        if fallback == name and meta["name"] != name and not meta.get("deletionTimestamp"):
+        if meta["name"] != name and not meta.get("deletionTimestamp"):
             await reconcile(other, logger, f"fallback route {name} changed")
 
 
@@ -377,7 +387,8 @@ async def route_changed(
     waiting = await reconcile(body, logger, f"route {reason}")
     pin_desired_replicas(body, patch)
     wake_if_demanded(body, patch)
-    if reason in ("create", "resume"):
+    # On resume every route re-checks its own fallback: only a new route tells others.
+    if reason == "create":
         meta = body["metadata"]
         await reconcile_dependents(meta["namespace"], meta["name"], logger)
     if waiting:
@@ -445,7 +456,7 @@ async def route_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid")
     for api_version, kind in CHILD_KINDS:
         path = path_for(api_version, kind, namespace, name)
-        live = await client().get(path)
+        live = CACHES.child(kind, namespace, name)
         owners = ((live or {}).get("metadata") or {}).get("ownerReferences") or []
         if live is not None and any(o.get("uid") == uid for o in owners):
             await client().delete(path)
@@ -469,6 +480,7 @@ async def route_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> No
         return
     metrics.DESIRED.remove_route(namespace, name)
     _locks.pop(f"{namespace}/{name}", None)
+    CACHES.forget(namespace, name)
     SCALE_STATES.pop(f"{namespace}/{name}", None)
     await reconcile_dependents(namespace, name, logger)
 
@@ -481,12 +493,7 @@ async def _owned_event(event: kopf.RawEvent, logger: kopf.Logger) -> None:
     namespace = meta.get("namespace")
     if not name or not namespace:
         return
-    path = path_for(f"{GROUP}/{VERSION}", "ModelRoute", namespace, name)
-    try:
-        route = await client().get(path)
-    except KubeError as err:
-        logger.warning("cannot read route %s/%s: %s", namespace, name, err)
-        return
+    route = CACHES.route(namespace, name)
     if route is None or route["metadata"].get("deletionTimestamp"):
         return
     what = "deleted" if event.get("type") == "DELETED" else "changed"
@@ -525,7 +532,7 @@ async def autoscale(namespace: str, name: str) -> bool:
     """
     base = path_for(f"{GROUP}/{VERSION}", "ModelRoute", namespace, name)
     try:
-        body = await client().get(base)
+        body = CACHES.route(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return False
         if not _autoscaled(body.get("spec") or {}):
@@ -553,9 +560,7 @@ async def _autoscale(
     policy = autoscaler.Policy.for_route(route, SETTINGS)
     state = states.setdefault(f"{route.namespace}/{route.name}", autoscaler.ScaleState())
     current = children.target_replicas(route)
-    pods = await client().list(
-        path_for("v1", "Pod", route.namespace), children.selector_string(route)
-    )
+    pods = CACHES.pods(route.namespace, route.name)
     targets = autoscaler.pod_targets(pods, SETTINGS.grpc_port)
     assert route.spec.autoscaling is not None
     load, answered = await autoscaler.read_load(
