@@ -1,10 +1,12 @@
 """kopf handlers: reconcile each `ModelRoute` into its children, status and replica count.
 
 Every handler ends in the same idempotent `reconcile()`: build the desired children
-(children.py), create the missing ones, merge-patch the ones that drifted, then write
-status from the Deployment's real state. Events on the owned objects (a hand edit, a
-deletion, the Deployment controller's status updates) call it too, so a child deleted by
-hand comes back and conditions follow the pods.
+(children.py), create the missing ones, update the ones that drifted (a three-way apply
+that removes what the operator stopped setting and keeps what others set, apply.py),
+then write status from the Deployment's real state. Events on the owned objects (a hand
+edit, a deletion, the Deployment controller's status updates) call it too, so a child
+deleted by hand comes back and conditions follow the pods. Routes, children and pods are
+read from kopf's watch caches (indices.py), not from the API server.
 """
 
 from __future__ import annotations
@@ -20,22 +22,26 @@ from prometheus_client import start_http_server
 
 from gearshift.routes.model_route import GROUP, PLURAL, VERSION, ModelRoute
 from gearshift_operator import (
+    apply,
     autoscaler,
     children,
     failed_load,
     holds,
     image_rollouts,
+    indices,
     metrics,
     periodic,
     pod_health,
     status,
 )
+from gearshift_operator.indices import CACHES
 from gearshift_operator.kube import (
     KubeClient,
     KubeError,
     authorization,
     client,
     close_client,
+    configure_rate,
     load_configuration,
     object_path,
     path_for,
@@ -45,8 +51,8 @@ from gearshift_operator.settings import Settings
 
 SETTINGS = Settings()
 LOG = logging.getLogger("gearshift.operator")
-MANAGED = {"app.kubernetes.io/managed-by": children.MANAGED_BY}
-MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED.items())
+MANAGED = indices.MANAGED
+MANAGED_SELECTOR = indices.MANAGED_SELECTOR
 # (group, plural) of every kind the operator creates per route.
 CHILD_RESOURCES = (
     ("apps", "deployments"),
@@ -68,7 +74,7 @@ class WaitingForImageRollout(Exception):
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     """State lives in annotations: the CRD's structural schema would prune status.kopf."""
     settings.persistence.finalizer = "gearshift.dev/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gearshift.dev")
@@ -88,9 +94,13 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # the operator's own objects, not every Deployment, Service and ConfigMap it can see.
     for group_plural in CHILD_RESOURCES:
         settings.watching.label_selectors[group_plural] = MANAGED_SELECTOR
+    # Pods and staging Jobs likewise (both carry the managed-by label); the model-server
+    # pods the autoscaler reads are a subset of them (indices.pod_index).
     for group_plural in WATCHED_FOR_HEALTH:
         settings.watching.label_selectors[group_plural] = MANAGED_SELECTOR
     _pod_seen.clear()
+    # kopf hands its indices (the watch caches) to startup handlers: keep them for reads.
+    CACHES.bind(kwargs)
     # Locks and the HTTP client belong to the previous run's event loop when the operator
     # is restarted in the same process (tests): start both afresh.
     _locks.clear()
@@ -98,6 +108,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     ROLLOUTS.claims.clear()
     ROLLOUTS.concurrency = SETTINGS.image_rollout_concurrency
     ROLLOUTS.lock = asyncio.Lock()
+    configure_rate(SETTINGS.kube_qps, SETTINGS.kube_burst)
     reset_client()
     if SETTINGS.operator_metrics_port >= 0:
         start_http_server(SETTINGS.operator_metrics_port)
@@ -179,11 +190,11 @@ def _check_owner(live: dict[str, Any], child: dict[str, Any], owner: Any) -> Non
     )
 
 
-async def apply_child(child: dict[str, Any], owner: Any, logger: Any) -> str:
-    """Create or merge-patch one child; returns created / patched / unchanged.
+async def apply_child(child: dict[str, Any], owner: Any, logger: Any) -> tuple[str, dict[str, Any]]:
+    """Create or update one child; returns (created / updated / recreated / unchanged, object).
 
-    An existing object of the same name is patched only if this route controls it
-    (OwnershipConflict otherwise: a merge patch would take it over, and garbage collection
+    An existing object of the same name is updated only if this route controls it
+    (OwnershipConflict otherwise: an update would take it over, and garbage collection
     would later delete it with the route). A refusal by the API server is ChildRejected.
     """
     kopf.adopt(child, owner=owner)
@@ -199,33 +210,24 @@ async def apply_child(child: dict[str, Any], owner: Any, logger: Any) -> str:
         raise
 
 
-async def _apply(api: KubeClient, path: str, child: dict[str, Any], owner: Any) -> str:
-    live = await api.get(path)
-    if live is None:
-        try:
-            await api.create(path.rsplit("/", 1)[0], child)
-            return "created"
-        except KubeError as err:
-            if err.status != 409:
-                raise
-            live = await api.get(path)  # created meanwhile (e.g. by another replica)
-            if live is None:
-                raise
-    _check_owner(live, child, owner)
-    if needs_recreate(child, live):
-        # clusterIP cannot change in place (headless <-> virtual IP): replace the Service.
-        await api.delete(path)
-        await api.create(path.rsplit("/", 1)[0], child)
-        return "recreated"
-    wanted: dict[str, Any] = {k: child[k] for k in ("spec", "data") if k in child}
-    wanted["metadata"] = {
-        "labels": child["metadata"].get("labels", {}),
-        "ownerReferences": child["metadata"]["ownerReferences"],
-    }
-    if is_subset(wanted, live):
-        return "unchanged"
-    await api.merge_patch(path, wanted)
-    return "patched"
+async def _apply(
+    api: KubeClient, path: str, child: dict[str, Any], owner: Any
+) -> tuple[str, dict[str, Any]]:
+    meta = child["metadata"]
+    live = CACHES.child(child["kind"], meta["namespace"], meta["name"])
+    if live is not None and controlled_by(live, owner["metadata"].get("uid")):
+        if needs_recreate(child, live):
+            # clusterIP cannot change in place (headless <-> virtual IP): replace the Service.
+            await api.delete(path)
+            created = await api.create(path.rsplit("/", 1)[0], apply.for_create(child))
+            CACHES.wrote(child["kind"], meta["namespace"], meta["name"], created)
+            return "recreated", created
+    outcome, written = await apply.apply(
+        api, path, child, live, lambda obj: _check_owner(obj, child, owner)
+    )
+    if written is not live:
+        CACHES.wrote(child["kind"], meta["namespace"], meta["name"], written)
+    return outcome, written
 
 
 def needs_recreate(child: dict[str, Any], live: dict[str, Any]) -> bool:
@@ -277,7 +279,7 @@ async def _paced(route: ModelRoute, desired: list[dict[str, Any]]) -> list[dict[
     wanted = next((c for c in desired if c["kind"] == "Deployment"), None)
     if wanted is None:
         return None
-    live = await client().get(path_for("apps/v1", "Deployment", route.namespace, route.name))
+    live = CACHES.child("Deployment", route.namespace, route.name)
     if live is None:
         return None
     current = image_rollouts.container_image(live)
@@ -337,9 +339,12 @@ async def _reconcile(body: Any, logger: Any, reason: str) -> bool:
     except (KubeError, httpx.HTTPError) as err:
         raise kopf.TemporaryError(f"reading the route's pods failed: {err}", delay=10) from err
     changes: list[str] = []
+    deployment: dict[str, Any] | None = None
     try:
         for child in desired:
-            outcome = await apply_child(child, body, logger)
+            outcome, written = await apply_child(child, body, logger)
+            if child["kind"] == "Deployment":
+                deployment = written
             if outcome != "unchanged":
                 changes.append(f"{child['kind']} {outcome}")
     except (OwnershipConflict, ChildRejected) as err:
@@ -365,7 +370,6 @@ async def _reconcile(body: Any, logger: Any, reason: str) -> bool:
         await holds.prune_jobs(client(), route, hold.job, old_conds)
     except (KubeError, httpx.HTTPError) as err:  # a leftover Job is harmless: next time
         logger.warning("could not delete superseded staging Jobs: %s", err)
-    deployment = await client().get(path_for("apps/v1", "Deployment", route.namespace, route.name))
     counts, conds = status.deployment_status(deployment, generation)
     await write_status(body, {**base, **counts}, hold.conditions(conds, generation) + fallback)
     return waiting
@@ -380,20 +384,20 @@ async def _fallback_condition(route: ModelRoute, generation: int | None) -> stat
     name = route.spec.routing.fallback
     if not name:
         return []
-    path = path_for(f"{GROUP}/{VERSION}", "ModelRoute", route.namespace, name)
-    live = await client().get(path)
+    live = CACHES.route(route.namespace, name)
     # A route being deleted (finalizer pending) counts as gone.
     found = live is not None and not live["metadata"].get("deletionTimestamp")
     return [status.fallback_condition(name, route.namespace, found, generation)]
 
 
 async def reconcile_dependents(namespace: str, name: str, logger: Any) -> None:
-    """Routes whose fallback is `name` re-check it (it was just created or deleted)."""
-    path = path_for(f"{GROUP}/{VERSION}", "ModelRoute", namespace)
-    for other in await client().list(path):
-        fallback = ((other.get("spec") or {}).get("routing") or {}).get("fallback")
+    """Routes whose fallback is `name` re-check it (it was just created or deleted).
+
+    From the fallback index: the routes naming `name`, not a list of every route.
+    """
+    for other in CACHES.dependents(namespace, name):
         meta = other["metadata"]
-        if fallback == name and meta["name"] != name and not meta.get("deletionTimestamp"):
+        if meta["name"] != name and not meta.get("deletionTimestamp"):
             await reconcile(other, logger, f"fallback route {name} changed")
 
 
@@ -410,7 +414,8 @@ async def route_changed(
     waiting = await reconcile(body, logger, f"route {reason}")
     pin_desired_replicas(body, patch)
     wake_if_demanded(body, patch)
-    if reason in ("create", "resume"):
+    # On resume every route re-checks its own fallback: only a new route tells others.
+    if reason == "create":
         meta = body["metadata"]
         await reconcile_dependents(meta["namespace"], meta["name"], logger)
     if waiting:
@@ -478,7 +483,7 @@ async def route_deleted(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid")
     for api_version, kind in CHILD_KINDS:
         path = path_for(api_version, kind, namespace, name)
-        live = await client().get(path)
+        live = CACHES.child(kind, namespace, name)
         owners = ((live or {}).get("metadata") or {}).get("ownerReferences") or []
         if live is not None and any(o.get("uid") == uid for o in owners):
             await client().delete(path)
@@ -504,6 +509,7 @@ async def route_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> No
         return
     metrics.DESIRED.remove_route(namespace, name)
     _locks.pop(f"{namespace}/{name}", None)
+    CACHES.forget(namespace, name)
     SCALE_STATES.pop(f"{namespace}/{name}", None)
     await reconcile_dependents(namespace, name, logger)
 
@@ -516,12 +522,7 @@ async def _owned_event(event: kopf.RawEvent, logger: kopf.Logger) -> None:
     namespace = meta.get("namespace")
     if not name or not namespace:
         return
-    path = path_for(f"{GROUP}/{VERSION}", "ModelRoute", namespace, name)
-    try:
-        route = await client().get(path)
-    except KubeError as err:
-        logger.warning("cannot read route %s/%s: %s", namespace, name, err)
-        return
+    route = CACHES.route(namespace, name)
     if route is None or route["metadata"].get("deletionTimestamp"):
         return
     what = "deleted" if event.get("type") == "DELETED" else "changed"
@@ -633,7 +634,7 @@ async def autoscale(namespace: str, name: str) -> bool:
     """
     base = path_for(f"{GROUP}/{VERSION}", "ModelRoute", namespace, name)
     try:
-        body = await client().get(base)
+        body = CACHES.route(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return False
         if not _autoscaled(body.get("spec") or {}):
@@ -666,9 +667,7 @@ async def _autoscale(
         states[key] = restored or autoscaler.ScaleState()
     state = states[key]
     current = children.target_replicas(route)
-    pods = await client().list(
-        path_for("v1", "Pod", route.namespace), children.selector_string(route)
-    )
+    pods = CACHES.pods(route.namespace, route.name)
     targets = autoscaler.pod_targets(pods, SETTINGS.grpc_port)
     health = pod_health.assess(pods)
     assert route.spec.autoscaling is not None

@@ -20,7 +20,8 @@ from typing import Any
 
 from gearshift.routes.model_route import GROUP, VERSION, ModelRoute
 from gearshift_operator import children, failed_load, pod_health, status, weights_staging
-from gearshift_operator.kube import KubeClient, object_path, path_for
+from gearshift_operator.indices import CACHES
+from gearshift_operator.kube import KubeClient, path_for
 from gearshift_operator.settings import Settings
 
 Manifest = dict[str, Any]
@@ -59,10 +60,10 @@ class Assessment:
         return [*out, *self.extra]
 
 
-async def route_pods(api: KubeClient, route: ModelRoute) -> list[Manifest]:
-    """The route's pods: serving ones and its staging Job's (both carry the route label)."""
-    selector = f"{children.ROUTE_LABEL}={route.name}"
-    return await api.list(path_for("v1", "Pod", route.namespace), selector)
+def route_pods(route: ModelRoute) -> list[Manifest]:
+    """The route's pods: serving ones and its staging Job's (both carry the route label),
+    from the operator's watch cache (no API call per reconcile)."""
+    return CACHES.route_pods(route.namespace, route.name)
 
 
 def _is_staging(pod: Manifest) -> bool:
@@ -100,7 +101,7 @@ async def assess(
     template_hash = (
         (template.get("metadata") or {}).get("annotations", {}).get(children.TEMPLATE_HASH)
     )
-    pods = await route_pods(api, route)
+    pods = route_pods(route)
     health = pod_health.assess([p for p in pods if not _is_staging(p)], template_hash)
     result = Assessment(health)
 
@@ -109,7 +110,7 @@ async def assess(
         desired.insert(desired.index(deployment), job)
         result.job = job
         await _staging(api, job, route, [p for p in pods if _is_staging(p)], result, generation)
-        if result.reason and await _serving(api, deployment):
+        if result.reason and _serving(deployment):
             # A new revision (or token, or image) is staging: the current pods keep
             # serving the weights they have until it is there; the Deployment waits.
             desired.remove(deployment)
@@ -143,9 +144,10 @@ async def assess(
     return result
 
 
-async def _serving(api: KubeClient, deployment: Manifest) -> bool:
+def _serving(deployment: Manifest) -> bool:
     """True when the route's live Deployment runs replicas (of an earlier template)."""
-    live = await api.get(object_path(deployment))
+    meta = deployment["metadata"]
+    live = CACHES.child("Deployment", meta["namespace"], meta["name"])
     return live is not None and int((live.get("spec") or {}).get("replicas") or 0) > 0
 
 
@@ -158,7 +160,8 @@ async def _staging(
     generation: int | None,
 ) -> None:
     name = job["metadata"]["name"]
-    state = weights_staging.job_state(await api.get(object_path(job)))
+    meta = job["metadata"]
+    state = weights_staging.job_state(CACHES.child("Job", meta["namespace"], meta["name"]))
     if state.done:
         result.extra.append(
             status.weights_staged_condition(

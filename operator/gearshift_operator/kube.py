@@ -1,14 +1,18 @@
-"""A small async Kubernetes REST client: get, create, merge-patch, replace, delete, list.
+"""A small async Kubernetes REST client: get, create, replace, merge-patch, delete, list.
 
 Credentials come from the official `kubernetes` package's config loaders (in-cluster
 service account, else KUBECONFIG), the same source kopf's own login uses; requests go
-through httpx so handlers stay async and every call has a timeout.
+through httpx so handlers stay async and every call has a timeout. Calls are paced by a
+token bucket (`qps` per second on average, bursts of `burst`), as client-go's rate
+limiter paces controllers, so a resync of many routes cannot flood the API server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
+import time
 from typing import Any
 
 import httpx
@@ -73,10 +77,46 @@ def authorization(cfg: Any) -> str:
     return ""
 
 
+class TokenBucket:
+    """At most `burst` calls at once, refilled at `qps` per second; qps <= 0: unbounded.
+
+    Callers wait their turn in order (one lock), so a burst of reconciles is spread out
+    instead of failing; the wait is part of each call's time, not unbounded: the bucket
+    refills at `qps`.
+    """
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps = qps
+        self.burst = max(1, burst)
+        self._tokens = float(self.burst)
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        if self.qps <= 0:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
+            self._stamp = now
+            if self._tokens < 1:
+                await asyncio.sleep((1 - self._tokens) / self.qps)
+                self._stamp = time.monotonic()
+                self._tokens = 1.0
+            self._tokens -= 1
+
+
 class KubeClient:
     """Async JSON client for the few verbs the operator needs."""
 
-    def __init__(self, configuration: Any | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        configuration: Any | None = None,
+        timeout_s: float = 10.0,
+        qps: float = 0.0,
+        burst: int = 1,
+    ) -> None:
+        self.limiter = TokenBucket(qps, burst)
         self._cfg = configuration if configuration is not None else load_configuration()
         verify: ssl.SSLContext | bool = bool(self._cfg.verify_ssl)
         if self._cfg.ssl_ca_cert and self._cfg.verify_ssl:
@@ -111,6 +151,7 @@ class KubeClient:
         content_type: str | None = None,
         params: dict[str, str] | None = None,
     ) -> dict[str, Any] | None:
+        await self.limiter.take()
         response = await self._http.request(
             method,
             path,
@@ -141,12 +182,12 @@ class KubeClient:
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call("POST", path, body, "application/json") or {}
 
+    async def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT: the whole object; the API server refuses a stale resourceVersion with 409."""
+        return await self._call("PUT", path, body, "application/json") or {}
+
     async def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._call("PATCH", path, body, "application/merge-patch+json") or {}
-
-    async def replace(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """PUT: a full update, refused with 409 when body's resourceVersion is stale."""
-        return await self._call("PUT", path, body, "application/json") or {}
 
     async def delete(self, path: str) -> bool:
         """Deletes with background propagation; False if it was already gone."""
@@ -157,12 +198,19 @@ class KubeClient:
 # The operator's one API client, shared by its handlers (handlers.py, datasources.py); the
 # operator's startup and cleanup handlers reset it, as it belongs to one event loop.
 _client: KubeClient | None = None
+_rate: tuple[float, int] = (0.0, 1)
+
+
+def configure_rate(qps: float, burst: int) -> None:
+    """The pacing of the shared client made from now on (the operator's settings)."""
+    global _rate
+    _rate = (qps, burst)
 
 
 def client() -> KubeClient:
     global _client
     if _client is None:
-        _client = KubeClient()
+        _client = KubeClient(qps=_rate[0], burst=_rate[1])
     return _client
 
 

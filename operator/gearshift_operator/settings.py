@@ -235,6 +235,15 @@ class Settings(BaseSettings):
         description="Key sent as `authorization: Bearer` to retrievers that check keys (a "
         "service key, tenant '*', in the retriever's api_keys_file); empty sends none.",
     )
+    kube_qps: float = Field(
+        20.0,
+        ge=0,
+        description="API calls per second the operator's own client makes on average (a "
+        "token bucket, as client-go's QPS); 0: unbounded. kopf's watches are not counted.",
+    )
+    kube_burst: int = Field(
+        30, ge=1, description="API calls the operator's client may make at once (the bucket)."
+    )
     log_level: str = Field("INFO", description="Log level.")
 
     @model_validator(mode="after")

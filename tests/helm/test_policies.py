@@ -104,7 +104,8 @@ def _rules(objs: list[Manifest], component: str) -> dict[tuple[str, str], set[st
     return out
 
 
-_CRUD = {"get", "list", "watch", "create", "patch", "delete"}
+# `update`: children are written whole (PUT with a resourceVersion) so removed fields go.
+_CRUD = {"get", "list", "watch", "create", "update", "patch", "delete"}
 _OPERATOR_RULES = {
     ("gearshift.dev", "modelroutes"): {"get", "list", "watch", "patch"},
     ("gearshift.dev", "modelroutes/status"): {"get", "patch"},
@@ -114,7 +115,7 @@ _OPERATOR_RULES = {
     ("", "services"): _CRUD,
     ("", "configmaps"): _CRUD,
     ("policy", "poddisruptionbudgets"): _CRUD,
-    ("", "pods"): {"list", "watch"},
+    ("", "pods"): {"list", "watch"},  # the autoscaler reads pods from a watch cache
     ("batch", "jobs"): _CRUD,
     ("", "events"): {"create"},
 }

@@ -21,10 +21,26 @@ This subclass adds exactly those, following the real API server:
   refused with 409 Conflict when its metadata.resourceVersion is not the stored one (the
   optimistic concurrency client-go's leaderelection relies on); a create of an existing
   Lease is 409 AlreadyExists.
+- update (PUT): the object is replaced by the request's (server-owned metadata and, with a
+  status subresource, status kept); a request whose resourceVersion is not the stored one
+  is refused with 409 Conflict, one without it with 422; an update that changes nothing
+  writes nothing (same resourceVersion, no watch event). kmock has no PUT at all.
+- storage form: resource quantities (container requests/limits, emptyDir sizeLimit) are
+  stored canonically (`0.5` -> `500m`, `1024Mi` -> `1Gi`; `quantity.canonical`), and a few
+  server defaults are filled in (pod restartPolicy/dnsPolicy/schedulerName, containers'
+  terminationMessagePath/Policy, a Service's sessionAffinity, its ports' protocol and
+  targetPort), so a client comparing its manifest with the stored object as strings keeps
+  finding differences, as it would on a real cluster.
+- validation: a pod template whose container mounts a volume the pod does not declare is
+  refused with 422 (the real server's `volumeMounts[i].name: Not found`).
+- accounting: every request is counted by (method, plural, subresource) in `calls`, and
+  every write (POST/PUT/PATCH/DELETE) is listed in `writes`, to assert how much a client
+  asks of the API server.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import datetime
 import itertools
@@ -37,6 +53,8 @@ import kmock
 from kmock import ResourceInfo, action
 from kmock._internal import dicts
 from kmock._internal.k8s import KubernetesError
+
+from tests.operator.quantity import canonical
 
 RESOURCES: dict[str, ResourceInfo] = {
     "gearshift.dev/v1alpha1/modelroutes": ResourceInfo(
@@ -103,8 +121,7 @@ RESOURCES: dict[str, ResourceInfo] = {
     ),
 }
 WITH_STATUS = {"modelroutes", "datasources", "deployments", "pods", "jobs"}
-# Resources whose PUT (a full update) the emulator serves, with resourceVersion conflicts.
-REPLACEABLE = {"leases"}
+_ADDRESSES = itertools.count(10)
 
 
 @attrs.define(kw_only=True)
@@ -112,6 +129,14 @@ class ApiServer(kmock.KubernetesEmulator):
     _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
     _denied: dict[str, KubernetesError] = attrs.field(factory=dict, init=False)
     watch_selectors: list[tuple[str, str]] = attrs.field(factory=list, init=False)
+    calls: collections.Counter[tuple[str, str, str]] = attrs.field(
+        factory=collections.Counter, init=False
+    )
+    writes: list[tuple[str, str, str]] = attrs.field(factory=list, init=False)
+
+    def writes_to(self, plural: str, name: str | None = None) -> list[str]:
+        """Methods of the writes to `plural` (and object `name`, or `name/status`) so far."""
+        return [m for m, p, n in self.writes if p == plural and (name is None or n == name)]
 
     def deny(self, plural: str, status: int, message: str) -> None:
         """Creates and patches of `plural` fail with this status and message from now on."""
@@ -139,13 +164,32 @@ class ApiServer(kmock.KubernetesEmulator):
     async def _handle(self, request: Any) -> Any:
         data = request.data
         plural = request.resource.plural if request.resource is not None else None
+        method = str(request.method.value if request.method is not None else "").upper()
+        if plural is not None:
+            kind = "WATCH" if request.action == action.WATCH else method
+            self.calls[(kind, plural, request.subresource or "")] += 1
+            if method in ("POST", "PUT", "PATCH", "DELETE"):
+                sub = f"/{request.subresource}" if request.subresource else ""
+                name = request.name
+                if name is None and isinstance(data, dict):  # a create names it in the body
+                    name = (data.get("metadata") or {}).get("name")
+                self.writes.append((method, plural, f"{name or ''}{sub}"))
+        if isinstance(data, dict) and plural is not None and method in ("POST", "PUT", "PATCH"):
+            _normalise(plural, data)
+            if method != "PATCH":
+                _default(plural, data, creating=method == "POST")
+                _validate(plural, data)
+        if method == "PUT" and plural is not None and request.name:
+            if plural in self._denied:
+                raise self._denied[plural]
+            stored = await self._replace(request)
+            await self._collect_garbage()
+            return aiohttp.web.json_response(stored)
         if request.action == action.WATCH and plural is not None:
             selector = request.params.get("labelSelector", "") if request.params else ""
             self.watch_selectors.append((plural, selector))
         if request.action in (action.CREATE, action.UPDATE) and plural in self._denied:
             raise self._denied[plural]
-        if plural in REPLACEABLE and request.method == kmock.method.PUT and request.name:
-            return await self._replace(request)
         if isinstance(data, dict) and request.action == action.CREATE:
             meta = data.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
@@ -172,6 +216,7 @@ class ApiServer(kmock.KubernetesEmulator):
                 meta["resourceVersion"] = str(next(self._versions))
                 if "spec" in data and request.subresource != "status":
                     merged = dicts.patch_dict(copy.deepcopy(current), {"spec": data["spec"]})
+                    _validate(plural or "", merged)
                     if merged.get("spec") != current.get("spec"):
                         meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
         try:
@@ -180,38 +225,49 @@ class ApiServer(kmock.KubernetesEmulator):
             if request.action in (action.DELETE, action.UPDATE):
                 await self._collect_garbage()
 
-    async def _replace(self, request: Any) -> Any:
-        """PUT of a whole object: 404 when absent, 409 when its resourceVersion is stale."""
+    async def _replace(self, request: Any) -> dict[str, Any]:
+        """PUT: the whole object from the request, if it was read at the current version."""
+        data = copy.deepcopy(request.data)
         plural = request.resource.plural
-        if plural in self._denied:
-            raise self._denied[plural]
-        key = (request.resource, request.namespace, request.name)
-        data = request.data if isinstance(request.data, dict) else {}
         async with self._lock:
+            key = (request.resource, request.namespace, request.name)
             if key not in self._objects or self._objects[key].deleted:
-                raise KubernetesError(status=404, reason="NotFound", message="not found")
-            current = self._objects[key].raw
+                raise KubernetesError(
+                    status=404, reason="NotFound", message=f'{plural} "{request.name}" not found'
+                )
+            current: dict[str, Any] = self._objects[key].raw
             meta = data.setdefault("metadata", {})
             sent = meta.get("resourceVersion")
-            stored = current["metadata"].get("resourceVersion")
-            if sent is not None and sent != stored:
+            if not sent:
+                raise KubernetesError(
+                    status=422,
+                    reason="Invalid",
+                    message="metadata.resourceVersion: Invalid value: 0x0: must be specified "
+                    "for an update",
+                )
+            if sent != current["metadata"].get("resourceVersion"):
                 raise KubernetesError(
                     status=409,
                     reason="Conflict",
-                    message=f'Operation cannot be fulfilled on {plural} "{request.name}": '
-                    "the object has been modified; please apply your changes to the latest "
+                    message=f'Operation cannot be fulfilled on {plural} "{request.name}": the '
+                    "object has been modified; please apply your changes to the latest "
                     "version and try again",
                 )
-            for field in ("uid", "creationTimestamp", "namespace", "name", "generation"):
-                if field in current["metadata"]:
-                    meta[field] = current["metadata"][field]
+            for owned in ("uid", "creationTimestamp", "generation", "namespace", "name"):
+                if owned in current["metadata"]:
+                    meta[owned] = current["metadata"][owned]
+            if plural in WITH_STATUS:
+                data.pop("status", None)
+                if "status" in current:
+                    data["status"] = copy.deepcopy(current["status"])
+            if data == current:
+                return current  # a no-op update is not written: same resourceVersion, no event
+            if data.get("spec") != current.get("spec"):
+                meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
             meta["resourceVersion"] = str(next(self._versions))
-            obj = self._objects[key]
-            obj.delete()  # history keeps the old version; the object is replaced, not merged
-            obj.create(data)
-            raw = obj.raw
-            await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
-        return aiohttp.web.json_response(raw)
+            self._objects[key].create(data)
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": data})
+            return data
 
     async def _collect_garbage(self) -> None:
         """Deletes dependents whose owners are all gone, until nothing more goes."""
@@ -240,6 +296,81 @@ class ApiServer(kmock.KubernetesEmulator):
         if selector and isinstance(result, dict):
             result["items"] = [o for o in result["items"] if _matches(o, selector)]
         return result
+
+
+def _pod_specs(plural: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod spec(s) inside an object or patch of `plural` (present ones only)."""
+    spec = data.get("spec")
+    if not isinstance(spec, dict):
+        return []
+    if plural == "pods":
+        return [spec]
+    template = spec.get("template")
+    if plural == "deployments" and isinstance(template, dict):
+        pod = template.get("spec")
+        return [pod] if isinstance(pod, dict) else []
+    return []
+
+
+def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        c
+        for field in ("initContainers", "containers")
+        for c in pod.get(field) or []
+        if isinstance(c, dict)
+    ]
+
+
+def _normalise(plural: str, data: dict[str, Any]) -> None:
+    """Quantities in their canonical form, as the API server stores them."""
+    for pod in _pod_specs(plural, data):
+        for container in _containers(pod):
+            for part in ("requests", "limits"):
+                amounts = (container.get("resources") or {}).get(part)
+                if isinstance(amounts, dict):
+                    for name, value in amounts.items():
+                        if value is not None:
+                            amounts[name] = canonical(value)
+        for volume in pod.get("volumes") or []:
+            empty_dir = volume.get("emptyDir") if isinstance(volume, dict) else None
+            if isinstance(empty_dir, dict) and empty_dir.get("sizeLimit") is not None:
+                empty_dir["sizeLimit"] = canonical(empty_dir["sizeLimit"])
+
+
+def _default(plural: str, data: dict[str, Any], creating: bool) -> None:
+    """A few of the server's defaults for a whole object (create or update)."""
+    for pod in _pod_specs(plural, data):
+        pod.setdefault("restartPolicy", "Always")
+        pod.setdefault("dnsPolicy", "ClusterFirst")
+        pod.setdefault("schedulerName", "default-scheduler")
+        for container in _containers(pod):
+            container.setdefault("terminationMessagePath", "/dev/termination-log")
+            container.setdefault("terminationMessagePolicy", "File")
+    if plural == "services" and isinstance(data.get("spec"), dict):
+        spec = data["spec"]
+        spec.setdefault("sessionAffinity", "None")
+        if creating and spec.get("type", "ClusterIP") == "ClusterIP":
+            n = next(_ADDRESSES)
+            spec.setdefault("clusterIP", f"10.96.{n // 250}.{n % 250}")
+        for port in spec.get("ports") or []:
+            port.setdefault("protocol", "TCP")
+            port.setdefault("targetPort", port.get("port"))
+
+
+def _validate(plural: str, data: dict[str, Any]) -> None:
+    """The real server's check that every mounted volume is declared by the pod."""
+    for pod in _pod_specs(plural, data):
+        declared = {v.get("name") for v in pod.get("volumes") or [] if isinstance(v, dict)}
+        for field in ("initContainers", "containers"):
+            for i, container in enumerate(pod.get(field) or []):
+                for j, mount in enumerate(container.get("volumeMounts") or []):
+                    if mount.get("name") not in declared:
+                        raise KubernetesError(
+                            status=422,
+                            reason="Invalid",
+                            message=f"{plural} is invalid: spec.template.spec.{field}[{i}]"
+                            f'.volumeMounts[{j}].name: Not found: "{mount.get("name")}"',
+                        )
 
 
 def _selector(request: Any) -> dict[str, str]:
