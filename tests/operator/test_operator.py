@@ -19,6 +19,7 @@ from kopf.testing import KopfRunner
 from prometheus_client import REGISTRY
 
 from gearshift.v1 import inference_pb2, inference_pb2_grpc
+from tests.operator import pod_failures
 from tests.operator.apiserver import ApiServer
 
 EXAMPLES = Path(__file__).parents[2] / "examples/modelroutes"
@@ -328,16 +329,7 @@ async def test_autoscaler_follows_live_load_and_wakes_on_demand(
             },
             # As the kubelet reports a serving replica: Running and Ready (a pod that is
             # not Ready yet counts as loading, and holds scale-ups).
-            "status": {
-                "phase": "Running",
-                "podIP": "127.0.0.1",
-                "conditions": [
-                    {"type": "PodScheduled", "status": "True"},
-                    {"type": "Initialized", "status": "True"},
-                    {"type": "ContainersReady", "status": "True"},
-                    {"type": "Ready", "status": "True"},
-                ],
-            },
+            "status": {**pod_failures.ready(), "podIP": "127.0.0.1"},
         }
         await _send(apiserver, "POST", f"/api/v1/namespaces/{NS}/pods", pod)
 

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from gearshift.v1 import inference_pb2_grpc
+from tests.operator import pod_failures
 from tests.operator.apiserver import ApiServer
 from tests.operator.test_cluster_day_one import _complete_rollout, _image
 from tests.operator.test_operator import (
@@ -49,17 +50,9 @@ def _pod(name: str, route: str, port: int) -> dict[str, Any]:
         "spec": {
             "containers": [{"name": "slm", "ports": [{"name": "grpc", "containerPort": port}]}]
         },
-        # As the kubelet reports a serving replica (a pod not Ready yet counts as loading).
-        "status": {
-            "phase": "Running",
-            "podIP": "127.0.0.1",
-            "conditions": [
-                {"type": "PodScheduled", "status": "True"},
-                {"type": "Initialized", "status": "True"},
-                {"type": "ContainersReady", "status": "True"},
-                {"type": "Ready", "status": "True"},
-            ],
-        },
+        # As the kubelet reports a serving replica: Running and Ready (a pod that is
+        # not Ready yet counts as loading, and holds scale-ups).
+        "status": {**pod_failures.ready(), "podIP": "127.0.0.1"},
     }
 
 
