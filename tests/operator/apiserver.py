@@ -52,7 +52,7 @@ import attrs
 import kmock
 from kmock import ResourceInfo, action
 from kmock._internal import dicts
-from kmock._internal.k8s import KubernetesError
+from kmock._internal.k8s import KubernetesError, KubernetesObjectNotFoundError
 
 from tests.operator.quantity import canonical
 
@@ -182,8 +182,10 @@ class ApiServer(kmock.KubernetesEmulator):
         if method == "PUT" and plural is not None and request.name:
             if plural in self._denied:
                 raise self._denied[plural]
+            owners_before = _owner_uids(self._current(request))
             stored = await self._replace(request)
-            await self._collect_garbage()
+            if _owner_uids(stored) != owners_before:
+                await self._collect_garbage()
             return aiohttp.web.json_response(stored)
         if request.action == action.WATCH and plural is not None:
             selector = request.params.get("labelSelector", "") if request.params else ""
@@ -219,11 +221,29 @@ class ApiServer(kmock.KubernetesEmulator):
                     _validate(plural or "", merged)
                     if merged.get("spec") != current.get("spec"):
                         meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
+        owners_then = _owner_uids(self._current(request)) if request.name else None
         try:
             return await super()._handle(request)
         finally:
-            if request.action in (action.DELETE, action.UPDATE):
+            # Dependents lose their owners only when an object goes or an update changes its
+            # own ownerReferences; a full scan after every update made many routes slow.
+            # (An update that removes the last finalizer of an object being deleted makes it go.)
+            after = self._current(request) if request.action == action.UPDATE else None
+            if request.action == action.DELETE or (
+                request.action == action.UPDATE
+                and (after is None or _owner_uids(after) != owners_then)
+            ):
                 await self._collect_garbage()
+
+    async def _serve_fetch(self, request: Any) -> Any:
+        """GET of one object by its key: a dict lookup (kmock scans every stored object)."""
+        if request.resource is None or request.name is None:
+            return await super()._serve_fetch(request)
+        key = (request.resource, request.namespace, request.name)
+        async with self._lock:
+            if key not in self._objects or self._objects[key].deleted:
+                raise KubernetesObjectNotFoundError()
+            return self._objects[key].raw
 
     async def _replace(self, request: Any) -> dict[str, Any]:
         """PUT: the whole object from the request, if it was read at the current version."""
@@ -371,6 +391,11 @@ def _validate(plural: str, data: dict[str, Any]) -> None:
                             message=f"{plural} is invalid: spec.template.spec.{field}[{i}]"
                             f'.volumeMounts[{j}].name: Not found: "{mount.get("name")}"',
                         )
+
+
+def _owner_uids(obj: dict[str, Any] | None) -> frozenset[str]:
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return frozenset(str(ref.get("uid")) for ref in refs)
 
 
 def _selector(request: Any) -> dict[str, str]:
