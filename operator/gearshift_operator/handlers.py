@@ -104,6 +104,7 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     # Locks and the HTTP client belong to the previous run's event loop when the operator
     # is restarted in the same process (tests): start both afresh.
     _locks.clear()
+    _status_written.clear()
     SCALE_STATES.clear()
     ROLLOUTS.claims.clear()
     ROLLOUTS.concurrency = SETTINGS.image_rollout_concurrency
@@ -245,20 +246,43 @@ def _route(body: Any) -> ModelRoute:
     return ModelRoute.model_validate(dict(body))
 
 
+# (namespace/name) -> (the route's resourceVersion a status write was based on, the status
+# the API server answered with). Until the watch cache holds a newer version of the route,
+# that answer is the status, not the stale copy (a first start's child events would
+# otherwise each write the same status again).
+_status_written: dict[str, tuple[str | None, dict[str, Any]]] = {}
+
+
+def _known_status(route_body: Any) -> dict[str, Any]:
+    meta = route_body["metadata"]
+    key = f"{meta['namespace']}/{meta['name']}"
+    remembered = _status_written.get(key)
+    if remembered is not None and remembered[0] == meta.get("resourceVersion"):
+        return remembered[1]
+    _status_written.pop(key, None)
+    return dict(route_body.get("status") or {})
+
+
 async def write_status(route_body: Any, fields: dict[str, Any], conds: status.Conditions) -> None:
     meta = route_body["metadata"]
-    old = ((route_body.get("status") or {}).get("conditions")) or []
+    current = _known_status(route_body)
+    old = current.get("conditions") or []
     merged = status.merge_conditions(old, conds, status.now_rfc3339())
     patch = {"status": {**fields, "conditions": merged}}
-    if is_subset(patch["status"], route_body.get("status") or {}):
+    if is_subset(patch["status"], current):
         return  # unchanged: no write, no watch event
     base = path_for(f"{GROUP}/{VERSION}", "ModelRoute", meta["namespace"], meta["name"])
     try:
-        await client().merge_patch(base + "/status", patch)
+        written = await client().merge_patch(base + "/status", patch)
     except KubeError as err:
         if err.status != 404:
             raise
-        # Deleted meanwhile (routes carry no finalizer): nothing left to report on.
+        return  # deleted meanwhile (routes carry no finalizer): nothing left to report on
+    answered = written.get("status") if isinstance(written, dict) else None
+    _status_written[f"{meta['namespace']}/{meta['name']}"] = (
+        meta.get("resourceVersion"),
+        dict(answered) if isinstance(answered, dict) else {**current, **patch["status"]},
+    )
 
 
 async def reconcile(body: Any, logger: Any, reason: str) -> bool:
@@ -509,6 +533,7 @@ async def route_event(event: kopf.RawEvent, logger: kopf.Logger, **_: Any) -> No
         return
     metrics.DESIRED.remove_route(namespace, name)
     _locks.pop(f"{namespace}/{name}", None)
+    _status_written.pop(f"{namespace}/{name}", None)
     CACHES.forget(namespace, name)
     SCALE_STATES.pop(f"{namespace}/{name}", None)
     await reconcile_dependents(namespace, name, logger)
