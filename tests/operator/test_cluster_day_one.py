@@ -110,12 +110,8 @@ async def _complete_rollout(api: ApiServer, name: str) -> None:
     await _send(api, "PATCH", f"{DEPLOYMENTS}/{name}/status", {"status": done})
 
 
-async def test_a_new_image_rolls_one_route_at_a_time(
-    apiserver: ApiServer, kubeconfig: Path
-) -> None:
-    from gearshift_operator import handlers
-
-    names = ["route-a", "route-b", "route-c"]
+async def deploy_rolled_out(apiserver: ApiServer, names: list[str]) -> None:
+    """Routes `names` (the small example) deployed by one operator run, rollouts complete."""
     runner = _runner()
     await asyncio.to_thread(runner.__enter__)
     try:
@@ -129,6 +125,15 @@ async def test_a_new_image_rolls_one_route_at_a_time(
             await _complete_rollout(apiserver, name)
     finally:
         await _stop(runner)
+
+
+async def test_a_new_image_rolls_one_route_at_a_time(
+    apiserver: ApiServer, kubeconfig: Path
+) -> None:
+    from gearshift_operator import handlers
+
+    names = ["route-a", "route-b", "route-c"]
+    await deploy_rolled_out(apiserver, names)
 
     # A chart upgrade: the operator restarts with a new model-server image.
     old = handlers.SETTINGS

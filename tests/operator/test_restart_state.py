@@ -16,7 +16,7 @@ import pytest
 from gearshift.v1 import inference_pb2_grpc
 from tests.operator import pod_failures
 from tests.operator.apiserver import ApiServer
-from tests.operator.test_cluster_day_one import _complete_rollout, _image
+from tests.operator.test_cluster_day_one import _complete_rollout, _image, deploy_rolled_out
 from tests.operator.test_operator import (
     DEPLOYMENTS,
     NS,
@@ -138,19 +138,7 @@ async def test_an_image_rollout_keeps_its_slot_across_a_restart(
     from gearshift_operator import handlers
 
     names = ["route-a", "route-b", "route-c"]
-    runner = _runner()
-    await asyncio.to_thread(runner.__enter__)
-    try:
-        for name in names:
-            route = _example("small")
-            route["metadata"]["name"] = name
-            route["spec"]["model"]["servedName"] = name
-            await _send(apiserver, "POST", ROUTES, route)
-        for name in names:
-            await _eventually(lambda n=name: _get(apiserver, f"{DEPLOYMENTS}/{n}"), name)
-            await _complete_rollout(apiserver, name)
-    finally:
-        await _stop(runner)
+    await deploy_rolled_out(apiserver, names)
 
     old = handlers.SETTINGS
     new_image = "ghcr.io/gearshift-dev/gearshift-gpu:0.2.0"
